@@ -1,0 +1,49 @@
+//! The Rust face of the hand-written context switch in `arch/`.
+//!
+//! The interface is deliberately tiny (three asm entry points per
+//! architecture, wrapped by the four functions below):
+//!
+//! * [`Regs`]: the two saved stack pointers of one job, shared with the asm;
+//! * [`init_stack`]: lay out the FRESH record at the top of a new stack;
+//! * [`switch_in`]: resumer side, run the job until it switches out;
+//! * [`switch_out`]: job side, return control to whoever resumed it;
+//! * [`inherit_fp_env`]: give a job the caller's floating-point control state
+//!   at the start of every job (x86_64 only; FPCR and fcsr are thread state).
+//!
+//! On targets without a backend, `none.rs` provides the same items with
+//! [`CAPABLE`] = `false`; nothing there is ever reached because the safe
+//! layer checks `is_capable()` before touching a stack.
+
+cfg_if::cfg_if! {
+    if #[cfg(stackjob_backend = "x86_64")] {
+        mod x86_64;
+        pub(crate) use self::x86_64::*;
+    } else {
+        mod none;
+        pub(crate) use self::none::*;
+    }
+}
+
+/// Saved stack pointers of one job, read and written by the asm.
+///
+/// `sp` holds the job's saved record while the job is switched out;
+/// `parent_sp` holds the resumer's saved record while the job runs.
+/// The asm receives the offsets of both fields through `global_asm!`
+/// `const` operands, so this layout is defined here only.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Regs {
+    pub(crate) sp: *mut u8,
+    pub(crate) parent_sp: *mut u8,
+}
+
+/// The signature of a job stack's entry function: called once per stack
+/// (by the trampoline, on the job stack) with the stack's `Regs`; it must
+/// never return and never unwind.
+pub(crate) type Entry = unsafe extern "C" fn(*mut Regs) -> !;
+
+impl Regs {
+    pub(crate) const fn new() -> Regs {
+        Regs { sp: core::ptr::null_mut(), parent_sp: core::ptr::null_mut() }
+    }
+}

@@ -1,0 +1,27 @@
+//! The "not capable" backend (OpenSSL's `async_null` idea): the crate builds
+//! on every target, `is_capable()` is `false` and `start` returns
+//! [`Error::NotCapable`](crate::Error::NotCapable). None of these functions
+//! is reachable, because every path to them first checks [`CAPABLE`].
+
+use super::{Entry, Regs};
+
+/// No context-switch backend exists for this target.
+pub(crate) const CAPABLE: bool = false;
+
+/// Name of the backend, for messages.
+pub(crate) const BACKEND: &str = "none";
+
+pub(crate) unsafe fn init_stack(_top: *mut u8, _regs: *mut Regs, _entry: Entry) {
+    unreachable!("stackjob: no context-switch backend on this target")
+}
+
+#[inline(always)]
+pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
+
+pub(crate) unsafe fn switch_in(_regs: *mut Regs) {
+    unreachable!("stackjob: no context-switch backend on this target")
+}
+
+pub(crate) unsafe fn switch_out(_regs: *mut Regs) {
+    unreachable!("stackjob: no context-switch backend on this target")
+}

@@ -1,0 +1,525 @@
+//! Jobs: start, pause, resume, finish, cancel.
+//!
+//! Every job stack carries a [`Slot`] at its top. The slot holds the saved
+//! stack pointers the asm switches through and the little state the Rust
+//! side needs; nothing about a job lives on the heap.
+//!
+//! A stack's first switch enters [`job_entry`], which never returns: it
+//! loops, running one job per iteration and switching out after each, so a
+//! pooled stack is reused without any re-initialisation (OpenSSL's
+//! `async_start_func` idea).
+
+use crate::arch::{self, Regs};
+use crate::pool::{self, Lease};
+use crate::stack::{self, Stack};
+use crate::wait_ctx::WaitCtx;
+use crate::Error;
+use std::any::Any;
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::{self, addr_of_mut};
+use std::thread;
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum State {
+    Running,
+    Paused,
+    Finished,
+}
+
+/// The per-stack bookkeeping, at the top of the stack's mapping.
+#[repr(C)]
+struct Slot {
+    /// Must stay first: the asm's entry hands `*mut Regs` to `job_entry`,
+    /// which casts it back to the slot.
+    regs: Regs,
+    /// Which job body to run next (monomorphised `run::<F, R>`).
+    run: unsafe fn(*mut Slot),
+    /// The closure, on the starter's stack until the job moves it out.
+    arg: *mut (),
+    /// Where the job writes its outcome: on the stack of its latest resumer.
+    out: *mut (),
+    ctx: Option<WaitCtx>,
+    /// Unique per job on this thread (never 0), for `BlockGuard`.
+    id: u64,
+    /// Nested `block_pause` count; belongs to this job only.
+    blocked: u32,
+    state: State,
+    /// Set when the job's handle is dropped while paused: its next return
+    /// from `pause` unwinds the job.
+    cancel: bool,
+    /// The FRESH record has been laid and the slot initialised.
+    ready: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
+const _: () = assert!(std::mem::offset_of!(Slot, regs) == 0);
+
+thread_local! {
+    /// The job running on this thread, or null. Written on every switch, so
+    /// it is a plain `Cell` with a constant initialiser and no destructor:
+    /// a single TLS load or store, no lazy-init check.
+    static CURRENT: Cell<*mut Slot> = const { Cell::new(ptr::null_mut()) };
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// The private payload used to unwind a cancelled job.
+struct ForcedUnwind;
+
+/// How many times dropping a paused job resumes it to unwind it before
+/// giving up and quarantining its stack (a job may catch the unwind and
+/// pause again, or pause from a destructor).
+const MAX_CANCEL_RESUMES: usize = 8;
+
+/// What [`start`] and [`Job::resume`] report: the job paused (resume it
+/// later through the handle) or finished with its return value.
+#[derive(Debug)]
+#[must_use = "a paused job must be resumed (or dropped, which cancels it)"]
+pub enum Step<R> {
+    /// The job called [`pause`]; it holds its stack until resumed or dropped.
+    Paused(Job<R>),
+    /// The job returned this value; its stack went back to the pool.
+    Finished(R),
+}
+
+/// A paused job. Resume it with [`Job::resume`] on the thread that started
+/// it; the type is neither `Send` nor `Sync`, so moving it to another thread
+/// does not compile:
+///
+/// ```compile_fail
+/// let step = stackjob::start(None, || stackjob::pause()).unwrap();
+/// let stackjob::Step::Paused(job) = step else { unreachable!() };
+/// std::thread::spawn(move || job.resume()); // error: `Job<()>` cannot be sent between threads
+/// ```
+///
+/// Dropping a paused job cancels it: the job is resumed once more and its
+/// `pause()` unwinds the job's stack, so every destructor on it runs; then
+/// the stack goes back to the pool. If unwinding is impossible (a build with
+/// `panic = "abort"`, a drop during a panic, or a job that keeps pausing
+/// while being cancelled), the stack is quarantined instead: never reused,
+/// never unmapped (see [`quarantined_jobs`](crate::quarantined_jobs)).
+///
+/// ```
+/// use std::rc::Rc;
+/// let guard = Rc::new(());
+/// let inside = guard.clone();
+/// let step = stackjob::start(None, move || {
+///     let _keep = inside;
+///     stackjob::pause();
+///     unreachable!("a cancelled job does not continue");
+/// }).unwrap();
+/// assert_eq!(Rc::strong_count(&guard), 2);
+/// drop(step); // cancels: the job's frames unwind, `_keep` is dropped
+/// assert_eq!(Rc::strong_count(&guard), 1);
+/// ```
+pub struct Job<R> {
+    lease: ManuallyDrop<Lease>,
+    /// `fn() -> R`: the job owns no `R` yet; `*mut ()`: neither Send nor Sync.
+    _marker: PhantomData<(fn() -> R, *mut ())>,
+}
+
+impl<R> std::fmt::Debug for Job<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("id", &unsafe { (*slot_of(&self.lease)).id }).finish()
+    }
+}
+
+fn slot_of(lease: &Lease) -> *mut Slot {
+    lease.stack.slot_addr().cast()
+}
+
+/// Starts `f` as a job on a stack from this thread's pool (OpenSSL's
+/// `ASYNC_start_job` with `*job == NULL`). `f` runs at once, on the job's
+/// stack, until it returns ([`Step::Finished`]) or calls [`pause`]
+/// ([`Step::Paused`]). `ctx` is the wait context the job can reach through
+/// [`current_wait_ctx`]; it stays the job's for its whole life.
+///
+/// The closure is moved onto the job's stack: no heap allocation happens
+/// once the pool has a stack to lend. A panic in `f` unwinds the job's
+/// stack and is raised again here (the stack returns to the pool first).
+///
+/// Starting a job from inside a job is allowed: the inner job's `pause`
+/// returns to the outer job, which may resume it later or hand it on.
+///
+/// ```
+/// use stackjob::{start, pause, Step};
+/// let step = start(None, || {
+///     pause();
+///     6 * 7
+/// }).unwrap();
+/// let Step::Paused(job) = step else { panic!("expected a pause") };
+/// let Step::Finished(v) = job.resume().unwrap() else { panic!("expected the end") };
+/// assert_eq!(v, 42);
+/// ```
+///
+/// # Errors
+/// [`Error::NotCapable`] where [`is_capable`](crate::is_capable) is false,
+/// [`Error::NoJobs`] when the pool's `max_size` jobs all exist and none is
+/// idle, [`Error::StackAlloc`] when a new stack cannot be mapped.
+pub fn start<F, R>(ctx: Option<&WaitCtx>, f: F) -> Result<Step<R>, Error>
+where
+    F: FnOnce() -> R + 'static,
+{
+    if !crate::is_capable() {
+        return Err(Error::NotCapable { reason: crate::not_capable_reason() });
+    }
+    let lease = pool::acquire()?;
+    let slot = slot_of(&lease);
+    let f = ManuallyDrop::new(f);
+    // SAFETY: the lease gives us exclusive use of the stack and its slot; the
+    // job is not running, so nothing else reads or writes the slot.
+    unsafe {
+        if !(*slot).ready {
+            init_slot(slot, &lease.stack);
+        }
+        (*slot).run = run::<F, R>;
+        (*slot).arg = (&*f as *const F).cast_mut().cast();
+        if let Some(ctx) = ctx {
+            (*slot).ctx = Some(ctx.clone());
+        }
+        (*slot).id = next_id();
+        (*slot).blocked = 0;
+        (*slot).cancel = false;
+        arch::inherit_fp_env(addr_of_mut!((*slot).regs));
+    }
+    let scrub = lease.scrub;
+    // The job moves `f` out of our frame before anything else (see `run`).
+    let step = drive(lease);
+    if scrub {
+        // The bytes of the moved-out closure stay in this frame otherwise.
+        // SAFETY: `f` is a live local of this frame; its value was moved out
+        // by the job, so its bytes are dead.
+        unsafe { stack::zero_volatile((&*f as *const F).cast_mut().cast(), size_of::<F>()) };
+    }
+    step
+}
+
+fn next_id() -> u64 {
+    NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    })
+}
+
+/// Lays the FRESH record and initialises the slot of a never-used stack.
+///
+/// # Safety
+/// `slot` must be the slot of `stack`, exclusively ours, never initialised.
+#[cold]
+unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
+    // SAFETY: the caller guarantees exclusive access to the slot memory and
+    // to the stack below it.
+    unsafe {
+        slot.write(Slot {
+            regs: Regs::new(),
+            run: run::<fn(), ()>,
+            arg: ptr::null_mut(),
+            out: ptr::null_mut(),
+            ctx: None,
+            id: 0,
+            blocked: 0,
+            state: State::Finished,
+            cancel: false,
+            ready: true,
+        });
+        arch::init_stack(stack.top(), addr_of_mut!((*slot).regs), job_entry);
+    }
+}
+
+/// The first and only function called on a job stack; one iteration per job.
+///
+/// # Safety
+/// Entered only by the trampoline with the stack's own `Regs` (the first
+/// field of its slot).
+unsafe extern "C" fn job_entry(regs: *mut Regs) -> ! {
+    let slot = regs.cast::<Slot>();
+    loop {
+        // SAFETY: the resumer set `run` and `arg` for this job before
+        // switching in, and holds the slot exclusively until we switch out.
+        unsafe {
+            ((*slot).run)(slot);
+            (*slot).state = State::Finished;
+            arch::switch_out(regs);
+        }
+    }
+}
+
+/// Runs one job body on the job stack and stores its outcome.
+///
+/// # Safety
+/// `slot.arg` must point at a live `F` that nobody else will use, and
+/// `slot.out` (read after `F` returns) at room for a `thread::Result<R>`.
+unsafe fn run<F: FnOnce() -> R, R>(slot: *mut Slot) {
+    // SAFETY: per the contract, the closure is ours to move out; the
+    // starter wrapped it in ManuallyDrop and never touches it again.
+    let f = unsafe { ptr::read((*slot).arg.cast::<F>()) };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    // SAFETY: `out` was set by the resumer of this final segment.
+    unsafe { (*slot).out.cast::<thread::Result<R>>().write(outcome) };
+}
+
+/// How one run segment ended.
+enum Segment<R> {
+    Paused,
+    Finished(thread::Result<R>),
+}
+
+/// Runs the job on `lease` until it pauses or finishes.
+fn run_segment<R>(lease: &Lease) -> Segment<R> {
+    let slot = slot_of(lease);
+    let mut out = MaybeUninit::<thread::Result<R>>::uninit();
+    // SAFETY: we hold the lease, so the job is switched out and its slot is
+    // ours; the job only touches the slot while we are inside switch_in.
+    unsafe {
+        if let Some(ctx) = &(*slot).ctx {
+            ctx.begin_segment();
+        }
+        (*slot).out = out.as_mut_ptr().cast();
+        (*slot).state = State::Running;
+        let prev = CURRENT.replace(slot);
+        arch::switch_in(addr_of_mut!((*slot).regs));
+        CURRENT.set(prev);
+        match (*slot).state {
+            State::Paused => Segment::Paused,
+            _ => {
+                let outcome = out.assume_init_read();
+                if lease.scrub {
+                    stack::zero_volatile(out.as_mut_ptr().cast(), size_of::<thread::Result<R>>());
+                }
+                Segment::Finished(outcome)
+            }
+        }
+    }
+}
+
+/// Drives a job one segment and turns the result into a [`Step`].
+fn drive<R>(lease: Lease) -> Result<Step<R>, Error> {
+    match run_segment::<R>(&lease) {
+        Segment::Paused => Ok(Step::Paused(Job { lease: ManuallyDrop::new(lease), _marker: PhantomData })),
+        Segment::Finished(outcome) => {
+            finish(lease);
+            match outcome {
+                Ok(value) => Ok(Step::Finished(value)),
+                Err(payload) => panic::resume_unwind(payload),
+            }
+        }
+    }
+}
+
+/// Returns a finished job's stack to the pool and lets go of its wait ctx
+/// (whose cleanups may run now, with the pool consistent again).
+fn finish(lease: Lease) {
+    let slot = slot_of(&lease);
+    // SAFETY: the job finished; its slot is ours until the lease is released.
+    let (ctx, live_from) = unsafe { ((*slot).ctx.take(), (*slot).regs.sp) };
+    pool::release(lease, live_from);
+    drop(ctx);
+}
+
+impl<R> Job<R> {
+    /// Resumes the job where it paused (OpenSSL's `ASYNC_start_job` with a
+    /// job handle). Runs it until it pauses again or finishes; a panic in
+    /// the job is raised again here.
+    ///
+    /// ```
+    /// use stackjob::{start, pause, Step};
+    /// let mut step = start(None, || { for _ in 0..3 { pause(); } "done" }).unwrap();
+    /// let mut pauses = 0;
+    /// let value = loop {
+    ///     match step {
+    ///         Step::Paused(job) => { pauses += 1; step = job.resume().unwrap(); }
+    ///         Step::Finished(v) => break v,
+    ///     }
+    /// };
+    /// assert_eq!((pauses, value), (3, "done"));
+    /// ```
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for resume-time failures
+    /// without an API break.
+    pub fn resume(self) -> Result<Step<R>, Error> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again.
+        let lease = unsafe { ManuallyDrop::take(&mut this.lease) };
+        drive(lease)
+    }
+
+    /// The wait context the job was started with.
+    pub fn wait_ctx(&self) -> Option<&WaitCtx> {
+        // SAFETY: the job is paused, so its slot is not being written.
+        unsafe { (*slot_of(&self.lease)).ctx.as_ref() }
+    }
+}
+
+impl<R> Drop for Job<R> {
+    fn drop(&mut self) {
+        // SAFETY: drop runs once; the lease is not used after this.
+        let lease = unsafe { ManuallyDrop::take(&mut self.lease) };
+        let slot = slot_of(&lease);
+        // SAFETY: the job is paused; its slot is ours.
+        unsafe { (*slot).cancel = true };
+        if cfg!(panic = "unwind") && !thread::panicking() {
+            for _ in 0..MAX_CANCEL_RESUMES {
+                if let Segment::Finished(outcome) = run_segment::<R>(&lease) {
+                    finish(lease);
+                    if let Err(payload) = outcome {
+                        reraise_unless_cancel(payload);
+                    }
+                    return;
+                }
+            }
+        }
+        pool::quarantine(lease);
+    }
+}
+
+/// A cancelled job ends with our private payload; anything else is a real
+/// panic raised while it unwound, and is passed on to the dropper.
+fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
+    if !payload.is::<ForcedUnwind>() {
+        panic::resume_unwind(payload);
+    }
+}
+
+/// Pauses the running job: control goes back to whoever started or last
+/// resumed it, which sees [`Step::Paused`]; `pause` returns when the job is
+/// resumed (OpenSSL's `ASYNC_pause_job`).
+///
+/// Outside a job, or while pausing is blocked with [`block_pause`], it does
+/// nothing and returns at once.
+///
+/// ```
+/// stackjob::pause(); // not in a job: a no-op
+/// let step = stackjob::start(None, || {
+///     let _no_pause = stackjob::block_pause();
+///     stackjob::pause(); // blocked: a no-op
+///     1
+/// }).unwrap();
+/// assert!(matches!(step, stackjob::Step::Finished(1)));
+/// ```
+#[inline]
+pub fn pause() {
+    let slot = CURRENT.get();
+    if slot.is_null() {
+        return;
+    }
+    // SAFETY: CURRENT is only non-null while that slot's job runs on this
+    // thread, and this code runs inside it, on its stack.
+    unsafe {
+        if (*slot).blocked != 0 {
+            return;
+        }
+        (*slot).state = State::Paused;
+        arch::switch_out(addr_of_mut!((*slot).regs));
+        if (*slot).cancel {
+            cancelled();
+        }
+    }
+}
+
+/// The resumed job is being cancelled: unwind its stack, unless it is
+/// already unwinding (a destructor paused), in which case carry on.
+#[cold]
+fn cancelled() {
+    if !thread::panicking() {
+        panic::resume_unwind(Box::new(ForcedUnwind));
+    }
+}
+
+/// Whether the caller runs inside a job (OpenSSL's
+/// `ASYNC_get_current_job() != NULL`). One thread-local load: cheap enough
+/// to decide between a synchronous and an asynchronous path per operation.
+///
+/// ```
+/// assert!(!stackjob::in_job());
+/// let step = stackjob::start(None, stackjob::in_job).unwrap();
+/// assert!(matches!(step, stackjob::Step::Finished(true)));
+/// ```
+#[inline]
+pub fn in_job() -> bool {
+    !CURRENT.get().is_null()
+}
+
+/// The wait context of the running job (OpenSSL's
+/// `ASYNC_get_wait_ctx(ASYNC_get_current_job())`), or `None` outside a job
+/// or for a job started without one.
+///
+/// ```
+/// let ctx = stackjob::WaitCtx::new();
+/// let step = stackjob::start(Some(&ctx), || stackjob::current_wait_ctx()).unwrap();
+/// let stackjob::Step::Finished(Some(seen)) = step else { panic!() };
+/// assert!(seen.same_as(&ctx));
+/// ```
+#[inline]
+pub fn current_wait_ctx() -> Option<WaitCtx> {
+    let slot = CURRENT.get();
+    if slot.is_null() {
+        return None;
+    }
+    // SAFETY: see `pause`; the ctx field is only replaced while the job is
+    // switched out.
+    unsafe { (*slot).ctx.clone() }
+}
+
+/// Blocks [`pause`] in the running job until the guard is dropped
+/// (OpenSSL's `ASYNC_block_pause` / `ASYNC_unblock_pause` as an RAII guard).
+/// Guards nest. Outside a job the guard does nothing.
+///
+/// The block belongs to the job that took it: it ends when the guard drops
+/// or when the job ends, whichever comes first, and never reaches a later
+/// job on the same thread (OpenSSL's counter is per thread and leaks).
+///
+/// Use it around code that holds a lock the resumer might also take.
+///
+/// ```
+/// use stackjob::{start, pause, block_pause, Step};
+/// let step = start(None, || {
+///     let outer = block_pause();
+///     let inner = block_pause();
+///     pause(); // no-op
+///     drop(inner);
+///     pause(); // still blocked by `outer`
+///     drop(outer);
+///     pause(); // pauses
+/// }).unwrap();
+/// let Step::Paused(job) = step else { panic!() };
+/// assert!(matches!(job.resume().unwrap(), Step::Finished(())));
+/// ```
+pub fn block_pause() -> BlockGuard {
+    let slot = CURRENT.get();
+    if slot.is_null() {
+        return BlockGuard { job: 0, _not_send: PhantomData };
+    }
+    // SAFETY: see `pause`.
+    unsafe {
+        (*slot).blocked = (*slot).blocked.saturating_add(1);
+        BlockGuard { job: (*slot).id, _not_send: PhantomData }
+    }
+}
+
+/// Keeps [`pause`] blocked in the job that created it; see [`block_pause`].
+#[must_use = "dropping the guard at once unblocks pausing again"]
+#[derive(Debug)]
+pub struct BlockGuard {
+    /// The id of the job that took the block; 0 = taken outside any job.
+    job: u64,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl Drop for BlockGuard {
+    fn drop(&mut self) {
+        let slot = CURRENT.get();
+        // Only the job that took the block can lift it; a guard dropped
+        // elsewhere (moved out of its job) has nothing left to undo.
+        // SAFETY: see `pause`.
+        unsafe {
+            if self.job != 0 && !slot.is_null() && (*slot).id == self.job {
+                (*slot).blocked = (*slot).blocked.saturating_sub(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The per-thread job pool: idle stacks kept for reuse (LIFO), a limit on
+//! how many jobs may exist, and the stack configuration.
+//!
+//! Differences from OpenSSL's pool, on purpose: `(max_size 0, init_size n)`
+//! is accepted (unlimited, pre-warmed); a second `init_thread` replaces the
+//! first without leaking it; jobs that are still paused own their stacks, so
+//! `cleanup_thread` never frees memory a paused job lives on.
+
+use crate::stack::{self, Stack};
+use crate::Error;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How a thread's job pool is sized and what its stacks look like.
+///
+/// ```
+/// use stackjob::PoolConfig;
+/// let cfg = PoolConfig::new().max_size(64).init_size(8).stack_size(128 * 1024).scrub(true);
+/// stackjob::init_thread_with(&cfg).unwrap();
+/// let stats = stackjob::pool_stats();
+/// assert_eq!((stats.idle, stats.max_size), (8, 64));
+/// # stackjob::cleanup_thread();
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    max_size: usize,
+    init_size: usize,
+    stack_size: usize,
+    scrub: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig::new()
+    }
+}
+
+impl PoolConfig {
+    /// No limit, nothing pre-created, [`DEFAULT_STACK_SIZE`](crate::DEFAULT_STACK_SIZE)
+    /// stacks, no scrubbing: what a thread gets if it never calls `init_thread`.
+    pub const fn new() -> PoolConfig {
+        PoolConfig { max_size: 0, init_size: 0, stack_size: stack::DEFAULT_STACK_SIZE, scrub: false }
+    }
+
+    /// The most jobs that may exist on the thread at once (idle, paused or
+    /// running); 0 means no limit.
+    pub const fn max_size(mut self, max_size: usize) -> PoolConfig {
+        self.max_size = max_size;
+        self
+    }
+
+    /// How many jobs (stacks) to create up front.
+    pub const fn init_size(mut self, init_size: usize) -> PoolConfig {
+        self.init_size = init_size;
+        self
+    }
+
+    /// Usable bytes per job stack, rounded up to whole pages; one guard page
+    /// comes on top.
+    pub const fn stack_size(mut self, stack_size: usize) -> PoolConfig {
+        self.stack_size = stack_size;
+        self
+    }
+
+    /// Zero the part of a stack a job used before the stack serves another
+    /// job, and before it is unmapped, so secrets do not outlive their job.
+    pub const fn scrub(mut self, scrub: bool) -> PoolConfig {
+        self.scrub = scrub;
+        self
+    }
+}
+
+/// A snapshot of the calling thread's pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Stacks waiting for a job.
+    pub idle: usize,
+    /// Jobs of this pool that are running or paused.
+    pub in_use: usize,
+    /// The limit (0 = none).
+    pub max_size: usize,
+    /// Usable bytes per stack.
+    pub stack_size: usize,
+    /// Whether stacks are scrubbed between jobs.
+    pub scrub: bool,
+}
+
+struct Pool {
+    /// LIFO: the most recently used stack is the warmest in cache and TLB.
+    idle: Vec<Stack>,
+    /// Stacks of this pool in existence: idle + running + paused.
+    created: usize,
+    max_size: usize,
+    stack_size: usize,
+    scrub: bool,
+    /// Identifies this pool instance; a stack comes back only to the pool
+    /// (instance) that lent it.
+    epoch: u64,
+}
+
+/// A stack lent to one job, and where it must go back to.
+pub(crate) struct Lease {
+    pub(crate) stack: Stack,
+    epoch: u64,
+    pub(crate) scrub: bool,
+}
+
+thread_local! {
+    static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
+}
+
+fn next_epoch() -> u64 {
+    static EPOCH: AtomicU64 = AtomicU64::new(1);
+    EPOCH.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Pool {
+    fn new(cfg: &PoolConfig) -> Result<Pool, Error> {
+        if cfg.max_size != 0 && cfg.init_size > cfg.max_size {
+            return Err(Error::InvalidPoolSize { max_size: cfg.max_size, init_size: cfg.init_size });
+        }
+        let stack_size = stack::round_stack_size(cfg.stack_size)?;
+        let mut pool = Pool {
+            idle: Vec::new(),
+            created: 0,
+            max_size: cfg.max_size,
+            stack_size,
+            scrub: cfg.scrub,
+            epoch: next_epoch(),
+        };
+        if crate::is_capable() {
+            pool.idle.try_reserve(cfg.init_size).map_err(|_| Error::StackAlloc {
+                size: stack_size,
+                source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+            })?;
+            for _ in 0..cfg.init_size {
+                pool.idle.push(Stack::new(stack_size)?);
+                pool.created += 1;
+            }
+        }
+        Ok(pool)
+    }
+
+    fn take(&mut self) -> Result<Lease, Error> {
+        let stack = match self.idle.pop() {
+            Some(stack) => stack,
+            None => {
+                if self.max_size != 0 && self.created >= self.max_size {
+                    return Err(Error::NoJobs { in_use: self.created, max_size: self.max_size });
+                }
+                let stack = Stack::new(self.stack_size)?;
+                self.created += 1;
+                stack
+            }
+        };
+        Ok(Lease { stack, epoch: self.epoch, scrub: self.scrub })
+    }
+}
+
+/// Lends a stack from the calling thread's pool, creating the pool with
+/// the default configuration on first use.
+#[inline]
+pub(crate) fn acquire() -> Result<Lease, Error> {
+    let lent = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        match &mut *pool {
+            Some(pool) => pool.take(),
+            None => pool.insert(Pool::new(&PoolConfig::new())?).take(),
+        }
+    });
+    match lent {
+        Ok(lease) => lease,
+        // The thread is tearing down its thread-locals: serve the job with a
+        // stack of its own, freed when the job ends.
+        Err(_) => {
+            let size = stack::round_stack_size(stack::DEFAULT_STACK_SIZE)?;
+            Ok(Lease { stack: Stack::new(size)?, epoch: 0, scrub: false })
+        }
+    }
+}
+
+/// Gives a stack back after its job finished. `live_from` is the lowest
+/// address still in use on it (everything below is dead job frames).
+#[inline]
+pub(crate) fn release(mut lease: Lease, live_from: *mut u8) {
+    if lease.scrub {
+        lease.stack.scrub_below(live_from);
+    }
+    let back = POOL.try_with(|pool| match &mut *pool.borrow_mut() {
+        Some(pool) if pool.epoch == lease.epoch => {
+            pool.idle.push(lease.stack);
+            None
+        }
+        _ => Some(lease.stack),
+    });
+    // Not our pool any more (re-initialised, cleaned up, or the thread is
+    // exiting): the stack is unmapped here, outside the pool borrow.
+    drop(back);
+}
+
+/// A stack that still holds live frames the crate could not unwind: it is
+/// never reused or unmapped (quarantined), and no longer counts against the
+/// pool's limit.
+pub(crate) fn quarantine(lease: Lease) {
+    let _ = POOL.try_with(|pool| {
+        if let Some(pool) = &mut *pool.borrow_mut() {
+            if pool.epoch == lease.epoch {
+                pool.created -= 1;
+            }
+        }
+    });
+    QUARANTINED.fetch_add(1, Ordering::Relaxed);
+    std::mem::forget(lease.stack);
+}
+
+static QUARANTINED: AtomicU64 = AtomicU64::new(0);
+
+/// How many job stacks this process has quarantined: stacks of dropped
+/// paused jobs that could not be unwound (built with `panic = "abort"`,
+/// dropped during a panic, or a job that kept pausing while cancelled).
+/// They stay mapped and are never reused, so their memory is leaked on
+/// purpose rather than handed to another job with live frames on it.
+pub fn quarantined_jobs() -> u64 {
+    QUARANTINED.load(Ordering::Relaxed)
+}
+
+/// Sets up the calling thread's job pool (OpenSSL's `ASYNC_init_thread`):
+/// at most `max_size` jobs (0 = no limit), `init_size` of them created now,
+/// default stack size, no scrubbing. Replaces any previous pool of this
+/// thread; jobs paused under the previous pool keep working and free their
+/// stacks when they end.
+///
+/// Unlike OpenSSL, `init_thread(0, n)` (unlimited, `n` pre-created) is
+/// accepted. On a target where [`is_capable`](crate::is_capable) is false
+/// the sizes are still checked but no stack is created.
+///
+/// ```
+/// stackjob::init_thread(4, 2).unwrap();
+/// assert_eq!(stackjob::pool_stats().idle, 2);
+/// assert!(stackjob::init_thread(1, 2).is_err());
+/// # stackjob::cleanup_thread();
+/// ```
+pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
+    init_thread_with(&PoolConfig::new().max_size(max_size).init_size(init_size))
+}
+
+/// [`init_thread`] with every setting: limit, pre-created jobs, stack size
+/// and scrubbing. On error the thread's previous pool stays in place.
+pub fn init_thread_with(config: &PoolConfig) -> Result<(), Error> {
+    let pool = Pool::new(config)?;
+    // Drop the old pool (unmapping its idle stacks) outside the borrow.
+    let old = POOL.with(|p| p.borrow_mut().replace(pool));
+    drop(old);
+    Ok(())
+}
+
+/// Frees the calling thread's pool and its idle stacks (OpenSSL's
+/// `ASYNC_cleanup_thread`). Jobs still paused are not affected: each owns
+/// its stack and frees it when it finishes or is dropped. The next `start`
+/// on this thread creates a default pool again. Thread exit does the same
+/// automatically.
+pub fn cleanup_thread() {
+    let old = POOL.try_with(|p| p.borrow_mut().take());
+    drop(old);
+}
+
+/// The calling thread's pool as it is now (a default, empty pool if none
+/// was created yet).
+///
+/// ```
+/// stackjob::init_thread(0, 0).unwrap();
+/// let step = stackjob::start(None, || 1).unwrap();
+/// assert!(matches!(step, stackjob::Step::Finished(1)));
+/// let stats = stackjob::pool_stats();
+/// assert_eq!((stats.idle, stats.in_use), (1, 0)); // the stack came back
+/// # stackjob::cleanup_thread();
+/// ```
+pub fn pool_stats() -> PoolStats {
+    POOL.with(|p| match &*p.borrow() {
+        Some(pool) => PoolStats {
+            idle: pool.idle.len(),
+            in_use: pool.created - pool.idle.len(),
+            max_size: pool.max_size,
+            stack_size: pool.stack_size,
+            scrub: pool.scrub,
+        },
+        None => {
+            let cfg = PoolConfig::new();
+            PoolStats { idle: 0, in_use: 0, max_size: cfg.max_size, stack_size: cfg.stack_size, scrub: cfg.scrub }
+        }
+    })
+}
