@@ -143,17 +143,22 @@ mod tests {
         let top = unsafe { (buf.as_mut_ptr() as *mut u8).add(128) };
         let top = (top as usize & !15) as *mut u8;
         let mut regs = Regs::new();
+        let regs_ptr: *mut Regs = &mut regs;
         unsafe extern "C" fn never(_: *mut Regs) -> ! {
             unreachable!()
         }
-        unsafe { init_stack(top, &mut regs, never) };
-        assert_eq!(regs.sp as usize, top as usize - RECORD);
-        let word = |off: usize| unsafe { regs.sp.add(off).cast::<usize>().read() };
+        // SAFETY: `buf` provides RECORD writable bytes below the aligned top.
+        unsafe { init_stack(top, regs_ptr, never) };
+        let rec = regs.sp;
+        assert_eq!(rec as usize, top as usize - RECORD);
+        // SAFETY: `rec` points at the 64-byte record inside `buf`.
+        let word = |off: usize| unsafe { rec.add(off).cast::<usize>().read() };
         assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
-        assert_eq!(word(REC_RBX), &mut regs as *mut Regs as usize);
+        assert_eq!(word(REC_RBX), regs_ptr as usize);
         assert_eq!(word(REC_R12), never as *const () as usize);
         assert_eq!(word(REC_RBP), 0);
-        unsafe { inherit_fp_env(&mut regs) };
+        // SAFETY: regs.sp points at a record.
+        unsafe { inherit_fp_env(regs_ptr) };
         let fpenv = word(REC_FPENV) as u64;
         assert_eq!(fpenv & 0x3f, 0, "status flags must be masked");
         assert_eq!(fpenv >> 48, 0, "padding must be zero");
