@@ -9,11 +9,11 @@
 //! pooled stack is reused without any re-initialisation (OpenSSL's
 //! `async_start_func` idea).
 
+use crate::Error;
 use crate::arch::{self, Regs};
 use crate::pool::{self, Lease};
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
-use crate::Error;
 use std::any::Any;
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -117,15 +117,20 @@ pub enum Step<R> {
 /// ```
 pub struct Job<R> {
     lease: ManuallyDrop<Lease>,
-    /// `fn() -> R`: the job owns no `R` yet; `*mut ()`: neither Send nor Sync.
-    _marker: PhantomData<(fn() -> R, *mut ())>,
+    _marker: PhantomData<JobMarker<R>>,
 }
 
 impl<R> std::fmt::Debug for Job<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("id", &unsafe { (*slot_of(&self.lease)).id }).finish()
+        // SAFETY: the job is paused, so nothing writes its slot.
+        let id = unsafe { (*slot_of(&self.lease)).id };
+        f.debug_struct("Job").field("id", &id).finish()
     }
 }
+
+/// `fn() -> R`: a paused job owns no `R` yet (so no drop-check on `R`);
+/// `*mut ()`: the handle is neither `Send` nor `Sync`.
+type JobMarker<R> = (fn() -> R, *mut ());
 
 fn slot_of(lease: &Lease) -> *mut Slot {
     lease.stack.slot_addr().cast()

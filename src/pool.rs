@@ -6,8 +6,8 @@
 //! first without leaking it; jobs that are still paused own their stacks, so
 //! `cleanup_thread` never frees memory a paused job lives on.
 
-use crate::stack::{self, Stack};
 use crate::Error;
+use crate::stack::{self, Stack};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -203,10 +203,10 @@ pub(crate) fn release(mut lease: Lease, live_from: *mut u8) {
 /// pool's limit.
 pub(crate) fn quarantine(lease: Lease) {
     let _ = POOL.try_with(|pool| {
-        if let Some(pool) = &mut *pool.borrow_mut() {
-            if pool.epoch == lease.epoch {
-                pool.created -= 1;
-            }
+        if let Some(pool) = &mut *pool.borrow_mut()
+            && pool.epoch == lease.epoch
+        {
+            pool.created -= 1;
         }
     });
     QUARANTINED.fetch_add(1, Ordering::Relaxed);

@@ -69,15 +69,10 @@ impl Stack {
     /// [`round_stack_size`]) above one `PROT_NONE` guard page.
     pub(crate) fn new(size: usize) -> Result<Stack, Error> {
         let page = page_size();
-        debug_assert!(size % page == 0 && size >= MIN_STACK_SIZE);
+        debug_assert!(size.is_multiple_of(page) && size >= MIN_STACK_SIZE);
         let total = size + page;
         let fail = |source: io::Error| Error::StackAlloc { size, source };
-        let map = MmapOptions::new()
-            .len(total)
-            .stack()
-            .no_reserve_swap()
-            .map_anon()
-            .map_err(fail)?;
+        let map = MmapOptions::new().len(total).stack().no_reserve_swap().map_anon().map_err(fail)?;
         // SAFETY: the first page lies inside `map`, which we own exclusively;
         // making it inaccessible cannot invalidate any Rust reference because
         // none into the mapping exists yet.

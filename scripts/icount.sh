@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Instructions per operation on the hot paths, counted by callgrind:
+# (Ir(2N) - Ir(N)) / N, so start-up and one-off costs cancel exactly.
+# Usage: scripts/icount.sh [N]   (default N = 100000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-100000}
+command -v valgrind >/dev/null || { echo "icount: valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
+bin=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null \
+      | sed -n 's/.*"executable":"\([^"]*icount[^"]*\)".*/\1/p' | tail -n1)
+[ -x "$bin" ] || { echo "icount: could not build benches/icount.rs" >&2; exit 2; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+ir() { # path iterations -> total Ir
+  valgrind --tool=callgrind --callgrind-out-file="$tmp/out" "$bin" "$1" "$2" >/dev/null 2>"$tmp/err" \
+    || { cat "$tmp/err" >&2; exit 1; }
+  sed -n 's/^summary: *//p' "$tmp/out"
+}
+printf '%-6s %12s %12s %10s\n' path "Ir(N)" "Ir(2N)" "Ir/op"
+for path in rt life0 life1; do
+  a=$(ir "$path" "$n"); b=$(ir "$path" $((2 * n)))
+  printf '%-6s %12d %12d %10.1f\n' "$path" "$a" "$b" "$(echo "($b - $a) / $n" | bc -l)"
+done
