@@ -11,7 +11,7 @@
 
 use crate::Error;
 use crate::arch::{self, Regs};
-use crate::pool::{self, Lease};
+use crate::pool;
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
 use std::any::Any;
@@ -116,14 +116,14 @@ pub enum Step<R> {
 /// assert_eq!(Rc::strong_count(&guard), 1);
 /// ```
 pub struct Job<R> {
-    lease: ManuallyDrop<Lease>,
+    stack: ManuallyDrop<Stack>,
     _marker: PhantomData<JobMarker<R>>,
 }
 
 impl<R> std::fmt::Debug for Job<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // SAFETY: the job is paused, so nothing writes its slot.
-        let id = unsafe { (*slot_of(&self.lease)).id };
+        let id = unsafe { (*slot_of(&self.stack)).id };
         f.debug_struct("Job").field("id", &id).finish()
     }
 }
@@ -132,8 +132,9 @@ impl<R> std::fmt::Debug for Job<R> {
 /// `*mut ()`: the handle is neither `Send` nor `Sync`.
 type JobMarker<R> = (fn() -> R, *mut ());
 
-fn slot_of(lease: &Lease) -> *mut Slot {
-    lease.stack.slot_addr().cast()
+#[inline(always)]
+fn slot_of(stack: &Stack) -> *mut Slot {
+    stack.top().cast()
 }
 
 /// Starts `f` as a job on a stack from this thread's pool (OpenSSL's
@@ -171,14 +172,14 @@ where
     if !crate::is_capable() {
         return Err(Error::NotCapable { reason: crate::not_capable_reason() });
     }
-    let lease = pool::acquire()?;
-    let slot = slot_of(&lease);
+    let stack = pool::acquire()?;
+    let slot = slot_of(&stack);
     let f = ManuallyDrop::new(f);
-    // SAFETY: the lease gives us exclusive use of the stack and its slot; the
+    // SAFETY: the pool lent us exclusive use of the stack and its slot; the
     // job is not running, so nothing else reads or writes the slot.
     unsafe {
         if !(*slot).ready {
-            init_slot(slot, &lease.stack);
+            init_slot(slot, &stack);
         }
         (*slot).run = run::<F, R>;
         (*slot).arg = (&*f as *const F).cast_mut().cast();
@@ -190,9 +191,9 @@ where
         (*slot).cancel = false;
         arch::inherit_fp_env(addr_of_mut!((*slot).regs));
     }
-    let scrub = lease.scrub;
+    let scrub = stack.scrubs();
     // The job moves `f` out of our frame before anything else (see `run`).
-    let step = drive(lease);
+    let step = drive(stack);
     if scrub {
         // The bytes of the moved-out closure stay in this frame otherwise.
         // SAFETY: `f` is a live local of this frame; its value was moved out
@@ -273,11 +274,12 @@ enum Segment<R> {
     Finished(thread::Result<R>),
 }
 
-/// Runs the job on `lease` until it pauses or finishes.
-fn run_segment<R>(lease: &Lease) -> Segment<R> {
-    let slot = slot_of(lease);
+/// Runs the job on `stack` until it pauses or finishes.
+#[inline(always)]
+fn run_segment<R>(stack: &Stack) -> Segment<R> {
+    let slot = slot_of(stack);
     let mut out = MaybeUninit::<thread::Result<R>>::uninit();
-    // SAFETY: we hold the lease, so the job is switched out and its slot is
+    // SAFETY: we own the stack, so the job is switched out and its slot is
     // ours; the job only touches the slot while we are inside switch_in.
     unsafe {
         if let Some(ctx) = &(*slot).ctx {
@@ -292,7 +294,7 @@ fn run_segment<R>(lease: &Lease) -> Segment<R> {
             State::Paused => Segment::Paused,
             _ => {
                 let outcome = out.assume_init_read();
-                if lease.scrub {
+                if stack.scrubs() {
                     stack::zero_volatile(out.as_mut_ptr().cast(), size_of::<thread::Result<R>>());
                 }
                 Segment::Finished(outcome)
@@ -302,11 +304,12 @@ fn run_segment<R>(lease: &Lease) -> Segment<R> {
 }
 
 /// Drives a job one segment and turns the result into a [`Step`].
-fn drive<R>(lease: Lease) -> Result<Step<R>, Error> {
-    match run_segment::<R>(&lease) {
-        Segment::Paused => Ok(Step::Paused(Job { lease: ManuallyDrop::new(lease), _marker: PhantomData })),
+#[inline(always)]
+fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
+    match run_segment::<R>(&stack) {
+        Segment::Paused => Ok(Step::Paused(Job { stack: ManuallyDrop::new(stack), _marker: PhantomData })),
         Segment::Finished(outcome) => {
-            finish(lease);
+            finish(stack);
             match outcome {
                 Ok(value) => Ok(Step::Finished(value)),
                 Err(payload) => panic::resume_unwind(payload),
@@ -317,11 +320,11 @@ fn drive<R>(lease: Lease) -> Result<Step<R>, Error> {
 
 /// Returns a finished job's stack to the pool and lets go of its wait ctx
 /// (whose cleanups may run now, with the pool consistent again).
-fn finish(lease: Lease) {
-    let slot = slot_of(&lease);
-    // SAFETY: the job finished; its slot is ours until the lease is released.
+fn finish(stack: Stack) {
+    let slot = slot_of(&stack);
+    // SAFETY: the job finished; its slot is ours until the stack is released.
     let (ctx, live_from) = unsafe { ((*slot).ctx.take(), (*slot).regs.sp) };
-    pool::release(lease, live_from);
+    pool::release(stack, live_from);
     drop(ctx);
 }
 
@@ -349,28 +352,28 @@ impl<R> Job<R> {
     pub fn resume(self) -> Result<Step<R>, Error> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
-        let lease = unsafe { ManuallyDrop::take(&mut this.lease) };
-        drive(lease)
+        let stack = unsafe { ManuallyDrop::take(&mut this.stack) };
+        drive(stack)
     }
 
     /// The wait context the job was started with.
     pub fn wait_ctx(&self) -> Option<&WaitCtx> {
         // SAFETY: the job is paused, so its slot is not being written.
-        unsafe { (*slot_of(&self.lease)).ctx.as_ref() }
+        unsafe { (*slot_of(&self.stack)).ctx.as_ref() }
     }
 }
 
 impl<R> Drop for Job<R> {
     fn drop(&mut self) {
-        // SAFETY: drop runs once; the lease is not used after this.
-        let lease = unsafe { ManuallyDrop::take(&mut self.lease) };
-        let slot = slot_of(&lease);
+        // SAFETY: drop runs once; the stack is not used after this.
+        let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
+        let slot = slot_of(&stack);
         // SAFETY: the job is paused; its slot is ours.
         unsafe { (*slot).cancel = true };
         if cfg!(panic = "unwind") && !thread::panicking() {
             for _ in 0..MAX_CANCEL_RESUMES {
-                if let Segment::Finished(outcome) = run_segment::<R>(&lease) {
-                    finish(lease);
+                if let Segment::Finished(outcome) = run_segment::<R>(&stack) {
+                    finish(stack);
                     if let Err(payload) = outcome {
                         reraise_unless_cancel(payload);
                     }
@@ -378,7 +381,7 @@ impl<R> Drop for Job<R> {
                 }
             }
         }
-        pool::quarantine(lease);
+        pool::quarantine(stack);
     }
 }
 

@@ -98,13 +98,6 @@ struct Pool {
     epoch: u64,
 }
 
-/// A stack lent to one job, and where it must go back to.
-pub(crate) struct Lease {
-    pub(crate) stack: Stack,
-    epoch: u64,
-    pub(crate) scrub: bool,
-}
-
 thread_local! {
     static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
 }
@@ -134,33 +127,36 @@ impl Pool {
                 source: std::io::Error::from_raw_os_error(libc::ENOMEM),
             })?;
             for _ in 0..cfg.init_size {
-                pool.idle.push(Stack::new(stack_size)?);
+                pool.idle.push(Stack::new(stack_size, pool.epoch, pool.scrub)?);
                 pool.created += 1;
             }
         }
         Ok(pool)
     }
 
-    fn take(&mut self) -> Result<Lease, Error> {
-        let stack = match self.idle.pop() {
-            Some(stack) => stack,
-            None => {
-                if self.max_size != 0 && self.created >= self.max_size {
-                    return Err(Error::NoJobs { in_use: self.created, max_size: self.max_size });
-                }
-                let stack = Stack::new(self.stack_size)?;
-                self.created += 1;
-                stack
-            }
-        };
-        Ok(Lease { stack, epoch: self.epoch, scrub: self.scrub })
+    #[inline]
+    fn take(&mut self) -> Result<Stack, Error> {
+        match self.idle.pop() {
+            Some(stack) => Ok(stack),
+            None => self.grow(),
+        }
+    }
+
+    #[cold]
+    fn grow(&mut self) -> Result<Stack, Error> {
+        if self.max_size != 0 && self.created >= self.max_size {
+            return Err(Error::NoJobs { in_use: self.created, max_size: self.max_size });
+        }
+        let stack = Stack::new(self.stack_size, self.epoch, self.scrub)?;
+        self.created += 1;
+        Ok(stack)
     }
 }
 
 /// Lends a stack from the calling thread's pool, creating the pool with
 /// the default configuration on first use.
 #[inline]
-pub(crate) fn acquire() -> Result<Lease, Error> {
+pub(crate) fn acquire() -> Result<Stack, Error> {
     let lent = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         match &mut *pool {
@@ -169,12 +165,12 @@ pub(crate) fn acquire() -> Result<Lease, Error> {
         }
     });
     match lent {
-        Ok(lease) => lease,
+        Ok(stack) => stack,
         // The thread is tearing down its thread-locals: serve the job with a
         // stack of its own, freed when the job ends.
         Err(_) => {
             let size = stack::round_stack_size(stack::DEFAULT_STACK_SIZE)?;
-            Ok(Lease { stack: Stack::new(size)?, epoch: 0, scrub: false })
+            Stack::new(size, 0, false)
         }
     }
 }
@@ -182,16 +178,17 @@ pub(crate) fn acquire() -> Result<Lease, Error> {
 /// Gives a stack back after its job finished. `live_from` is the lowest
 /// address still in use on it (everything below is dead job frames).
 #[inline]
-pub(crate) fn release(mut lease: Lease, live_from: *mut u8) {
-    if lease.scrub {
-        lease.stack.scrub_below(live_from);
+pub(crate) fn release(stack: Stack, live_from: *mut u8) {
+    if stack.scrubs() {
+        stack.scrub_below(live_from);
     }
+    let epoch = stack.epoch();
     let back = POOL.try_with(|pool| match &mut *pool.borrow_mut() {
-        Some(pool) if pool.epoch == lease.epoch => {
-            pool.idle.push(lease.stack);
+        Some(pool) if pool.epoch == epoch => {
+            pool.idle.push(stack);
             None
         }
-        _ => Some(lease.stack),
+        _ => Some(stack),
     });
     // Not our pool any more (re-initialised, cleaned up, or the thread is
     // exiting): the stack is unmapped here, outside the pool borrow.
@@ -201,16 +198,17 @@ pub(crate) fn release(mut lease: Lease, live_from: *mut u8) {
 /// A stack that still holds live frames the crate could not unwind: it is
 /// never reused or unmapped (quarantined), and no longer counts against the
 /// pool's limit.
-pub(crate) fn quarantine(lease: Lease) {
+pub(crate) fn quarantine(stack: Stack) {
+    let epoch = stack.epoch();
     let _ = POOL.try_with(|pool| {
         if let Some(pool) = &mut *pool.borrow_mut()
-            && pool.epoch == lease.epoch
+            && pool.epoch == epoch
         {
             pool.created -= 1;
         }
     });
     QUARANTINED.fetch_add(1, Ordering::Relaxed);
-    std::mem::forget(lease.stack);
+    std::mem::forget(stack);
 }
 
 static QUARANTINED: AtomicU64 = AtomicU64::new(0);

@@ -2,8 +2,11 @@
 //!
 //! ```text
 //!   high  +---------------------------+ <- map end
-//!         | job slot (Rust, see job)  |    SLOT_RESERVE bytes, 64-aligned
-//!         +---------------------------+ <- top(): 16-aligned, the first record
+//!         | header (the mapping, pool)|    64 bytes
+//!         +---------------------------+
+//!         | job slot (Rust, see job)  |    SLOT_RESERVE bytes
+//!         +---------------------------+ <- top(): 64-aligned; a `Stack` is
+//!         |                           |    just this pointer
 //!         |                           |
 //!         |  usable stack, grows down |    `size` bytes (rounded to pages)
 //!         |                           |
@@ -20,6 +23,8 @@
 use crate::Error;
 use memmap2::{Advice, MmapMut, MmapOptions};
 use std::io;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
 
 /// Default usable stack size: 256 KiB. OpenSSL's fixed 32 KiB overflows with
 /// OpenSSL 3 code and with Rust's panic machinery; untouched pages cost
@@ -31,9 +36,24 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 /// certainly a unit mistake and would exhaust address space in a pool.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
 
-/// Bytes at the top of every mapping reserved for the job slot (the Rust
-/// bookkeeping of the job that owns the stack).
-pub(crate) const SLOT_RESERVE: usize = 256;
+/// Bytes below the header reserved for the job slot (the Rust bookkeeping
+/// of the job that owns the stack); the slot starts at [`Stack::top`].
+pub(crate) const SLOT_RESERVE: usize = 192;
+/// Bytes at the very top of every mapping for the stack's own header.
+const HEADER_RESERVE: usize = 64;
+
+/// What a stack knows about itself, stored in its own mapping.
+#[repr(C)]
+struct Header {
+    /// The mapping itself; taken out and dropped (unmapped) by `Stack::drop`.
+    map: ManuallyDrop<MmapMut>,
+    /// The pool instance the stack belongs to (0: none).
+    epoch: u64,
+    /// Scrub before reuse and before unmapping.
+    scrub: bool,
+}
+
+const _: () = assert!(size_of::<Header>() <= HEADER_RESERVE);
 
 /// The system page size, read once.
 pub(crate) fn page_size() -> usize {
@@ -59,15 +79,17 @@ pub(crate) fn round_stack_size(requested: usize) -> Result<usize, Error> {
     Ok(requested.div_ceil(page) * page)
 }
 
-/// One guard-paged stack mapping. Dropping it unmaps it.
+/// One guard-paged stack mapping, as a single pointer to its top (where the
+/// job slot begins). Dropping it unmaps it.
 pub(crate) struct Stack {
-    map: MmapMut,
+    top: NonNull<u8>,
 }
 
 impl Stack {
     /// Maps a stack with `size` usable bytes (already page-rounded by
-    /// [`round_stack_size`]) above one `PROT_NONE` guard page.
-    pub(crate) fn new(size: usize) -> Result<Stack, Error> {
+    /// [`round_stack_size`]) above one `PROT_NONE` guard page, owned by the
+    /// pool instance `epoch`.
+    pub(crate) fn new(size: usize, epoch: u64, scrub: bool) -> Result<Stack, Error> {
         let page = page_size();
         debug_assert!(size.is_multiple_of(page) && size >= MIN_STACK_SIZE);
         let total = size + page;
@@ -83,12 +105,39 @@ impl Stack {
         }
         // Best effort: a kernel without MADV_DONTDUMP still gives a working stack.
         let _ = map.advise(Advice::DontDump);
-        Ok(Stack { map })
+        // SAFETY: the header's HEADER_RESERVE bytes at the end of the mapping
+        // are writable, suitably aligned (page-aligned end minus 64) and
+        // unused; from here on the mapping owns itself through the header.
+        unsafe {
+            let header = map.as_ptr().add(total - HEADER_RESERVE) as *mut Header;
+            let top = NonNull::new_unchecked(header.cast::<u8>().sub(SLOT_RESERVE));
+            header.write(Header { map: ManuallyDrop::new(map), epoch, scrub });
+            Ok(Stack { top })
+        }
+    }
+
+    fn header(&self) -> *mut Header {
+        // SAFETY: the header lies SLOT_RESERVE bytes above the top, inside
+        // the mapping this Stack owns.
+        unsafe { self.top.as_ptr().add(SLOT_RESERVE).cast() }
+    }
+
+    /// The pool instance that created this stack (0: none).
+    pub(crate) fn epoch(&self) -> u64 {
+        // SAFETY: the header was written by `new` and lives as long as `self`.
+        unsafe { (*self.header()).epoch }
+    }
+
+    /// Whether the stack is scrubbed between jobs.
+    pub(crate) fn scrubs(&self) -> bool {
+        // SAFETY: as in `epoch`.
+        unsafe { (*self.header()).scrub }
     }
 
     /// Lowest address of the mapping (the guard page).
     pub(crate) fn guard(&self) -> *mut u8 {
-        self.map.as_ptr() as *mut u8
+        // SAFETY: as in `epoch`.
+        unsafe { (*self.header()).map.as_ptr() as *mut u8 }
     }
 
     /// Lowest usable address (just above the guard page).
@@ -97,15 +146,11 @@ impl Stack {
         unsafe { self.guard().add(page_size()) }
     }
 
-    /// Address of the job slot at the top of the mapping (64-byte aligned).
-    pub(crate) fn slot_addr(&self) -> *mut u8 {
-        // SAFETY: SLOT_RESERVE < MIN_STACK_SIZE, so this stays in the mapping.
-        unsafe { self.guard().add(self.map.len() - SLOT_RESERVE) }
-    }
-
-    /// The initial stack pointer: just below the slot, 16-byte aligned.
+    /// The top of the usable stack: 64-byte aligned, the first address
+    /// above it is the job slot. Records and frames grow down from here.
+    #[inline(always)]
     pub(crate) fn top(&self) -> *mut u8 {
-        self.slot_addr()
+        self.top.as_ptr()
     }
 
     /// Zeroes every byte between the deepest point any job reached on this
@@ -115,7 +160,7 @@ impl Stack {
     /// finds the lowest resident page (pages never touched are not
     /// resident), a word scan skips the already-zero part of that page
     /// range, and only the rest is written.
-    pub(crate) fn scrub_below(&mut self, live_from: *mut u8) {
+    pub(crate) fn scrub_below(&self, live_from: *mut u8) {
         let bottom = self.bottom() as usize;
         let end = live_from as usize;
         debug_assert!(end > bottom && end <= self.top() as usize);
@@ -146,6 +191,16 @@ impl Stack {
         }
         let first = vec.iter().position(|b| b & 1 != 0)?;
         Some(from + first * page)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the header holds the mapping; we move it out (the header
+        // is never read again) and drop it, which unmaps everything
+        // including the header itself.
+        let map = unsafe { ManuallyDrop::take(&mut (*self.header()).map) };
+        drop(map);
     }
 }
 

@@ -37,6 +37,7 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
+    // Called only from the inline asm in `switch_in`.
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: a jump target with its own register convention.
     fn stackjob_switch_out();
@@ -100,8 +101,17 @@ pub(crate) unsafe fn inherit_fp_env(regs: *mut Regs) {
 pub(crate) unsafe fn switch_in(regs: *mut Regs) {
     // SAFETY: the asm saves and restores every callee-saved register and the
     // control words (see the record table), so it behaves like an ordinary
-    // sysv64 call to its caller.
-    unsafe { stackjob_switch_in(regs) }
+    // sysv64 call, which is how the block declares it. A direct `call` from
+    // inline asm rather than a call through the extern declaration: in a PIE
+    // the latter goes through the GOT (an indirect call) for no benefit.
+    unsafe {
+        asm!(
+            "call {switch_in}",
+            switch_in = sym stackjob_switch_in,
+            in("rdi") regs,
+            clobber_abi("sysv64"),
+        );
+    }
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
