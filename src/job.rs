@@ -11,6 +11,7 @@
 
 use crate::Error;
 use crate::arch::{self, Regs};
+use crate::current;
 use crate::pool;
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
@@ -59,10 +60,6 @@ const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
 const _: () = assert!(std::mem::offset_of!(Slot, regs) == 0);
 
 thread_local! {
-    /// The job running on this thread, or null. Written on every switch, so
-    /// it is a plain `Cell` with a constant initialiser and no destructor:
-    /// a single TLS load or store, no lazy-init check.
-    static CURRENT: Cell<*mut Slot> = const { Cell::new(ptr::null_mut()) };
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
 }
 
@@ -287,9 +284,9 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         }
         (*slot).out = out.as_mut_ptr().cast();
         (*slot).state = State::Running;
-        let prev = CURRENT.replace(slot);
+        let prev = current::replace(slot.cast());
         arch::switch_in(addr_of_mut!((*slot).regs));
-        CURRENT.set(prev);
+        current::set(prev);
         match (*slot).state {
             State::Paused => Segment::Paused,
             _ => {
@@ -411,11 +408,11 @@ fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
 /// ```
 #[inline]
 pub fn pause() {
-    let slot = CURRENT.get();
+    let slot = current::get().cast::<Slot>();
     if slot.is_null() {
         return;
     }
-    // SAFETY: CURRENT is only non-null while that slot's job runs on this
+    // SAFETY: the current job is only non-null while that slot's job runs on this
     // thread, and this code runs inside it, on its stack.
     unsafe {
         if (*slot).blocked != 0 {
@@ -449,7 +446,7 @@ fn cancelled() {
 /// ```
 #[inline]
 pub fn in_job() -> bool {
-    !CURRENT.get().is_null()
+    !current::get().cast::<Slot>().is_null()
 }
 
 /// The wait context of the running job (OpenSSL's
@@ -464,7 +461,7 @@ pub fn in_job() -> bool {
 /// ```
 #[inline]
 pub fn current_wait_ctx() -> Option<WaitCtx> {
-    let slot = CURRENT.get();
+    let slot = current::get().cast::<Slot>();
     if slot.is_null() {
         return None;
     }
@@ -498,7 +495,7 @@ pub fn current_wait_ctx() -> Option<WaitCtx> {
 /// assert!(matches!(job.resume().unwrap(), Step::Finished(())));
 /// ```
 pub fn block_pause() -> BlockGuard {
-    let slot = CURRENT.get();
+    let slot = current::get().cast::<Slot>();
     if slot.is_null() {
         return BlockGuard { job: 0, _not_send: PhantomData };
     }
@@ -520,7 +517,7 @@ pub struct BlockGuard {
 
 impl Drop for BlockGuard {
     fn drop(&mut self) {
-        let slot = CURRENT.get();
+        let slot = current::get().cast::<Slot>();
         // Only the job that took the block can lift it; a guard dropped
         // elsewhere (moved out of its job) has nothing left to undo.
         // SAFETY: see `pause`.

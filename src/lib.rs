@@ -42,8 +42,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+mod current;
 mod error;
 mod job;
+mod overflow;
 mod pool;
 mod stack;
 mod wait_ctx;

@@ -122,6 +122,7 @@ impl Pool {
             epoch: next_epoch(),
         };
         if crate::is_capable() {
+            crate::overflow::prepare_thread();
             pool.idle.try_reserve(cfg.init_size).map_err(|_| Error::StackAlloc {
                 size: stack_size,
                 source: std::io::Error::from_raw_os_error(libc::ENOMEM),

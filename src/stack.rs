@@ -194,6 +194,20 @@ impl Stack {
     }
 }
 
+/// The guard page address and the usable size of the stack whose
+/// [`Stack::top`] is `top`. Async-signal-safe (plain loads).
+///
+/// # Safety
+/// `top` must be the top of a live [`Stack`].
+pub(crate) unsafe fn guard_of(top: *mut u8) -> (usize, usize) {
+    // SAFETY: per the contract the header above `top` is intact.
+    unsafe {
+        let header = top.add(SLOT_RESERVE).cast::<Header>();
+        let map = &(*header).map;
+        (map.as_ptr() as usize, map.len() - page_size())
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         // SAFETY: the header holds the mapping; we move it out (the header
