@@ -52,6 +52,10 @@ struct Slot {
     /// Set when the job's handle is dropped while paused: its next return
     /// from `pause` unwinds the job.
     cancel: bool,
+    /// `thread::panicking()` when the current run segment began: a panic
+    /// in flight that the job did not start itself (its resumer is
+    /// unwinding). Any other panic in flight is the job's own.
+    base_panicking: bool,
     /// The FRESH record has been laid and the slot initialised.
     ready: bool,
 }
@@ -94,10 +98,12 @@ pub enum Step<R> {
 ///
 /// Dropping a paused job cancels it: the job is resumed once more and its
 /// `pause()` unwinds the job's stack, so every destructor on it runs; then
-/// the stack goes back to the pool. If unwinding is impossible (a build with
-/// `panic = "abort"`, a drop during a panic, or a job that keeps pausing
-/// while being cancelled), the stack is quarantined instead: never reused,
-/// never unmapped (see [`quarantined_jobs`](crate::quarantined_jobs)).
+/// the stack goes back to the pool. This works during a panic too (an outer
+/// job being unwound cancels the inner jobs it holds). While the job
+/// unwinds, `pause()` does not suspend it. If unwinding is impossible (a
+/// build with `panic = "abort"`, or a job that catches the cancellation and
+/// pauses again, several times), the stack is quarantined instead: never
+/// reused, never unmapped (see [`quarantined_jobs`](crate::quarantined_jobs)).
 ///
 /// ```
 /// use std::rc::Rc;
@@ -227,6 +233,7 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             blocked: 0,
             state: State::Finished,
             cancel: false,
+            base_panicking: false,
             ready: true,
         });
         arch::init_stack(stack.top(), addr_of_mut!((*slot).regs), job_entry);
@@ -284,6 +291,7 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         }
         (*slot).out = out.as_mut_ptr().cast();
         (*slot).state = State::Running;
+        (*slot).base_panicking = thread::panicking();
         let prev = current::replace(slot.cast());
         arch::switch_in(addr_of_mut!((*slot).regs));
         current::set(prev);
@@ -367,7 +375,7 @@ impl<R> Drop for Job<R> {
         let slot = slot_of(&stack);
         // SAFETY: the job is paused; its slot is ours.
         unsafe { (*slot).cancel = true };
-        if cfg!(panic = "unwind") && !thread::panicking() {
+        if cfg!(panic = "unwind") {
             for _ in 0..MAX_CANCEL_RESUMES {
                 if let Segment::Finished(outcome) = run_segment::<R>(&stack) {
                     finish(stack);
@@ -378,14 +386,22 @@ impl<R> Drop for Job<R> {
                 }
             }
         }
+        // The job's wait ctx lives on the heap: let it go, so its cleanups
+        // can run once the last user handle is dropped. (Clones held in the
+        // abandoned frames themselves are leaked with the stack.)
+        // SAFETY: the job is switched out for good; its slot is ours.
+        let ctx = unsafe { (*slot).ctx.take() };
         pool::quarantine(stack);
+        drop(ctx);
     }
 }
 
 /// A cancelled job ends with our private payload; anything else is a real
-/// panic raised while it unwound, and is passed on to the dropper.
+/// panic raised while it unwound, and is passed on to the dropper, unless
+/// the dropper is itself unwinding (a second panic would abort), in which
+/// case it is dropped.
 fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
-    if !payload.is::<ForcedUnwind>() {
+    if !payload.is::<ForcedUnwind>() && !thread::panicking() {
         panic::resume_unwind(payload);
     }
 }
@@ -395,7 +411,9 @@ fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
 /// resumed (OpenSSL's `ASYNC_pause_job`).
 ///
 /// Outside a job, or while pausing is blocked with [`block_pause`], it does
-/// nothing and returns at once.
+/// nothing and returns at once. It also does nothing while the job is
+/// unwinding a panic (or being cancelled): a panic in flight is thread
+/// state, and suspending the job mid-unwind would hand it to the resumer.
 ///
 /// ```
 /// stackjob::pause(); // not in a job: a no-op
@@ -415,7 +433,7 @@ pub fn pause() {
     // SAFETY: the current job is only non-null while that slot's job runs on this
     // thread, and this code runs inside it, on its stack.
     unsafe {
-        if (*slot).blocked != 0 {
+        if (*slot).blocked != 0 || (thread::panicking() && !(*slot).base_panicking) {
             return;
         }
         (*slot).state = State::Paused;
@@ -426,13 +444,12 @@ pub fn pause() {
     }
 }
 
-/// The resumed job is being cancelled: unwind its stack, unless it is
-/// already unwinding (a destructor paused), in which case carry on.
+/// The resumed job is being cancelled: unwind its stack. (`pause` never
+/// suspends a job that is unwinding, so no unwind of the job's own is in
+/// flight here, and this panic is caught at the job's root.)
 #[cold]
-fn cancelled() {
-    if !thread::panicking() {
-        panic::resume_unwind(Box::new(ForcedUnwind));
-    }
+fn cancelled() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind));
 }
 
 /// Whether the caller runs inside a job (OpenSSL's

@@ -8,7 +8,7 @@
 
 use crate::Error;
 use crate::stack::{self, Stack};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How a thread's job pool is sized and what its stacks look like.
@@ -208,19 +208,22 @@ pub(crate) fn quarantine(stack: Stack) {
             pool.created -= 1;
         }
     });
-    QUARANTINED.fetch_add(1, Ordering::Relaxed);
+    let _ = QUARANTINED.try_with(|q| q.set(q.get() + 1));
     std::mem::forget(stack);
 }
 
-static QUARANTINED: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static QUARANTINED: Cell<u64> = const { Cell::new(0) };
+}
 
-/// How many job stacks this process has quarantined: stacks of dropped
-/// paused jobs that could not be unwound (built with `panic = "abort"`,
-/// dropped during a panic, or a job that kept pausing while cancelled).
-/// They stay mapped and are never reused, so their memory is leaked on
-/// purpose rather than handed to another job with live frames on it.
+/// How many job stacks the calling thread has quarantined: stacks of
+/// dropped paused jobs that could not be unwound (a build with
+/// `panic = "abort"`, or a job that caught its cancellation and paused
+/// again, repeatedly). They stay mapped and are never reused: their memory
+/// is leaked on purpose rather than handed to another job while live frames
+/// remain on it.
 pub fn quarantined_jobs() -> u64 {
-    QUARANTINED.load(Ordering::Relaxed)
+    QUARANTINED.with(Cell::get)
 }
 
 /// Sets up the calling thread's job pool (OpenSSL's `ASYNC_init_thread`):
