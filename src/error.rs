@@ -45,6 +45,9 @@ pub enum Error {
         /// Requested number of pre-created jobs.
         init_size: usize,
     },
+    /// The job was cancelled by [`cleanup_thread`](crate::cleanup_thread)
+    /// (or by its thread's exit) while paused; it cannot be resumed.
+    Cancelled,
     /// The requested stack size is outside
     /// [`MIN_STACK_SIZE`](crate::MIN_STACK_SIZE)..=[`MAX_STACK_SIZE`](crate::MAX_STACK_SIZE).
     InvalidStackSize {
@@ -80,6 +83,11 @@ impl fmt::Display for Error {
                 f,
                 "invalid pool size: init_size {init_size} exceeds max_size {max_size} \
                  (use max_size 0 for no limit, or init_size <= max_size)"
+            ),
+            Error::Cancelled => write!(
+                f,
+                "the job was cancelled by cleanup_thread while paused and no longer exists \
+                 (finish or drop paused jobs before cleaning up the thread)"
             ),
             Error::InvalidStackSize { requested } => write!(
                 f,

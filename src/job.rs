@@ -16,12 +16,25 @@ use crate::pool;
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, addr_of_mut};
 use std::thread;
+
+/// What happened to a job whose handle outlived `cleanup_thread`.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Dead {
+    /// The job is alive.
+    No,
+    /// It was cancelled: its stack is owned by the handle alone, which
+    /// unmaps it.
+    Cancelled,
+    /// It could not be unwound: the stack is quarantined, never unmapped.
+    Quarantined,
+}
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -58,6 +71,21 @@ struct Slot {
     base_panicking: bool,
     /// The FRESH record has been laid and the slot initialised.
     ready: bool,
+    /// Listed in this thread's parked-job registry (see `Parked`).
+    parked: bool,
+    /// Position in the registry while `parked`.
+    parked_index: usize,
+    /// Set when `cleanup_thread` (or thread exit) ended the job while its
+    /// handle was still alive: the handle must not resume it.
+    dead: Dead,
+    /// Cancels the job (monomorphised for its result type), for
+    /// `cleanup_thread`, which only knows the slot.
+    cancel_fn: unsafe fn(&Stack) -> bool,
+    /// This thread's `errno`, located once per job (jobs never change
+    /// thread), and the job's own value while it is switched out: `errno`
+    /// is thread state, so each side keeps its own across switches.
+    errno_at: *mut libc::c_int,
+    errno: libc::c_int,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
@@ -192,6 +220,10 @@ where
         (*slot).id = next_id();
         (*slot).blocked = 0;
         (*slot).cancel = false;
+        (*slot).cancel_fn = cancel_erased::<R>;
+        // A job starts with its starter's errno, as a called function would.
+        (*slot).errno_at = errno_location();
+        (*slot).errno = *(*slot).errno_at;
         arch::inherit_fp_env(addr_of_mut!((*slot).regs));
     }
     let scrub = stack.scrubs();
@@ -212,6 +244,26 @@ fn next_id() -> u64 {
         n.set(id + 1);
         id
     })
+}
+
+/// Where this thread's `errno` lives.
+#[inline]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: these libc functions have no preconditions and return the
+    // calling thread's errno address.
+    unsafe {
+        cfg_if::cfg_if! {
+            if #[cfg(any(target_os = "linux", target_os = "emscripten", target_os = "redox"))] {
+                libc::__errno_location()
+            } else if #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))] {
+                libc::__errno()
+            } else if #[cfg(any(target_os = "freebsd", target_os = "dragonfly", target_vendor = "apple"))] {
+                libc::__error()
+            } else {
+                compile_error!("stackjob: unknown errno location for this OS")
+            }
+        }
+    }
 }
 
 /// Lays the FRESH record and initialises the slot of a never-used stack.
@@ -235,6 +287,12 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             cancel: false,
             base_panicking: false,
             ready: true,
+            parked: false,
+            parked_index: 0,
+            dead: Dead::No,
+            cancel_fn: cancel_erased::<()>,
+            errno_at: ptr::null_mut(),
+            errno: 0,
         });
         arch::init_stack(stack.top(), addr_of_mut!((*slot).regs), job_entry);
     }
@@ -293,7 +351,12 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         (*slot).state = State::Running;
         (*slot).base_panicking = thread::panicking();
         let prev = current::replace(slot.cast());
+        let errno_at = (*slot).errno_at;
+        let resumer_errno = *errno_at;
+        *errno_at = (*slot).errno;
         arch::switch_in(addr_of_mut!((*slot).regs));
+        (*slot).errno = *errno_at;
+        *errno_at = resumer_errno;
         current::set(prev);
         match (*slot).state {
             State::Paused => Segment::Paused,
@@ -312,7 +375,13 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
 #[inline(always)]
 fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
     match run_segment::<R>(&stack) {
-        Segment::Paused => Ok(Step::Paused(Job { stack: ManuallyDrop::new(stack), _marker: PhantomData })),
+        Segment::Paused => {
+            // SAFETY: the job is switched out; its slot is ours.
+            if unsafe { !(*slot_of(&stack)).parked } {
+                park(slot_of(&stack));
+            }
+            Ok(Step::Paused(Job { stack: ManuallyDrop::new(stack), _marker: PhantomData }))
+        }
         Segment::Finished(outcome) => {
             finish(stack);
             match outcome {
@@ -328,7 +397,12 @@ fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
 fn finish(stack: Stack) {
     let slot = slot_of(&stack);
     // SAFETY: the job finished; its slot is ours until the stack is released.
-    let (ctx, live_from) = unsafe { ((*slot).ctx.take(), (*slot).regs.sp) };
+    let (ctx, live_from) = unsafe {
+        if (*slot).parked {
+            unpark(slot);
+        }
+        ((*slot).ctx.take(), (*slot).regs.sp)
+    };
     pool::release(stack, live_from);
     drop(ctx);
 }
@@ -352,12 +426,18 @@ impl<R> Job<R> {
     /// ```
     ///
     /// # Errors
-    /// None today; the `Result` leaves room for resume-time failures
-    /// without an API break.
+    /// [`Error::Cancelled`] if [`cleanup_thread`] (or the thread's exit
+    /// while the handle lived on in another thread-local) already cancelled
+    /// the job: it no longer exists.
     pub fn resume(self) -> Result<Step<R>, Error> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
         let stack = unsafe { ManuallyDrop::take(&mut this.stack) };
+        // SAFETY: the job is switched out; its slot is ours.
+        if unsafe { (*slot_of(&stack)).dead } != Dead::No {
+            bury(stack);
+            return Err(Error::Cancelled);
+        }
         drive(stack)
     }
 
@@ -372,28 +452,164 @@ impl<R> Drop for Job<R> {
     fn drop(&mut self) {
         // SAFETY: drop runs once; the stack is not used after this.
         let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
-        let slot = slot_of(&stack);
-        // SAFETY: the job is paused; its slot is ours.
-        unsafe { (*slot).cancel = true };
-        if cfg!(panic = "unwind") {
-            for _ in 0..MAX_CANCEL_RESUMES {
-                if let Segment::Finished(outcome) = run_segment::<R>(&stack) {
-                    finish(stack);
-                    if let Err(payload) = outcome {
-                        reraise_unless_cancel(payload);
-                    }
-                    return;
+        // SAFETY: the job is switched out; its slot is ours.
+        if unsafe { (*slot_of(&stack)).dead } != Dead::No {
+            bury(stack);
+            return;
+        }
+        match cancel_job::<R>(&stack) {
+            Some(outcome) => {
+                finish(stack);
+                if let Err(payload) = outcome {
+                    reraise_unless_cancel(payload);
                 }
             }
+            None => abandon(stack),
         }
-        // The job's wait ctx lives on the heap: let it go, so its cleanups
-        // can run once the last user handle is dropped. (Clones held in the
-        // abandoned frames themselves are leaked with the stack.)
-        // SAFETY: the job is switched out for good; its slot is ours.
-        let ctx = unsafe { (*slot).ctx.take() };
-        pool::quarantine(stack);
-        drop(ctx);
     }
+}
+
+/// Resumes a paused job with the cancel flag set, so its `pause()` unwinds
+/// it; tries a few times (the job may catch the unwind and pause again).
+/// Returns its outcome once it finished, or `None` if it would not.
+fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
+    // SAFETY: the job is paused; its slot is ours.
+    unsafe { (*slot_of(stack)).cancel = true };
+    if cfg!(panic = "unwind") {
+        for _ in 0..MAX_CANCEL_RESUMES {
+            if let Segment::Finished(outcome) = run_segment::<R>(stack) {
+                return Some(outcome);
+            }
+        }
+    }
+    None
+}
+
+/// `cancel_job` for a slot whose result type only the slot knows: the
+/// outcome is dropped. Returns whether the job finished.
+///
+/// # Safety
+/// `stack` must hold a paused job started with result type `R`.
+unsafe fn cancel_erased<R>(stack: &Stack) -> bool {
+    cancel_job::<R>(stack).is_some()
+}
+
+/// Gives up on a job that will not unwind: its stack is quarantined (live
+/// frames stay mapped and are never reused). Its wait ctx lives on the heap
+/// and is let go, so its cleanups can run once the last user handle drops;
+/// clones held in the abandoned frames themselves are leaked with the stack.
+fn abandon(stack: Stack) {
+    let slot = slot_of(&stack);
+    // SAFETY: the job is switched out for good; its slot is ours.
+    let ctx = unsafe {
+        if (*slot).parked {
+            unpark(slot);
+        }
+        (*slot).ctx.take()
+    };
+    pool::quarantine(stack);
+    drop(ctx);
+}
+
+/// Disposes of the stack of a job that `cleanup_thread` already ended.
+fn bury(stack: Stack) {
+    // SAFETY: the job is gone; the handle was the stack's last owner.
+    match unsafe { (*slot_of(&stack)).dead } {
+        Dead::Quarantined => std::mem::forget(stack),
+        _ => drop(stack),
+    }
+}
+
+/// This thread's parked jobs: every job that paused at least once and has
+/// not finished. `cleanup_thread` and thread exit cancel them, so no paused
+/// job outlives its thread's resources unnoticed. A job enters on its first
+/// pause and leaves when it finishes: jobs that never pause never touch it.
+struct Parked(RefCell<Vec<*mut Slot>>);
+
+thread_local! {
+    static PARKED: Parked = const { Parked(RefCell::new(Vec::new())) };
+}
+
+#[cold]
+fn park(slot: *mut Slot) {
+    let _ = PARKED.try_with(|p| {
+        let mut list = p.0.borrow_mut();
+        // SAFETY: the job is switched out; its slot is ours.
+        unsafe {
+            (*slot).parked_index = list.len();
+            (*slot).parked = true;
+        }
+        list.push(slot);
+    });
+}
+
+/// # Safety
+/// `slot` must be parked and switched out.
+unsafe fn unpark(slot: *mut Slot) {
+    // SAFETY: per the contract; the registry only holds live parked slots.
+    unsafe {
+        (*slot).parked = false;
+        let i = (*slot).parked_index;
+        let _ = PARKED.try_with(|p| {
+            let mut list = p.0.borrow_mut();
+            if list.get(i) == Some(&slot) {
+                list.swap_remove(i);
+                if let Some(&moved) = list.get(i) {
+                    (*moved).parked_index = i;
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        cancel_parked(self);
+    }
+}
+
+/// Cancels every parked job of the thread that is paused (running ones,
+/// on the current call chain, are left to finish), and marks each as dead
+/// for its handle.
+fn cancel_parked(parked: &Parked) {
+    let list = std::mem::take(&mut *parked.0.borrow_mut());
+    for slot in list {
+        // SAFETY: registered slots are live; paused ones are switched out
+        // and owned by a handle that cannot run while we do (same thread).
+        unsafe {
+            (*slot).parked = false;
+            if (*slot).state != State::Paused {
+                continue;
+            }
+            // The handle keeps owning the stack memory; borrow it here.
+            let stack = ManuallyDrop::new(Stack::from_top(slot.cast()));
+            let finished = ((*slot).cancel_fn)(&stack);
+            (*slot).dead = if finished { Dead::Cancelled } else { Dead::Quarantined };
+            if !finished {
+                pool::note_quarantined(&stack);
+            }
+            drop((*slot).ctx.take());
+        }
+    }
+}
+
+/// Ends this thread's jobs and frees its pool (OpenSSL's
+/// `ASYNC_cleanup_thread`): every job that is still paused is cancelled —
+/// its stack unwinds and its destructors run, as if its handle were
+/// dropped — and its handle becomes dead: [`Job::resume`] returns
+/// [`Error::Cancelled`] and dropping it just frees the stack. Idle stacks
+/// are unmapped. Thread exit does the same automatically. The next `start`
+/// on this thread creates a default pool again.
+///
+/// ```
+/// let step = stackjob::start(None, || { stackjob::pause(); 1 }).unwrap();
+/// stackjob::cleanup_thread();
+/// let stackjob::Step::Paused(job) = step else { unreachable!() };
+/// assert!(matches!(job.resume(), Err(stackjob::Error::Cancelled)));
+/// ```
+pub fn cleanup_thread() {
+    let _ = PARKED.try_with(cancel_parked);
+    pool::destroy();
 }
 
 /// A cancelled job ends with our private payload; anything else is a real

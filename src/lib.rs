@@ -51,8 +51,8 @@ mod stack;
 mod wait_ctx;
 
 pub use error::Error;
-pub use job::{BlockGuard, Job, Step, block_pause, current_wait_ctx, in_job, pause, start};
-pub use pool::{PoolConfig, PoolStats, cleanup_thread, init_thread, init_thread_with, pool_stats, quarantined_jobs};
+pub use job::{BlockGuard, Job, Step, block_pause, cleanup_thread, current_wait_ctx, in_job, pause, start};
+pub use pool::{PoolConfig, PoolStats, init_thread, init_thread_with, pool_stats, quarantined_jobs};
 pub use stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use wait_ctx::{Callback, ChangedFds, Cleanup, RawFd, Status, WaitCtx, WaitKey};
 

@@ -200,6 +200,13 @@ pub(crate) fn release(stack: Stack, live_from: *mut u8) {
 /// never reused or unmapped (quarantined), and no longer counts against the
 /// pool's limit.
 pub(crate) fn quarantine(stack: Stack) {
+    note_quarantined(&stack);
+    std::mem::forget(stack);
+}
+
+/// Counts `stack` as quarantined without taking it (its owner keeps it
+/// mapped and never reuses it).
+pub(crate) fn note_quarantined(stack: &Stack) {
     let epoch = stack.epoch();
     let _ = POOL.try_with(|pool| {
         if let Some(pool) = &mut *pool.borrow_mut()
@@ -209,7 +216,6 @@ pub(crate) fn quarantine(stack: Stack) {
         }
     });
     let _ = QUARANTINED.try_with(|q| q.set(q.get() + 1));
-    std::mem::forget(stack);
 }
 
 thread_local! {
@@ -230,7 +236,8 @@ pub fn quarantined_jobs() -> u64 {
 /// at most `max_size` jobs (0 = no limit), `init_size` of them created now,
 /// default stack size, no scrubbing. Replaces any previous pool of this
 /// thread; jobs paused under the previous pool keep working and free their
-/// stacks when they end.
+/// stacks when they end (to end them, use
+/// [`cleanup_thread`](crate::cleanup_thread) first).
 ///
 /// Unlike OpenSSL, `init_thread(0, n)` (unlimited, `n` pre-created) is
 /// accepted. On a target where [`is_capable`](crate::is_capable) is false
@@ -256,12 +263,8 @@ pub fn init_thread_with(config: &PoolConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// Frees the calling thread's pool and its idle stacks (OpenSSL's
-/// `ASYNC_cleanup_thread`). Jobs still paused are not affected: each owns
-/// its stack and frees it when it finishes or is dropped. The next `start`
-/// on this thread creates a default pool again. Thread exit does the same
-/// automatically.
-pub fn cleanup_thread() {
+/// Frees the calling thread's pool and its idle stacks.
+pub(crate) fn destroy() {
     let old = POOL.try_with(|p| p.borrow_mut().take());
     drop(old);
 }

@@ -134,6 +134,16 @@ impl Stack {
         unsafe { (*self.header()).scrub }
     }
 
+    /// The stack whose [`top`](Self::top) is `top`, as an owner.
+    ///
+    /// # Safety
+    /// `top` must be the top of a live stack; the caller must make sure only
+    /// one of the owners it creates this way (or had before) drops it.
+    pub(crate) unsafe fn from_top(top: *mut u8) -> Stack {
+        // SAFETY: a live stack's top is never null.
+        Stack { top: unsafe { NonNull::new_unchecked(top) } }
+    }
+
     /// Lowest address of the mapping (the guard page).
     pub(crate) fn guard(&self) -> *mut u8 {
         // SAFETY: as in `epoch`.

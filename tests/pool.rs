@@ -197,21 +197,35 @@ fn job_paused_under_a_replaced_pool_resumes_and_does_not_count_against_the_new_o
 }
 
 #[test]
-fn job_paused_before_cleanup_thread_resumes_and_finishes() {
+fn job_paused_at_cleanup_thread_is_cancelled_and_cannot_be_resumed() {
     require_backend!();
     init_thread(2, 2).unwrap();
+    let dropped = Rc::new(Cell::new(0));
+    struct Count(Rc<Cell<u32>>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let held = Count(dropped.clone());
+    let after_pause = Rc::new(Cell::new(false));
+    let a = after_pause.clone();
     let job = paused(
-        start(None, || {
-            let local = [7u64; 16];
+        start(None, move || {
+            let _held = held;
             pause();
-            std::hint::black_box(local).iter().sum::<u64>()
+            a.set(true);
         })
         .unwrap(),
     );
     cleanup_thread();
-    assert_eq!((pool_stats().idle, pool_stats().in_use), (0, 0), "the paused job left with its pool");
-    assert_eq!(finished(job.resume().unwrap()), 7 * 16);
-    assert_eq!(pool_stats().in_use, 0);
+    assert_eq!(dropped.get(), 1, "cleanup_thread unwound the paused job: its destructors ran");
+    assert!(!after_pause.get(), "the job did not continue past its pause");
+    assert_eq!((pool_stats().idle, pool_stats().in_use), (0, 0), "the pool is gone");
+    let err = job.resume().expect_err("a cancelled job cannot be resumed");
+    assert!(matches!(err, stackjob::Error::Cancelled), "{err}");
+    assert!(err.to_string().contains("cleanup_thread"));
+    assert_eq!(dropped.get(), 1, "nothing dropped twice");
     cleanup_thread();
 }
 

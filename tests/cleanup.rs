@@ -1,0 +1,144 @@
+//! Jobs still paused when their thread cleans up or exits are cancelled
+//! (their destructors run) and can never be resumed afterwards; nothing is
+//! leaked silently.
+
+use stackjob::{Error, Job, Step, cleanup_thread, init_thread, pause, quarantined_jobs, start};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+macro_rules! require_backend {
+    () => {
+        if !stackjob::is_capable() {
+            eprintln!("skipped: no stackjob backend on this target, no job can be paused");
+            return;
+        }
+    };
+}
+
+fn paused<R>(step: Step<R>) -> Job<R> {
+    match step {
+        Step::Paused(job) => job,
+        Step::Finished(_) => panic!("the job should have paused"),
+    }
+}
+
+/// Counts its drops in a counter another thread can read.
+struct CountDrop(Arc<AtomicUsize>);
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn cleanup_thread_cancels_every_paused_job_and_runs_their_destructors() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let jobs: Vec<Job<()>> = (0..10)
+        .map(|_| {
+            let held = CountDrop(drops.clone());
+            paused(
+                start(None, move || {
+                    let _held = held;
+                    loop {
+                        pause();
+                    }
+                })
+                .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    cleanup_thread();
+    assert_eq!(drops.load(Ordering::SeqCst), 10, "each paused job was unwound");
+    for job in jobs {
+        assert!(matches!(job.resume(), Err(Error::Cancelled)));
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 10, "nothing ran or dropped twice");
+}
+
+#[test]
+fn a_paused_job_forgotten_by_its_thread_is_cancelled_at_thread_exit() {
+    require_backend!();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    std::thread::spawn(move || {
+        let held = CountDrop(d);
+        let job = paused(
+            start(None, move || {
+                let _held = held;
+                pause();
+                unreachable!("never resumed");
+            })
+            .unwrap(),
+        );
+        // Nobody will ever resume or drop the handle.
+        std::mem::forget(job);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "thread exit unwound the forgotten job");
+}
+
+#[test]
+fn cleanup_thread_inside_a_job_cancels_paused_jobs_and_lets_the_running_one_finish() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let held = CountDrop(drops.clone());
+    let sibling = paused(
+        start(None, move || {
+            let _held = held;
+            pause();
+        })
+        .unwrap(),
+    );
+    let d = drops.clone();
+    let step = start(None, move || {
+        cleanup_thread();
+        // The sibling was cancelled; this job keeps running on its stack.
+        d.load(Ordering::SeqCst) * 10 + 7
+    })
+    .unwrap();
+    assert!(matches!(step, Step::Finished(17)), "running job finished after cancelling its sibling");
+    assert!(matches!(sibling.resume(), Err(Error::Cancelled)));
+}
+
+#[test]
+fn a_job_that_refuses_cancellation_at_cleanup_is_quarantined_and_its_handle_is_dead() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let before = quarantined_jobs();
+    let resisted = Rc::new(Cell::new(0));
+    let r = resisted.clone();
+    let job = paused(
+        start(None, move || {
+            loop {
+                if catch_unwind(AssertUnwindSafe(pause)).is_err() {
+                    r.set(r.get() + 1);
+                }
+            }
+        })
+        .unwrap(),
+    );
+    cleanup_thread();
+    assert!(resisted.get() > 0, "the job saw its cancellation");
+    assert_eq!(quarantined_jobs(), before + 1, "its stack was quarantined");
+    assert!(matches!(job.resume(), Err(Error::Cancelled)), "and the handle is dead");
+}
+
+#[test]
+fn a_new_pool_after_cleanup_serves_new_jobs() {
+    require_backend!();
+    init_thread(1, 1).unwrap();
+    let old = paused(start(None, pause).unwrap());
+    cleanup_thread();
+    let step = start(None, || 5).unwrap();
+    assert!(matches!(step, Step::Finished(5)));
+    drop(old); // dead handle: frees its stack, no cancellation left to do
+    assert_eq!(stackjob::pool_stats().in_use, 0);
+}
