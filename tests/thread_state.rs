@@ -367,3 +367,45 @@ fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
 fn rounding_mode_tests_need_known_fe_constants() {
     eprintln!("skipping the rounding-mode tests: no FE_* constants are defined for this architecture");
 }
+
+// --------------------------------------------------------------------------
+// errno: thread state each side keeps for itself
+// --------------------------------------------------------------------------
+
+#[cfg(target_os = "linux")]
+fn set_errno(value: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = value }
+}
+
+#[cfg(target_os = "linux")]
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn errno_is_inherited_at_start_and_each_side_keeps_its_own_across_switches() {
+    if !stackjob::is_capable() {
+        eprintln!("skipped: no stackjob backend on this target");
+        return;
+    }
+    set_errno(11);
+    let step = stackjob::start(None, || {
+        let at_start = errno();
+        set_errno(22);
+        stackjob::pause();
+        let after_resume = errno();
+        set_errno(44);
+        (at_start, after_resume)
+    })
+    .unwrap();
+    assert_eq!(errno(), 11, "the job's errno must not leak to its starter");
+    set_errno(33);
+    let stackjob::Step::Paused(job) = step else { panic!("expected a pause") };
+    let stackjob::Step::Finished((at_start, after_resume)) = job.resume().unwrap() else { panic!("expected the end") };
+    assert_eq!(at_start, 11, "a job starts with its starter's errno");
+    assert_eq!(after_resume, 22, "the job's errno survives its pause");
+    assert_eq!(errno(), 33, "the resumer's errno survives the job");
+    set_errno(0);
+}
