@@ -65,10 +65,6 @@ struct Slot {
     /// Set when the job's handle is dropped while paused: its next return
     /// from `pause` unwinds the job.
     cancel: bool,
-    /// `thread::panicking()` when the current run segment began: a panic
-    /// in flight that the job did not start itself (its resumer is
-    /// unwinding). Any other panic in flight is the job's own.
-    base_panicking: bool,
     /// The FRESH record has been laid and the slot initialised.
     ready: bool,
     /// Listed in this thread's parked-job registry (see `Parked`).
@@ -285,7 +281,6 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             blocked: 0,
             state: State::Finished,
             cancel: false,
-            base_panicking: false,
             ready: true,
             parked: false,
             parked_index: 0,
@@ -349,7 +344,6 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         }
         (*slot).out = out.as_mut_ptr().cast();
         (*slot).state = State::Running;
-        (*slot).base_panicking = thread::panicking();
         let prev = current::replace(slot.cast());
         let errno_at = (*slot).errno_at;
         let resumer_errno = *errno_at;
@@ -627,9 +621,13 @@ fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
 /// resumed (OpenSSL's `ASYNC_pause_job`).
 ///
 /// Outside a job, or while pausing is blocked with [`block_pause`], it does
-/// nothing and returns at once. It also does nothing while the job is
-/// unwinding a panic (or being cancelled): a panic in flight is thread
-/// state, and suspending the job mid-unwind would hand it to the resumer.
+/// nothing and returns at once. It also does nothing while the thread is
+/// unwinding a panic — the job's own, its cancellation, or a resumer's
+/// unwind that resumed it from a destructor: a panic in flight is thread
+/// state, and suspending a job mid-unwind would hand the unwind to a frame
+/// that did not start it. (A job that waits with `pause()` in a loop then
+/// busy-waits until its condition holds, which is what a request still
+/// owned by hardware needs.)
 ///
 /// ```
 /// stackjob::pause(); // not in a job: a no-op
@@ -649,7 +647,7 @@ pub fn pause() {
     // SAFETY: the current job is only non-null while that slot's job runs on this
     // thread, and this code runs inside it, on its stack.
     unsafe {
-        if (*slot).blocked != 0 || (thread::panicking() && !(*slot).base_panicking) {
+        if (*slot).blocked != 0 || thread::panicking() {
             return;
         }
         (*slot).state = State::Paused;
@@ -661,8 +659,8 @@ pub fn pause() {
 }
 
 /// The resumed job is being cancelled: unwind its stack. (`pause` never
-/// suspends a job that is unwinding, so no unwind of the job's own is in
-/// flight here, and this panic is caught at the job's root.)
+/// suspends a job while its thread unwinds, so the job was not unwinding
+/// when it paused, and this panic is caught at the job's root.)
 #[cold]
 fn cancelled() -> ! {
     panic::resume_unwind(Box::new(ForcedUnwind));

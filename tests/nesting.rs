@@ -317,3 +317,42 @@ fn dropping_an_outer_job_holding_a_paused_inner_job_cancels_both() {
     assert_eq!((pool_stats().in_use, pool_stats().idle), (0, 2), "both stacks go back to the pool");
     stackjob::cleanup_thread();
 }
+
+/// Found by the fuzzer: an inner job cancelled while its outer job unwinds
+/// (here: the outer is cancelled) whose destructor pauses must not be
+/// suspended mid-unwind; that used to abort with "panic in a destructor
+/// during cleanup".
+#[test]
+fn inner_job_with_a_pausing_destructor_is_cancelled_cleanly_inside_an_outer_cancellation() {
+    if !stackjob::is_capable() {
+        eprintln!("skipped: no stackjob backend on this target");
+        return;
+    }
+    struct PausesOnDrop(Rc<Cell<u32>>);
+    impl Drop for PausesOnDrop {
+        fn drop(&mut self) {
+            pause(); // a no-op: the job is unwinding
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let dropped = Rc::new(Cell::new(0));
+    let d = dropped.clone();
+    let Step::Paused(outer) = start(None, move || {
+        let d2 = d.clone();
+        let Step::Paused(inner) = start(None, move || {
+            let _d = PausesOnDrop(d2);
+            pause();
+        })
+        .unwrap() else {
+            unreachable!()
+        };
+        let _outer_guard = PausesOnDrop(d);
+        pause();
+        drop(inner);
+    })
+    .unwrap() else {
+        panic!("outer should pause")
+    };
+    drop(outer);
+    assert_eq!(dropped.get(), 2, "both destructors ran to their end");
+}
