@@ -9,12 +9,8 @@
 # inputs go to fuzz/corpus/api_ops, crashes to fuzz/artifacts/api_ops (both
 # untracked); fuzz/seeds holds the committed hand-made inputs. Prints the
 # number of executions libFuzzer reports; exits non-zero on a crash.
-#
-# Environment:
-#   STACKJOB_FUZZ_SKIP_KNOWN  1 (default): skip inputs that hit the known,
-#                             unfixed crate bug (pause() suspends a job that
-#                             unwinds while its canceller unwinds too; input
-#                             in fuzz/regressions/). 0: run them (crashes).
+# Every input in fuzz/regressions (crashes found and fixed) is replayed
+# first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -46,10 +42,6 @@ unset CARGO_TARGET_DIR
 # a stack that is not the thread's, so stale redzones stay poisoned; stackjob
 # has no fiber-switch annotations). Appended to the flags cargo-fuzz sets.
 export RUSTFLAGS="${RUSTFLAGS:-} -Cllvm-args=-asan-stack=0"
-export STACKJOB_FUZZ_SKIP_KNOWN=${STACKJOB_FUZZ_SKIP_KNOWN:-1}
-if [ "$STACKJOB_FUZZ_SKIP_KNOWN" = 1 ]; then
-    echo "fuzz: skipping inputs that hit the known pause-mid-unwind bug (STACKJOB_FUZZ_SKIP_KNOWN=0 runs them)"
-fi
 
 echo "fuzz: building fuzz target api_ops"
 cargo +nightly fuzz build api_ops
@@ -57,6 +49,16 @@ cargo +nightly fuzz build api_ops
 corpus=$root/fuzz/corpus/api_ops
 mkdir -p "$corpus" "$root/fuzz/artifacts"
 log=$root/fuzz/artifacts/api_ops.log
+
+for input in "$root"/fuzz/regressions/*; do
+    case $input in *.md) continue ;; esac
+    echo "fuzz: replaying regression $(basename "$input")"
+    if ! cargo +nightly fuzz run api_ops "$input" >"$log" 2>&1; then
+        echo "fuzz: regression $(basename "$input") crashes again; the end of the log:" >&2
+        tail -n 40 "$log" >&2
+        exit 1
+    fi
+done
 echo "fuzz: running api_ops for ${secs}s (corpus $corpus, seeds fuzz/seeds, log $log)"
 status=0
 cargo +nightly fuzz run api_ops "$corpus" "$root/fuzz/seeds" -- \

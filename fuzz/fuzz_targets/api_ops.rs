@@ -617,15 +617,6 @@ struct Model {
     running: Vec<u32>,
     /// Unwinds in flight (the thread is panicking while > 0).
     unwinding: usize,
-    /// Known crate bug: a paused job is cancelled while the thread already
-    /// unwinds (its holder panicked or is itself being cancelled), and a
-    /// destructor on its stack calls `pause` unblocked. The contract says
-    /// that pause does nothing (the job is unwinding), but the crate takes
-    /// the holder's unwind for one the job did not start (`base_panicking`)
-    /// and suspends the job mid-unwind; the next cancellation resume then
-    /// raises from inside that destructor: "panic in a destructor during
-    /// cleanup", abort. The model still predicts the contract.
-    pause_mid_unwind: bool,
 }
 
 impl Model {
@@ -641,7 +632,6 @@ impl Model {
             top: Vec::new(),
             running: Vec::new(),
             unwinding: 0,
-            pause_mid_unwind: false,
         }
     }
 
@@ -1046,7 +1036,6 @@ impl Model {
     /// does nothing), the closure; then the returned jobs, if the body had
     /// got as far as returning them.
     fn drop_body(&mut self, j: u32, at: PausedAt, cancelled: bool) {
-        let base_panicking = cancelled && self.unwinding > 1;
         let first = match at {
             PausedAt::Action(_) => {
                 let held = std::mem::take(&mut self.job_mut(j).held);
@@ -1059,9 +1048,6 @@ impl Model {
         };
         let job = self.job(j);
         let droppers = job.droppers[first.min(job.droppers.len())..].to_vec();
-        if base_panicking && job.guards == 0 && !droppers.is_empty() {
-            self.pause_mid_unwind = true;
-        }
         for d in droppers {
             self.ev(Ev::DropperEnter(d));
             self.ev(Ev::DropperExit(d));
@@ -1575,14 +1561,6 @@ fn page_size() -> usize {
     usize::try_from(page).expect("a page size")
 }
 
-/// Whether inputs that hit the known crate bug flagged by
-/// `Model::pause_mid_unwind` are skipped: `STACKJOB_FUZZ_SKIP_KNOWN=1`
-/// (`scripts/fuzz.sh` sets it unless told otherwise). Such an input is in
-/// `fuzz/regressions/`.
-fn skip_known() -> bool {
-    std::env::var_os("STACKJOB_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1")
-}
-
 fn setup() {
     static SETUP: Once = Once::new();
     SETUP.call_once(|| {
@@ -1611,10 +1589,6 @@ fuzz_target!(|data: &[u8]| {
         for e in &model.ev {
             eprintln!("  {e:?}");
         }
-        eprintln!("pause_mid_unwind: {}", model.pause_mid_unwind);
-    }
-    if model.pause_mid_unwind && skip_known() {
-        return;
     }
     cleanup_thread();
     run_real(&program, &model.ev);
