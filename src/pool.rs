@@ -168,10 +168,11 @@ pub(crate) fn acquire() -> Result<Stack, Error> {
     match lent {
         Ok(stack) => stack,
         // The thread is tearing down its thread-locals: serve the job with a
-        // stack of its own, freed when the job ends.
+        // stack of its own, freed when the job ends. Whether the pool that
+        // is gone scrubbed is unknown, so this one does (once per such job).
         Err(_) => {
             let size = stack::round_stack_size(stack::DEFAULT_STACK_SIZE)?;
-            Stack::new(size, 0, false)
+            Stack::new(size, 0, true)
         }
     }
 }
