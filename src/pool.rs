@@ -137,11 +137,16 @@ fn next_epoch() -> u64 {
 }
 
 impl Pool {
-    fn new(cfg: &PoolConfig) -> Result<Pool, Error> {
+    /// Checks the sizes of `cfg`; returns the page-rounded stack size.
+    fn check(cfg: &PoolConfig) -> Result<usize, Error> {
         if cfg.max_size != 0 && cfg.init_size > cfg.max_size {
             return Err(Error::InvalidPoolSize { max_size: cfg.max_size, init_size: cfg.init_size });
         }
-        let stack_size = stack::round_stack_size(cfg.stack_size)?;
+        stack::round_stack_size(cfg.stack_size)
+    }
+
+    fn new(cfg: &PoolConfig) -> Result<Pool, Error> {
+        let stack_size = Pool::check(cfg)?;
         let mut pool = Pool {
             idle: Vec::new(),
             created: 0,
@@ -278,10 +283,19 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
 
 /// [`init_thread`] with every setting: limit, pre-created jobs, stack size
 /// and scrubbing. On error the thread's previous pool stays in place.
+///
+/// Called while the thread exits, once its pool is gone (from the
+/// destructor of a thread-local, say through a [`WaitCtx`](crate::WaitCtx)
+/// cleanup), it checks the sizes and creates nothing: there is nowhere to
+/// keep a pool any more, and jobs started then each get a stack of their
+/// own, as they do without it.
 pub fn init_thread_with(config: &PoolConfig) -> Result<(), Error> {
+    if POOL.try_with(|_| ()).is_err() {
+        return Pool::check(config).map(drop);
+    }
     let pool = Pool::new(config)?;
     // Drop the old pool (unmapping its idle stacks) outside the borrow.
-    let old = POOL.with(|p| p.borrow_mut().replace(pool));
+    let old = POOL.try_with(|p| p.borrow_mut().replace(pool));
     drop(old);
     Ok(())
 }
@@ -297,7 +311,7 @@ pub fn cleanup_thread() {
 }
 
 /// The calling thread's pool as it is now (a default, empty pool if none
-/// was created yet).
+/// was created yet, or if it is gone because the thread is exiting).
 ///
 /// ```
 /// stackjob::init_thread(0, 0).unwrap();
@@ -308,17 +322,17 @@ pub fn cleanup_thread() {
 /// # stackjob::cleanup_thread();
 /// ```
 pub fn pool_stats() -> PoolStats {
-    POOL.with(|p| match &*p.borrow() {
-        Some(pool) => PoolStats {
+    let stats = POOL.try_with(|p| {
+        p.borrow().as_ref().map(|pool| PoolStats {
             idle: pool.idle.len(),
             in_use: pool.created - pool.idle.len(),
             max_size: pool.max_size,
             stack_size: pool.stack_size,
             scrub: pool.scrub,
-        },
-        None => {
-            let cfg = PoolConfig::new();
-            PoolStats { idle: 0, in_use: 0, max_size: cfg.max_size, stack_size: cfg.stack_size, scrub: cfg.scrub }
-        }
+        })
+    });
+    stats.ok().flatten().unwrap_or_else(|| {
+        let cfg = PoolConfig::new();
+        PoolStats { idle: 0, in_use: 0, max_size: cfg.max_size, stack_size: cfg.stack_size, scrub: cfg.scrub }
     })
 }
