@@ -83,12 +83,13 @@ impl PoolConfig {
     /// stacks are left out of core dumps (`MADV_DONTDUMP`, where the kernel
     /// has it), scrubbed or not.
     ///
-    /// Cost per job, measured with `benches/scrub.rs` on a 2-vCPU x86_64
-    /// VM (medians of several runs, which varied by up to a factor 2):
+    /// Cost per job, measured with `benches/scrub.rs` on a shared 2-vCPU
+    /// x86_64 VM (medians of several runs, which varied by up to a factor
+    /// 2 with the machine's load):
     /// 1–2 µs fixed, mostly one `mincore` system call (it finds the
     /// pages the job touched; its page-table walk is the only part that
     /// grows with the stack size, about 0.7 ns per 4 KiB page), plus 20–40
-    /// ns per KiB the job wrote (zeroed), plus 20–40 ns per KiB of stack
+    /// ns per KiB the job wrote (zeroed), plus 20–60 ns per KiB of stack
     /// that an earlier, deeper job on the same stack used (read again to
     /// check it is still zero). A job writing 4 KiB costs ~0.1 µs without
     /// scrubbing and 1–2 µs with it; one writing 256 KiB 9–14 µs and 17–22
