@@ -201,7 +201,9 @@ where
     }
     let stack = pool::acquire()?;
     let slot = slot_of(&stack);
-    let f = ManuallyDrop::new(f);
+    let mut f = ManuallyDrop::new(f);
+    // The job reads the closure through this pointer, and `Wipe` zeroes it.
+    let f_at: *mut F = (&raw mut f).cast();
     // SAFETY: the pool lent us exclusive use of the stack and its slot; the
     // job is not running, so nothing else reads or writes the slot.
     unsafe {
@@ -209,7 +211,7 @@ where
             init_slot(slot, &stack);
         }
         (*slot).run = run::<F, R>;
-        (*slot).arg = (&*f as *const F).cast_mut().cast();
+        (*slot).arg = f_at.cast();
         if let Some(ctx) = ctx {
             (*slot).ctx = Some(ctx.clone());
         }
@@ -222,16 +224,28 @@ where
         (*slot).errno = *(*slot).errno_at;
         arch::inherit_fp_env(addr_of_mut!((*slot).regs));
     }
-    let scrub = stack.scrubs();
-    // The job moves `f` out of our frame before anything else (see `run`).
-    let step = drive(stack);
-    if scrub {
-        // The bytes of the moved-out closure stay in this frame otherwise.
-        // SAFETY: `f` is a live local of this frame; its value was moved out
-        // by the job, so its bytes are dead.
-        unsafe { stack::zero_volatile((&*f as *const F).cast_mut().cast(), size_of::<F>()) };
+    // The job moves `f` out of our frame before anything else (see `run`);
+    // the bytes stay here otherwise. A guard zeroes them, so that a panic
+    // out of the job (raised again by `drive`) or out of a wait-ctx cleanup
+    // does not skip it.
+    let _wipe = stack.scrubs().then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
+    drive(stack)
+}
+
+/// Zeroes the bytes of a closure the job moved out of [`start`]'s frame.
+struct Wipe {
+    at: *mut u8,
+    len: usize,
+}
+
+impl Drop for Wipe {
+    fn drop(&mut self) {
+        // SAFETY: `at` points at `start`'s `f`, a local declared before the
+        // guard and so still alive; the job moved its value out (or, if a
+        // panic came first, it is leaked: `f` is a `ManuallyDrop` nobody
+        // reads again), so its bytes are dead.
+        unsafe { stack::zero_volatile(self.at, self.len) };
     }
-    step
 }
 
 fn next_id() -> u64 {

@@ -39,10 +39,11 @@ static READY: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 
 /// Installs the overflow handler (once per process) and makes sure the
-/// calling thread has an alternate signal stack (once per thread).
+/// calling thread has an alternate signal stack (once per thread; not if
+/// the thread is exiting and its record of the stack is already gone).
 pub(crate) fn prepare_thread() {
     INSTALL.call_once(install);
-    ALT_STACK.with(AltStack::ensure);
+    let _ = ALT_STACK.try_with(AltStack::ensure);
 }
 
 fn install() {

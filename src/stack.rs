@@ -49,8 +49,11 @@ struct Header {
     map: ManuallyDrop<MmapMut>,
     /// The pool instance the stack belongs to (0: none).
     epoch: u64,
-    /// Scrub before reuse and before unmapping.
+    /// Scrub after every job (so before reuse and before unmapping).
     scrub: bool,
+    /// See [`Stack::scrub_below`]: the lowest page a scrub looked at; no
+    /// page below it was resident then.
+    low: usize,
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_RESERVE);
@@ -111,7 +114,8 @@ impl Stack {
         unsafe {
             let header = map.as_ptr().add(total - HEADER_RESERVE) as *mut Header;
             let top = NonNull::new_unchecked(header.cast::<u8>().sub(SLOT_RESERVE));
-            header.write(Header { map: ManuallyDrop::new(map), epoch, scrub });
+            let low = top.as_ptr() as usize & !(page - 1);
+            header.write(Header { map: ManuallyDrop::new(map), epoch, scrub, low });
             Ok(Stack { top })
         }
     }
@@ -163,45 +167,112 @@ impl Stack {
         self.top.as_ptr()
     }
 
-    /// Zeroes every byte between the deepest point any job reached on this
-    /// stack since the last scrub and `live_from` (exclusive), the lowest
-    /// address that still holds live data (the switched-out record of the
-    /// pooled job loop). Cost grows with the depth actually used: `mincore`
-    /// finds the lowest resident page (pages never touched are not
-    /// resident), a word scan skips the already-zero part of that page
-    /// range, and only the rest is written.
+    /// Zeroes every byte a job may have written on this stack below
+    /// `live_from` (exclusive), the lowest address that still holds live
+    /// data (the switched-out record of the pooled job loop).
+    ///
+    /// The header keeps `low`, the lowest page any scrub of this stack had
+    /// to look at (all of [low, live_from) is zero after every scrub).
+    /// `mincore` looks below it for pages a job touched for the first time
+    /// (pages never touched are not resident, and are zero); a block scan
+    /// skips the already-zero part of [lowest such page, live_from), and
+    /// only the rest, what the job dirtied, is written. So the reads grow
+    /// with the deepest depth any job on this stack reached and the writes
+    /// with the depth this job dirtied; only `mincore`'s page-table walk
+    /// (one byte per page, a fraction of a nanosecond per KiB) grows with
+    /// the stack size.
+    ///
+    /// If `mincore` fails, everything down to the guard page is scanned
+    /// (reading untouched pages maps the shared zero page: no memory, but
+    /// every later scrub of this stack scans it all too).
+    ///
+    /// Limits: a page that was swapped out while the job ran and that no
+    /// earlier scrub of this stack saw resident is not resident at the
+    /// scrub either, so it is not scanned (its copy in swap could not be
+    /// erased anyway): jobs handling secrets need memory that is not
+    /// swapped (no swap, encrypted swap, or `mlockall`).
     pub(crate) fn scrub_below(&self, live_from: *mut u8) {
+        let page = page_size();
         let bottom = self.bottom() as usize;
         let end = live_from as usize;
-        debug_assert!(end > bottom && end <= self.top() as usize);
-        let start = self.lowest_resident(bottom, end).unwrap_or(bottom);
-        // Skip the zero prefix (pages a previous scrub zeroed but left resident).
-        let mut p = start & !7;
-        while p < end && unsafe { (p as *const u64).read_volatile() } == 0 {
-            p += 8;
-        }
-        if p < end {
-            // SAFETY: [p, end) lies in the usable stack, which no running
-            // code uses (the job is switched out and its frames below
-            // `live_from` are dead).
-            unsafe { zero_volatile(p as *mut u8, end - p) };
+        debug_assert!(end > bottom && end <= self.top() as usize && end.is_multiple_of(8));
+        let header = self.header();
+        // SAFETY: the header lives as long as `self`; only the thread that
+        // owns the stack (the job is finished, the stack is ours) touches it.
+        let low = unsafe { (*header).low }.min(end & !(page - 1));
+        let from = match lowest_resident(bottom, low) {
+            Ok(Some(first)) => first,
+            Ok(None) => low,
+            Err(()) => bottom,
+        };
+        // SAFETY: as above.
+        unsafe { (*header).low = from };
+        // SAFETY: [from, end) lies in the usable stack (page-aligned `from`
+        // at or above the bottom, `end` below the top), which no running
+        // code uses: the job is switched out for good and its frames below
+        // `live_from` are dead.
+        unsafe {
+            let dirty = first_nonzero(from, end);
+            if dirty < end {
+                zero_volatile(dirty as *mut u8, end - dirty);
+            }
         }
     }
+}
 
-    /// Lowest resident page in [from, to), via mincore; None if unknown.
-    fn lowest_resident(&self, from: usize, to: usize) -> Option<usize> {
-        let page = page_size();
-        let pages = (to - from).div_ceil(page);
-        let mut vec = vec![0u8; pages];
-        // SAFETY: [from, from + pages*page) is inside our mapping and page
-        // aligned; `vec` has one byte per page as mincore requires.
-        let rc = unsafe { libc::mincore(from as *mut libc::c_void, pages * page, vec.as_mut_ptr()) };
-        if rc != 0 {
-            return None;
+/// Lowest resident page in [from, to) (page-aligned), `Ok(None)` if no
+/// page there is resident, `Err` if `mincore` failed. Asks the kernel a
+/// few MiB at a time, with no allocation.
+fn lowest_resident(from: usize, to: usize) -> Result<Option<usize>, ()> {
+    const CHUNK_PAGES: usize = 1024;
+    let page = page_size();
+    let mut vec = [0u8; CHUNK_PAGES];
+    let mut at = from;
+    while at < to {
+        let pages = ((to - at) / page).min(CHUNK_PAGES);
+        #[cfg(test)]
+        match tests::MINCORE.get() {
+            tests::Mincore::Real => {}
+            tests::Mincore::Fails => return Err(()),
+            tests::Mincore::NothingResident => return Ok(None),
         }
-        let first = vec.iter().position(|b| b & 1 != 0)?;
-        Some(from + first * page)
+        // SAFETY: [at, at + pages * page) is page-aligned and inside the
+        // caller's mapping; `vec` has room for one byte per page.
+        let rc = unsafe { libc::mincore(at as *mut libc::c_void, pages * page, vec.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(());
+        }
+        if let Some(i) = vec[..pages].iter().position(|b| b & 1 != 0) {
+            return Ok(Some(at + i * page));
+        }
+        at += pages * page;
     }
+    Ok(None)
+}
+
+/// The lowest address in [from, end) from which on the memory is not all
+/// zero, rounded down to a word; `end` if all of it is zero. Reads 256-byte
+/// blocks (which the compiler vectorises), then words.
+///
+/// # Safety
+/// [from, end) must be readable and 8-byte aligned at both ends.
+unsafe fn first_nonzero(from: usize, end: usize) -> usize {
+    const BLOCK: usize = 256;
+    let mut p = from;
+    while p + BLOCK <= end {
+        // SAFETY: per the contract the block is readable and aligned; no
+        // code writes it while we read.
+        let block = unsafe { &*(p as *const [u64; BLOCK / 8]) };
+        if block.iter().fold(0, |acc, &w| acc | w) != 0 {
+            break;
+        }
+        p += BLOCK;
+    }
+    // SAFETY: as above, one word at a time.
+    while p < end && unsafe { *(p as *const u64) } == 0 {
+        p += 8;
+    }
+    p
 }
 
 /// The guard page address and the usable size of the stack whose
@@ -239,4 +310,146 @@ pub(crate) unsafe fn zero_volatile(p: *mut u8, len: usize) {
     // Keep the stores: the pointer escapes into an opaque use, so the
     // compiler must assume the zeroed bytes are read afterwards.
     std::hint::black_box(p);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// What `lowest_resident` sees in these tests.
+    #[derive(Clone, Copy)]
+    pub(super) enum Mincore {
+        Real,
+        /// `mincore` fails.
+        Fails,
+        /// No page is resident (as if every page had been swapped out).
+        NothingResident,
+    }
+
+    thread_local! {
+        pub(super) static MINCORE: Cell<Mincore> = const { Cell::new(Mincore::Real) };
+    }
+
+    const SIZE: usize = 64 * 1024;
+
+    fn stack() -> Stack {
+        Stack::new(round_stack_size(SIZE).unwrap(), 0, true).unwrap()
+    }
+
+    /// The pooled job loop's record would sit here; everything above is live.
+    fn live_from(stack: &Stack) -> *mut u8 {
+        // SAFETY: 128 bytes below the top is inside the usable stack.
+        unsafe { stack.top().sub(128) }
+    }
+
+    fn poke(addr: *mut u8, value: u8) {
+        // SAFETY: callers pass addresses inside the usable stack.
+        unsafe { addr.write_volatile(value) }
+    }
+
+    fn peek(addr: *mut u8) -> u8 {
+        // SAFETY: as in `poke`.
+        unsafe { addr.read_volatile() }
+    }
+
+    fn low(stack: &Stack) -> usize {
+        // SAFETY: the header lives as long as the stack.
+        unsafe { (*stack.header()).low }
+    }
+
+    fn resident_pages(stack: &Stack) -> usize {
+        let page = page_size();
+        let (from, to) = (stack.bottom() as usize, stack.top() as usize & !(page - 1));
+        let mut vec = vec![0u8; (to - from) / page];
+        // SAFETY: page-aligned range inside the mapping, one byte per page.
+        let rc = unsafe { libc::mincore(from as *mut libc::c_void, to - from, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        vec.iter().filter(|b| *b & 1 != 0).count()
+    }
+
+    #[test]
+    fn dirty_bytes_at_any_depth_are_zeroed_and_live_bytes_kept() {
+        let s = stack();
+        let end = live_from(&s);
+        let bottom = s.bottom();
+        // SAFETY: all offsets stay inside [bottom, top).
+        let (deepest, middle, just_below, live) = unsafe { (bottom, bottom.add(SIZE / 2), end.sub(1), end.add(8)) };
+        for p in [deepest, middle, just_below, live] {
+            poke(p, 0xa5);
+        }
+        s.scrub_below(end);
+        assert_eq!([peek(deepest), peek(middle), peek(just_below)], [0, 0, 0]);
+        assert_eq!(peek(live), 0xa5, "the scrub must not touch live data at or above live_from");
+        assert_eq!(low(&s), bottom as usize, "the deepest page touched becomes the new low mark");
+    }
+
+    #[test]
+    fn a_shallow_job_is_scrubbed_without_faulting_in_deeper_pages() {
+        let s = stack();
+        let end = live_from(&s);
+        // SAFETY: just below live_from, inside the top page.
+        let p = unsafe { end.sub(64) };
+        poke(p, 1);
+        let before = resident_pages(&s);
+        s.scrub_below(end);
+        assert_eq!(peek(p), 0);
+        assert_eq!(resident_pages(&s), before, "no page below the used one may be read");
+    }
+
+    #[test]
+    fn pages_an_earlier_job_used_are_checked_again() {
+        let s = stack();
+        let end = live_from(&s);
+        let deep = s.bottom();
+        poke(deep, 1);
+        s.scrub_below(end);
+        assert_eq!(peek(deep), 0);
+        // A later job writes there again, and the page is swapped out by the
+        // time of the scrub: mincore no longer reports it, but an earlier
+        // scrub saw it, so the low mark still covers it.
+        poke(deep, 2);
+        MINCORE.set(Mincore::NothingResident);
+        s.scrub_below(end);
+        MINCORE.set(Mincore::Real);
+        assert_eq!(peek(deep), 0);
+    }
+
+    #[test]
+    fn when_mincore_fails_everything_down_to_the_guard_page_is_scanned() {
+        let s = stack();
+        let end = live_from(&s);
+        let deep = s.bottom();
+        poke(deep, 7);
+        assert!(low(&s) > deep as usize, "a fresh stack's low mark is its top page");
+        MINCORE.set(Mincore::Fails);
+        s.scrub_below(end);
+        MINCORE.set(Mincore::Real);
+        assert_eq!(peek(deep), 0, "without mincore the scrub must assume any page may be dirty");
+        assert_eq!(low(&s), deep as usize);
+    }
+
+    #[test]
+    fn a_stack_with_nothing_dirty_is_left_alone() {
+        let s = stack();
+        let end = live_from(&s);
+        let before = resident_pages(&s);
+        s.scrub_below(end);
+        s.scrub_below(end);
+        assert_eq!(resident_pages(&s), before);
+    }
+
+    #[test]
+    fn first_nonzero_finds_the_lowest_dirty_word_across_block_boundaries() {
+        let mut buf = vec![0u64; 256];
+        let base = buf.as_mut_ptr() as usize;
+        let end = base + 256 * 8;
+        // SAFETY: [base, end) is `buf`, 8-byte aligned.
+        assert_eq!(unsafe { first_nonzero(base, end) }, end);
+        for word in [255, 200, 33, 32, 31, 1, 0] {
+            buf[word] = 1;
+            // SAFETY: as above.
+            assert_eq!(unsafe { first_nonzero(base, end) }, base + word * 8, "dirty word {word}");
+        }
+    }
 }

@@ -250,7 +250,11 @@ impl WaitCtx {
             return false;
         };
         if entries[i].added {
-            entries.remove(i);
+            let removed = entries.remove(i);
+            // The entry's cleanup is the user's: its captures may use this
+            // context when dropped, so the lock goes first.
+            drop(entries);
+            drop(removed);
         } else {
             entries[i].deleted = true;
             self.shared.dirty.store(true, Ordering::Relaxed);
@@ -258,9 +262,12 @@ impl WaitCtx {
         true
     }
 
-    /// Sets (or with `None`, removes) the completion callback.
+    /// Sets (or with `None`, removes) the completion callback. The old
+    /// callback is dropped after the lock is released, so whatever it
+    /// captured may use this context in its destructor.
     pub fn set_callback(&self, callback: Option<Callback>) {
-        *self.shared.callback.lock().unwrap_or_else(|e| e.into_inner()) = callback;
+        let old = std::mem::replace(&mut *self.shared.callback.lock().unwrap_or_else(|e| e.into_inner()), callback);
+        drop(old);
     }
 
     /// The completion callback, if one is set. A completion thread calls it
@@ -312,10 +319,13 @@ impl WaitCtx {
     fn reset_changes(&self) {
         let mut entries = self.entries();
         self.shared.dirty.store(false, Ordering::Relaxed);
-        entries.retain(|e| !e.deleted);
+        // Dropped after the lock is released: the cleanups are the user's.
+        let deleted: Vec<Entry> = entries.extract_if(.., |e| e.deleted).collect();
         for e in entries.iter_mut() {
             e.added = false;
         }
+        drop(entries);
+        drop(deleted);
     }
 }
 
