@@ -13,6 +13,7 @@ use crate::Error;
 use crate::arch::{self, Regs};
 use crate::current;
 use crate::pool;
+use crate::sanitizer::{self, ResumerStack};
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
 use std::any::Any;
@@ -58,6 +59,9 @@ struct Slot {
     base_panicking: bool,
     /// The FRESH record has been laid and the slot initialised.
     ready: bool,
+    /// The stack the job switches out to, for AddressSanitizer (zero-sized
+    /// without the `asan` feature).
+    resumer: ResumerStack,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
@@ -235,6 +239,7 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             cancel: false,
             base_panicking: false,
             ready: true,
+            resumer: ResumerStack::UNKNOWN,
         });
         arch::init_stack(stack.top(), addr_of_mut!((*slot).regs), job_entry);
     }
@@ -250,9 +255,13 @@ unsafe extern "C" fn job_entry(regs: *mut Regs) -> ! {
     loop {
         // SAFETY: the resumer set `run` and `arg` for this job before
         // switching in, and holds the slot exclusively until we switch out.
+        // The sanitizer hooks run right after the switch in and right
+        // before the switch out, on this stack.
         unsafe {
+            sanitizer::job_begins(addr_of_mut!((*slot).resumer));
             ((*slot).run)(slot);
             (*slot).state = State::Finished;
+            sanitizer::job_ends(addr_of_mut!((*slot).resumer));
             arch::switch_out(regs);
         }
     }
@@ -293,7 +302,9 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         (*slot).state = State::Running;
         (*slot).base_panicking = thread::panicking();
         let prev = current::replace(slot.cast());
+        let departure = sanitizer::switching_to_job(|| stack.usable());
         arch::switch_in(addr_of_mut!((*slot).regs));
+        sanitizer::back_from_job(departure);
         current::set(prev);
         match (*slot).state {
             State::Paused => Segment::Paused,
@@ -437,7 +448,9 @@ pub fn pause() {
             return;
         }
         (*slot).state = State::Paused;
+        let departure = sanitizer::job_pausing(addr_of_mut!((*slot).resumer));
         arch::switch_out(addr_of_mut!((*slot).regs));
+        sanitizer::job_resumed(departure, addr_of_mut!((*slot).resumer));
         if (*slot).cancel {
             cancelled();
         }
