@@ -13,10 +13,11 @@ use crate::Error;
 use crate::arch::{self, Regs};
 use crate::current;
 use crate::pool;
+use crate::sanitizer::{self, ResumerStack};
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
@@ -67,10 +68,11 @@ struct Slot {
     cancel: bool,
     /// The FRESH record has been laid and the slot initialised.
     ready: bool,
-    /// Listed in this thread's parked-job registry (see `Parked`).
+    /// Listed in this thread's parked-job list (see `Parked`).
     parked: bool,
-    /// Position in the registry while `parked`.
-    parked_index: usize,
+    /// Neighbours in the parked-job list while `parked` (older, newer).
+    parked_prev: *mut Slot,
+    parked_next: *mut Slot,
     /// Set when `cleanup_thread` (or thread exit) ended the job while its
     /// handle was still alive: the handle must not resume it.
     dead: Dead,
@@ -82,6 +84,9 @@ struct Slot {
     /// is thread state, so each side keeps its own across switches.
     errno_at: *mut libc::c_int,
     errno: libc::c_int,
+    /// The stack the job switches out to, for AddressSanitizer (zero-sized
+    /// without the `asan` feature).
+    resumer: ResumerStack,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
@@ -297,11 +302,13 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             cancel: false,
             ready: true,
             parked: false,
-            parked_index: 0,
+            parked_prev: ptr::null_mut(),
+            parked_next: ptr::null_mut(),
             dead: Dead::No,
             cancel_fn: cancel_erased::<()>,
             errno_at: ptr::null_mut(),
             errno: 0,
+            resumer: ResumerStack::UNKNOWN,
         });
         arch::init_stack(stack.top(), addr_of_mut!((*slot).regs), job_entry);
     }
@@ -317,9 +324,13 @@ unsafe extern "C" fn job_entry(regs: *mut Regs) -> ! {
     loop {
         // SAFETY: the resumer set `run` and `arg` for this job before
         // switching in, and holds the slot exclusively until we switch out.
+        // The sanitizer hooks run right after the switch in and right
+        // before the switch out, on this stack.
         unsafe {
+            sanitizer::job_begins(addr_of_mut!((*slot).resumer));
             ((*slot).run)(slot);
             (*slot).state = State::Finished;
+            sanitizer::job_ends(addr_of_mut!((*slot).resumer));
             arch::switch_out(regs);
         }
     }
@@ -362,7 +373,9 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         let errno_at = (*slot).errno_at;
         let resumer_errno = *errno_at;
         *errno_at = (*slot).errno;
+        let departure = sanitizer::switching_to_job(|| stack.usable());
         arch::switch_in(addr_of_mut!((*slot).regs));
+        sanitizer::back_from_job(departure);
         (*slot).errno = *errno_at;
         *errno_at = resumer_errno;
         current::set(prev);
@@ -529,63 +542,82 @@ fn bury(stack: Stack) {
 }
 
 /// This thread's parked jobs: every job that paused at least once and has
-/// not finished. `cleanup_thread` and thread exit cancel them, so no paused
-/// job outlives its thread's resources unnoticed. A job enters on its first
-/// pause and leaves when it finishes: jobs that never pause never touch it.
-struct Parked(RefCell<Vec<*mut Slot>>);
+/// not finished, as an intrusive doubly linked list through the slots
+/// (no allocation, O(1) in and out). `cleanup_thread` and thread exit
+/// cancel them, newest first, so no paused job outlives its thread's
+/// resources unnoticed. A job enters on its first pause and leaves when it
+/// finishes: jobs that never pause never touch the list.
+///
+/// `NEWEST` has no destructor, so the list stays usable while the thread's
+/// other thread-locals are destroyed (cancelling a job runs its
+/// destructors, which may finish other parked jobs); the separate
+/// `EXIT_GUARD` is what cancels the list at thread exit.
+struct ExitGuard;
 
 thread_local! {
-    static PARKED: Parked = const { Parked(RefCell::new(Vec::new())) };
+    /// The most recently parked job (the list's newest end), or null.
+    static NEWEST: Cell<*mut Slot> = const { Cell::new(ptr::null_mut()) };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        cancel_parked();
+    }
 }
 
 #[cold]
 fn park(slot: *mut Slot) {
-    let _ = PARKED.try_with(|p| {
-        let mut list = p.0.borrow_mut();
-        // SAFETY: the job is switched out; its slot is ours.
-        unsafe {
-            (*slot).parked_index = list.len();
-            (*slot).parked = true;
+    // Registers the thread-exit cancellation (once per thread).
+    let _ = EXIT_GUARD.try_with(|_| ());
+    let newest = NEWEST.get();
+    // SAFETY: the job is switched out, so its slot is ours; `newest` is a
+    // live parked slot of this thread (the list holds only those).
+    unsafe {
+        (*slot).parked = true;
+        (*slot).parked_prev = newest;
+        (*slot).parked_next = ptr::null_mut();
+        if !newest.is_null() {
+            (*newest).parked_next = slot;
         }
-        list.push(slot);
-    });
+    }
+    NEWEST.set(slot);
 }
 
 /// # Safety
-/// `slot` must be parked and switched out.
+/// `slot` must be parked.
 unsafe fn unpark(slot: *mut Slot) {
-    // SAFETY: per the contract; the registry only holds live parked slots.
+    // SAFETY: per the contract; its neighbours are live parked slots.
     unsafe {
         (*slot).parked = false;
-        let i = (*slot).parked_index;
-        let _ = PARKED.try_with(|p| {
-            let mut list = p.0.borrow_mut();
-            if list.get(i) == Some(&slot) {
-                list.swap_remove(i);
-                if let Some(&moved) = list.get(i) {
-                    (*moved).parked_index = i;
-                }
-            }
-        });
+        let (prev, next) = ((*slot).parked_prev, (*slot).parked_next);
+        if !prev.is_null() {
+            (*prev).parked_next = next;
+        }
+        if next.is_null() {
+            NEWEST.set(prev);
+        } else {
+            (*next).parked_prev = prev;
+        }
+        (*slot).parked_prev = ptr::null_mut();
+        (*slot).parked_next = ptr::null_mut();
     }
 }
 
-impl Drop for Parked {
-    fn drop(&mut self) {
-        cancel_parked(self);
-    }
-}
-
-/// Cancels every parked job of the thread that is paused (running ones,
-/// on the current call chain, are left to finish), and marks each as dead
-/// for its handle.
-fn cancel_parked(parked: &Parked) {
-    let list = std::mem::take(&mut *parked.0.borrow_mut());
-    for slot in list {
-        // SAFETY: registered slots are live; paused ones are switched out
-        // and owned by a handle that cannot run while we do (same thread).
+/// Cancels every parked job of the thread that is paused, newest first
+/// (running ones, on the current call chain, are left to finish), and marks
+/// each as dead for its handle. Jobs parked or unparked meanwhile (by the
+/// destructors of a cancelled job) are seen as the list changes.
+fn cancel_parked() {
+    loop {
+        let slot = NEWEST.get();
+        if slot.is_null() {
+            return;
+        }
+        // SAFETY: listed slots are live; paused ones are switched out and
+        // owned by a handle that cannot run while we do (same thread).
         unsafe {
-            (*slot).parked = false;
+            unpark(slot);
             if (*slot).state != State::Paused {
                 continue;
             }
@@ -616,7 +648,7 @@ fn cancel_parked(parked: &Parked) {
 /// assert!(matches!(job.resume(), Err(stackjob::Error::Cancelled)));
 /// ```
 pub fn cleanup_thread() {
-    let _ = PARKED.try_with(cancel_parked);
+    cancel_parked();
     pool::destroy();
 }
 
@@ -665,7 +697,9 @@ pub fn pause() {
             return;
         }
         (*slot).state = State::Paused;
+        let departure = sanitizer::job_pausing(addr_of_mut!((*slot).resumer));
         arch::switch_out(addr_of_mut!((*slot).regs));
+        sanitizer::job_resumed(departure, addr_of_mut!((*slot).resumer));
         if (*slot).cancel {
             cancelled();
         }

@@ -47,6 +47,7 @@ mod error;
 mod job;
 mod overflow;
 mod pool;
+mod sanitizer;
 mod stack;
 mod wait_ctx;
 

@@ -21,6 +21,7 @@
 //! computed (key material) out of core dumps.
 
 use crate::Error;
+use crate::sanitizer::{self, StackRegistration};
 use memmap2::{Advice, MmapMut, MmapOptions};
 use std::io;
 use std::mem::ManuallyDrop;
@@ -54,6 +55,8 @@ struct Header {
     /// See [`Stack::scrub_below`]: the lowest page a scrub looked at; no
     /// page below it was resident then.
     low: usize,
+    /// The stack's registration with Valgrind (and LeakSanitizer).
+    registration: StackRegistration,
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_RESERVE);
@@ -111,11 +114,16 @@ impl Stack {
         // SAFETY: the header's HEADER_RESERVE bytes at the end of the mapping
         // are writable, suitably aligned (page-aligned end minus 64) and
         // unused; from here on the mapping owns itself through the header.
+        // `lowest` and `end` stay inside the mapping (it is a page plus at
+        // least MIN_STACK_SIZE long).
         unsafe {
-            let header = map.as_ptr().add(total - HEADER_RESERVE) as *mut Header;
+            let lowest = map.as_ptr().add(page) as *mut u8;
+            let end = map.as_ptr().add(total) as *mut u8;
+            let header = end.sub(HEADER_RESERVE) as *mut Header;
             let top = NonNull::new_unchecked(header.cast::<u8>().sub(SLOT_RESERVE));
             let low = top.as_ptr() as usize & !(page - 1);
-            header.write(Header { map: ManuallyDrop::new(map), epoch, scrub, low });
+            let registration = sanitizer::stack_created(lowest, top.as_ptr(), end);
+            header.write(Header { map: ManuallyDrop::new(map), epoch, scrub, low, registration });
             Ok(Stack { top })
         }
     }
@@ -160,6 +168,13 @@ impl Stack {
         unsafe { self.guard().add(page_size()) }
     }
 
+    /// The usable stack as `(bottom(), bytes up to top())`: what a job's
+    /// frames may occupy.
+    pub(crate) fn usable(&self) -> (*mut u8, usize) {
+        let bottom = self.bottom();
+        (bottom, self.top() as usize - bottom as usize)
+    }
+
     /// The top of the usable stack: 64-byte aligned, the first address
     /// above it is the job slot. Records and frames grow down from here.
     #[inline(always)]
@@ -191,6 +206,10 @@ impl Stack {
     /// scrub either, so it is not scanned (its copy in swap could not be
     /// erased anyway): jobs handling secrets need memory that is not
     /// swapped (no swap, encrypted swap, or `mlockall`).
+    ///
+    /// Kept out of line: inlined, its Valgrind requests would crowd the
+    /// registers of the release path.
+    #[inline(never)]
     pub(crate) fn scrub_below(&self, live_from: *mut u8) {
         let page = page_size();
         let bottom = self.bottom() as usize;
@@ -207,16 +226,20 @@ impl Stack {
         };
         // SAFETY: as above.
         unsafe { (*header).low = from };
-        // SAFETY: [from, end) lies in the usable stack (page-aligned `from`
-        // at or above the bottom, `end` below the top), which no running
-        // code uses: the job is switched out for good and its frames below
-        // `live_from` are dead.
-        unsafe {
-            let dirty = first_nonzero(from, end);
-            if dirty < end {
-                zero_volatile(dirty as *mut u8, end - dirty);
+        // Dead frames, which memcheck rightly holds inaccessible: say that
+        // this reads and writes them on purpose.
+        sanitizer::scrubbing_dead_stack(from as *mut u8, end - from, || {
+            // SAFETY: [from, end) lies in the usable stack (page-aligned
+            // `from` at or above the bottom, `end` below the top), which no
+            // running code uses: the job is switched out for good and its
+            // frames below `live_from` are dead.
+            unsafe {
+                let dirty = first_nonzero(from, end);
+                if dirty < end {
+                    zero_volatile(dirty as *mut u8, end - dirty);
+                }
             }
-        }
+        });
     }
 }
 
@@ -291,11 +314,33 @@ pub(crate) unsafe fn guard_of(top: *mut u8) -> (usize, usize) {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: the header holds the mapping; we move it out (the header
-        // is never read again) and drop it, which unmaps everything
-        // including the header itself.
-        let map = unsafe { ManuallyDrop::take(&mut (*self.header()).map) };
-        drop(map);
+        // SAFETY: the stack is live and never used again.
+        unsafe { unmap(self.top) };
+    }
+}
+
+/// Undoes the registrations [`Stack::new`] made and unmaps the stack whose
+/// top is `top`. Out of line, and given the pointer by value: stacks are
+/// unmapped rarely, while the release path that only *may* drop one runs
+/// for every job; inlined there (or handed a `&Stack`), this would cost
+/// every job instructions.
+///
+/// # Safety
+/// `top` must be the top of a live [`Stack`] that is never used again.
+#[cold]
+#[inline(never)]
+unsafe fn unmap(top: NonNull<u8>) {
+    // SAFETY: per the contract the header above `top` is intact. The range
+    // deregistered is the one `new` registered: from above the guard page to
+    // the end of the mapping (`above_guard` bytes, as `guard_of` counts).
+    // Then we move the mapping out of the header (which is never read
+    // again) and drop it, which unmaps everything, the header included.
+    unsafe {
+        let header = top.as_ptr().add(SLOT_RESERVE).cast::<Header>();
+        let (_, above_guard) = guard_of(top.as_ptr());
+        let lowest = (*header).map.as_ptr().add(page_size()).cast_mut();
+        sanitizer::stack_destroyed(&(*header).registration, lowest, lowest.add(above_guard));
+        drop(ManuallyDrop::take(&mut (*header).map));
     }
 }
 

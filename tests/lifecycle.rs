@@ -1,6 +1,8 @@
 //! A job's life: start, pause, resume, finish; what it returns and what it
 //! carries; where its stack lives and how much of it there is.
 
+mod common;
+
 use stackjob::{Job, PoolConfig, Step, in_job, init_thread_with, pause, pool_stats, start};
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
@@ -303,25 +305,25 @@ fn thread_stack_bounds() -> std::ops::Range<usize> {
 fn job_runs_on_a_stack_apart_from_the_callers() {
     require_backend!();
     init_thread_with(&PoolConfig::new().stack_size(64 * 1024)).unwrap();
-    let outside_local = 0u8;
-    let outside = black_box(&outside_local) as *const u8 as usize;
-    let (inside, inside_after_pause) = run_to_end(
+    let outside = common::stack_pointer();
+    let (inside, local, local_after_pause) = run_to_end(
         start(None, || {
             let local = 0u8;
             let a = black_box(&local) as *const u8 as usize;
+            let inside = common::stack_pointer();
             pause();
-            (a, black_box(&local) as *const u8 as usize)
+            (inside, a, black_box(&local) as *const u8 as usize)
         })
         .unwrap(),
     )
     .0;
-    assert_eq!(inside, inside_after_pause, "a local keeps its address across a pause");
-    assert!(outside.abs_diff(inside) > 64 * 1024, "job local {inside:#x} is near caller local {outside:#x}");
+    assert_eq!(local, local_after_pause, "a local keeps its address across a pause");
+    assert!(outside.abs_diff(inside) > 64 * 1024, "job stack pointer {inside:#x} is near the caller's {outside:#x}");
     #[cfg(target_os = "linux")]
     {
         let bounds = thread_stack_bounds();
-        assert!(bounds.contains(&outside), "the caller's local must be on the thread stack");
-        assert!(!bounds.contains(&inside), "the job's local {inside:#x} is on the thread stack {bounds:x?}");
+        assert!(bounds.contains(&outside), "the caller must run on the thread stack");
+        assert!(!bounds.contains(&inside), "the job runs at {inside:#x}, on the thread stack {bounds:x?}");
     }
     stackjob::cleanup_thread();
 }

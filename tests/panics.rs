@@ -2,6 +2,8 @@
 //! the job's stack unwound and returned to the pool, nested jobs' panics
 //! reaching only the job that started them.
 
+mod common;
+
 use stackjob::{Job, Step, WaitCtx, current_wait_ctx, in_job, init_thread, pause, pool_stats, start};
 use std::any::Any;
 use std::cell::Cell;
@@ -47,8 +49,7 @@ fn message(payload: &(dyn Any + Send)) -> &str {
 /// pausing `pauses` times (equal addresses mean the same stack).
 fn stack_probe(pauses: usize) -> impl FnOnce() -> usize + 'static {
     move || {
-        let local = 0u8;
-        let addr = std::hint::black_box(&local) as *const u8 as usize;
+        let addr = common::stack_pointer();
         for _ in 0..pauses {
             pause();
         }

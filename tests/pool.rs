@@ -3,6 +3,8 @@
 //!
 //! Every test thread has its own pool, so each test configures it first.
 
+mod common;
+
 use stackjob::{
     Error, Job, MAX_STACK_SIZE, MIN_STACK_SIZE, PoolConfig, Step, cleanup_thread, init_thread, init_thread_with, pause,
     pool_stats, start,
@@ -39,8 +41,7 @@ fn finished<R>(step: Step<R>) -> R {
 /// frame layout is identical and equal addresses mean the same stack.
 fn stack_probe(pauses: usize) -> impl FnOnce() -> usize + 'static {
     move || {
-        let local = 0u8;
-        let addr = std::hint::black_box(&local) as *const u8 as usize;
+        let addr = common::stack_pointer();
         for _ in 0..pauses {
             pause();
         }
