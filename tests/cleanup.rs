@@ -142,3 +142,61 @@ fn a_new_pool_after_cleanup_serves_new_jobs() {
     drop(old); // dead handle: frees its stack, no cancellation left to do
     assert_eq!(stackjob::pool_stats().in_use, 0);
 }
+
+#[test]
+fn cleanup_thread_cancels_newest_first() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    struct Record(u32, Rc<std::cell::RefCell<Vec<u32>>>);
+    impl Drop for Record {
+        fn drop(&mut self) {
+            self.1.borrow_mut().push(self.0);
+        }
+    }
+    let jobs: Vec<Job<()>> = (1..=3)
+        .map(|i| {
+            let r = Record(i, order.clone());
+            paused(
+                start(None, move || {
+                    let _r = r;
+                    pause();
+                })
+                .unwrap(),
+            )
+        })
+        .collect();
+    cleanup_thread();
+    assert_eq!(*order.borrow(), vec![3, 2, 1]);
+    drop(jobs);
+}
+
+#[test]
+fn thread_exit_cancels_a_forgotten_outer_job_and_the_inner_job_it_holds() {
+    require_backend!();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    std::thread::spawn(move || {
+        let (outer_held, inner_held) = (CountDrop(d.clone()), CountDrop(d));
+        let outer = paused(
+            start(None, move || {
+                let _outer_held = outer_held;
+                // The inner job pauses first, so it is parked before the outer.
+                let inner = paused(
+                    start(None, move || {
+                        let _inner_held = inner_held;
+                        pause();
+                    })
+                    .unwrap(),
+                );
+                pause();
+                drop(inner);
+            })
+            .unwrap(),
+        );
+        std::mem::forget(outer);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 2, "both jobs were unwound at thread exit");
+}
