@@ -80,12 +80,21 @@ pub(crate) unsafe fn inherit_fp_env(regs: *mut Regs) {
     // SAFETY: the record is 8 writable bytes at regs.sp + REC_FPENV.
     unsafe {
         let p = (*regs).sp.add(REC_FPENV);
+        // The same word the asm builds: x87 CW in bits 0..16, MXCSR
+        // control bits in 32..64 (read back at the stores' own widths, so
+        // the loads forward from the stores).
         asm!(
-            "mov qword ptr [{p}], 0",
-            "stmxcsr dword ptr [{p}]",
-            "fnstcw word ptr [{p} + 4]",
-            "and dword ptr [{p}], {mask}",
+            "stmxcsr dword ptr [{p} + 4]",
+            "fnstcw word ptr [{p}]",
+            "mov {mx:e}, dword ptr [{p} + 4]",
+            "movzx {cw:e}, word ptr [{p}]",
+            "and {mx:e}, {mask}",
+            "shl {mx}, 32",
+            "or {mx}, {cw}",
+            "mov qword ptr [{p}], {mx}",
             p = in(reg) p,
+            mx = out(reg) _,
+            cw = out(reg) _,
             mask = const MXCSR_CONTROL,
             options(nostack),
         );
@@ -170,7 +179,8 @@ mod tests {
         // SAFETY: regs.sp points at a record.
         unsafe { inherit_fp_env(regs_ptr) };
         let fpenv = word(REC_FPENV) as u64;
-        assert_eq!(fpenv & 0x3f, 0, "status flags must be masked");
-        assert_eq!(fpenv >> 48, 0, "padding must be zero");
+        assert_eq!((fpenv >> 32) & 0x3f, 0, "MXCSR status flags must be masked");
+        assert_eq!((fpenv >> 16) & 0xffff, 0, "padding must be zero");
+        assert_ne!(fpenv >> 32, 0, "MXCSR control bits (exception masks) are set by default");
     }
 }
