@@ -1,5 +1,7 @@
 //! Picks the context-switch backend for the target and tells rustc through
-//! the `stackjob_backend` cfg. Nothing else happens here: the assembly is
+//! the `stackjob_backend` cfg, plus one fact plain `cfg` cannot tell on
+//! stable Rust: the riscv64 float ABI (`stackjob_riscv_flen`). Nothing else
+//! happens here: the assembly is
 //! pulled in by `global_asm!(include_str!(..))`, so no C compiler or
 //! assembler is needed for any target.
 
@@ -8,6 +10,7 @@ use std::env;
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(stackjob_backend, values(\"x86_64\", \"aarch64\", \"riscv64\"))");
+    println!("cargo::rustc-check-cfg=cfg(stackjob_riscv_flen, values(\"0\", \"4\", \"8\"))");
 
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
@@ -21,9 +24,53 @@ fn main() {
     let backend = match arch.as_str() {
         // x32 (ILP32 on x86_64) has 4-byte pointers: the record layout differs.
         "x86_64" if elf_os && pointer_width == "64" && abi != "x32" => Some("x86_64"),
+        // ILP32 (aarch64 with 4-byte pointers) would need another record.
+        "aarch64" if elf_os && pointer_width == "64" && abi != "ilp32" => Some("aarch64"),
+        // RV64 only, and only where the float ABI is known (see below).
+        "riscv64" if elf_os && pointer_width == "64" && riscv_flen(&os).is_some() => Some("riscv64"),
         _ => None,
     };
     if let Some(backend) = backend {
         println!("cargo::rustc-cfg=stackjob_backend=\"{backend}\"");
     }
+    if backend == Some("riscv64") {
+        let flen = riscv_flen(&os).unwrap_or_default();
+        println!("cargo::rustc-cfg=stackjob_riscv_flen=\"{flen}\"");
+    }
+}
+
+/// Bytes of fs0-fs11 that the riscv64 calling convention preserves (the
+/// float ABI's FLEN: 8 for LP64D, 4 for LP64F, 0 for LP64), or `None` when
+/// it cannot be told. Stable rustc hides the "f" and "d" target features
+/// from `cfg` (they are unstable there), so when the feature list has
+/// neither, the ISA string of the target name decides: `riscv64gc` (g =
+/// imafd), `riscv64imac`, ..., and the RVA23 profile targets, which are all
+/// LP64D, as are the Android targets.
+fn riscv_flen(os: &str) -> Option<u32> {
+    let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    let has = |f: &str| features.split(',').any(|x| x == f);
+    if has("d") {
+        return Some(8);
+    }
+    if has("f") {
+        return Some(4);
+    }
+    let target = env::var("TARGET").unwrap_or_default();
+    let isa = target.split('-').next().unwrap_or_default();
+    let letters = isa.strip_prefix("riscv64")?;
+    if letters.starts_with("a2") || (letters.is_empty() && os == "android") {
+        return Some(8); // RVA2x profiles and Android: G is mandatory, LP64D
+    }
+    if letters.is_empty() || !letters.starts_with(['i', 'g', 'e']) {
+        return None; // a custom target spec: its float ABI is unknown here
+    }
+    // Single-letter extensions end where multi-letter ones (z..., x...) begin.
+    let single = letters.split(['z', 'x', '_']).next().unwrap_or_default();
+    Some(if single.contains(['g', 'd']) {
+        8
+    } else if single.contains('f') {
+        4
+    } else {
+        0
+    })
 }

@@ -18,6 +18,12 @@ cfg_if::cfg_if! {
     if #[cfg(stackjob_backend = "x86_64")] {
         mod x86_64;
         pub(crate) use self::x86_64::*;
+    } else if #[cfg(stackjob_backend = "aarch64")] {
+        mod aarch64;
+        pub(crate) use self::aarch64::*;
+    } else if #[cfg(stackjob_backend = "riscv64")] {
+        mod riscv64;
+        pub(crate) use self::riscv64::*;
     } else {
         mod none;
         pub(crate) use self::none::*;

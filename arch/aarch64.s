@@ -1,0 +1,300 @@
+// stackjob context switch for aarch64, AAPCS64 (ELF), GNU syntax.
+//
+// As arch/x86_64.s (read that header first: the three entry points, the
+// return-predictor discipline and the CFI scheme are the same), except:
+//
+// Follows the Arm "Procedure Call Standard for the Arm 64-bit Architecture"
+// (AAPCS64), section 6.1.1 "General-purpose Registers" and 6.1.2 "SIMD and
+// Floating-Point registers", and section 6.4.5.1 (SP alignment):
+//   * callee-saved: x19-x28, x29 (FP), sp, and the low 64 bits of v8-v15
+//     (d8-d15); x30 (LR) carries the return address, so it is saved as the
+//     record's resume PC;
+//   * x18 is the platform register: never touched;
+//   * FPCR is "global" thread state (6.1.2: changed only by functions whose
+//     documented purpose is to change it), FPSR and NZCV are not preserved:
+//     neither is saved, so inherit_fp_env is a no-op; TPIDR_EL0 untouched;
+//   * sp is 16-byte aligned at every instruction (the record is 160 bytes,
+//     so it stays aligned while the record is pushed and popped).
+//
+// Operands substituted by `global_asm!` in src/arch/aarch64.rs: the field
+// offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
+//
+//   stackjob_switch_in(regs: *mut Regs)      extern "C", called by Rust (`bl`).
+//       x0 = regs, x30 = return address into the resumer. Saves the
+//       resumer's record, stores sp in regs.parent_sp, restores the job's
+//       record from regs.sp and jumps to the job's resume PC with `br x17`.
+//
+//   stackjob_switch_out                       jump target, not a function.
+//       Reached by `b` from the inline asm in src/arch/aarch64.rs with
+//       x0 = regs and x1 = the PC to resume at (x30 is clobbered there).
+//       Saves the job's record, stores sp in regs.sp, restores the
+//       resumer's record from regs.parent_sp and `ret`s from the resumer's
+//       `bl stackjob_switch_in`. That `ret` is the only return of the round
+//       trip and pairs with that `bl`: the return-address stack stays
+//       balanced. No `br`/`ret` ever leads into the job except the one
+//       `br x17` below.
+//
+//   stackjob_trampoline                       first PC of a fresh stack.
+//       x19 = regs, x20 = entry, x29 = 0: calls entry(regs) with `blr x20`.
+//
+// Branch Target Identification (Armv8.5-BTI; `bti` is a hint, a NOP on
+// older cores). Every indirect-branch target in this file has a landing pad:
+//   stackjob_switch_in    `bti c`: Rust may call it through a pointer (blr).
+//   stackjob_switch_out   `bti c`: only ever reached by a direct `b`, but a
+//                         linker range-extension veneer or PLT stub reaches
+//                         its target with `br x16`/`br x17`, which `bti c`
+//                         accepts.
+//   stackjob_trampoline   `bti j`: reached by switch_in's `br x17`.
+//   the job's resume label (inline asm) `bti j`: reached by `br x17`.
+// `br x17` sets BTYPE 01, which both `bti j` and `bti c` accept; the jump
+// targets say `bti j` because a jump is what reaches them. `ret` needs no
+// pad. Pointer authentication: nothing here signs or authenticates x30
+// (`paciasp`/`autiasp` use sp as the modifier, and sp changes stacks here);
+// the return address saved by switch_in is the raw one `bl` produced, and
+// each Rust frame signs and checks its own LR on its own stack, which a
+// switch restores bit for bit.
+// The BTI GNU property note is not written here: it covers a whole object
+// file, and this asm shares its object with Rust code. rustc emits the note
+// (BTI, PAC) for every object, this one included, exactly when the crate is
+// built with `-Zbranch-protection=bti,...`, i.e. when the Rust code has its
+// pads too; the pads above make that claim true for the asm. A note of our
+// own would either mark pad-less Rust code (without the flag) or be a second
+// NT_GNU_PROPERTY_TYPE_0 note in the same section (with it).
+//
+// The saved record (160 bytes, 16-aligned; the same for both directions):
+//
+//   offset  size  content
+//   +0      8     x29 (frame pointer)     \ a conventional AAPCS64 frame
+//   +8      8     resume PC (x30)         / record (fp, lr)
+//   +16     8     x19
+//   +24     8     x20
+//   +32     8     x21
+//   +40     8     x22
+//   +48     8     x23
+//   +56     8     x24
+//   +64     8     x25
+//   +72     8     x26
+//   +80     8     x27
+//   +88     8     x28
+//   +96     8     d8
+//   +104    8     d9
+//   +112    8     d10
+//   +120    8     d11
+//   +128    8     d12
+//   +136    8     d13
+//   +144    8     d14
+//   +152    8     d15
+//   +160          = the CFA of the switched-out frame
+//
+// Stack states (addresses grow upwards):
+//
+//   FRESH (never run)              PAUSED                      RUNNING
+//   +----------------------+       +--------------------+      +--------------------+
+//   | job slot (Rust)      |       | job slot           |      | job slot           |
+//   +----------------------+       +--------------------+      +--------------------+
+//   | d8..d15 = 0 +96..+152|       | job frames         |      | job frames         |
+//   | x21..x28 = 0 +32..+88|       |   ...              |      |   ...              |
+//   | x20 = entry fn   +24 |       | d8..d15 +96..+152  |      |   ...   <- sp      |
+//   | x19 = &regs      +16 |       | x19..x28 +16..+88  |      |                    |
+//   | pc = trampoline   +8 |       | pause site     +8  |      |                    |
+//   | x29 = 0           +0 |       | x29            +0  |      |                    |
+//   +----------------------+ <- regs.sp         <- regs.sp      regs.parent_sp points
+//   |  (unused)            |       |  (unused)          |      at the record on the
+//   +----------------------+       +--------------------+      resumer's stack
+//   | guard page PROT_NONE |       | guard page         |      | guard page         |
+//   +----------------------+       +--------------------+      +--------------------+
+//
+// CFI encodings (DWARF 5 section 6.4.2 / 7.7.1): 0x0f DW_CFA_def_cfa_expression,
+// 0x70+n DW_OP_bregN, 0x06 DW_OP_deref, 0x23 DW_OP_plus_uconst. The record size
+// is written as a two-byte ULEB128 ((RECORD & 0x7f) | 0x80, RECORD >> 7;
+// RECORD < 16384 is asserted in Rust). DWARF register numbers: x0-x30 0-30,
+// sp 31, d8-d15 72-79; x0 is 0x70 as a base register, x19 is 0x83.
+
+    .text
+
+// ---------------------------------------------------------------------------
+// stackjob_switch_in(regs: *mut Regs /* x0 */)
+// ---------------------------------------------------------------------------
+    .globl  stackjob_switch_in
+    .hidden stackjob_switch_in
+    .type   stackjob_switch_in, %function
+    .p2align 4
+stackjob_switch_in:
+    .cfi_startproc
+    // sp: resumer stack; x30 = return address into the Rust resumer.
+    // x0: regs of the job to resume; regs.sp = the job's saved record.
+    bti     c
+    stp     x29, x30, [sp, #-{RECORD}]!
+    .cfi_def_cfa_offset {RECORD}
+    .cfi_offset x29, -{RECORD}
+    .cfi_offset x30, 8-{RECORD}
+    stp     x19, x20, [sp, #16]
+    .cfi_offset x19, 16-{RECORD}
+    .cfi_offset x20, 24-{RECORD}
+    stp     x21, x22, [sp, #32]
+    .cfi_offset x21, 32-{RECORD}
+    .cfi_offset x22, 40-{RECORD}
+    stp     x23, x24, [sp, #48]
+    .cfi_offset x23, 48-{RECORD}
+    .cfi_offset x24, 56-{RECORD}
+    stp     x25, x26, [sp, #64]
+    .cfi_offset x25, 64-{RECORD}
+    .cfi_offset x26, 72-{RECORD}
+    stp     x27, x28, [sp, #80]
+    .cfi_offset x27, 80-{RECORD}
+    .cfi_offset x28, 88-{RECORD}
+    stp     d8, d9, [sp, #96]
+    .cfi_offset d8, 96-{RECORD}
+    .cfi_offset d9, 104-{RECORD}
+    stp     d10, d11, [sp, #112]
+    .cfi_offset d10, 112-{RECORD}
+    .cfi_offset d11, 120-{RECORD}
+    stp     d12, d13, [sp, #128]
+    .cfi_offset d12, 128-{RECORD}
+    .cfi_offset d13, 136-{RECORD}
+    stp     d14, d15, [sp, #144]
+    .cfi_offset d14, 144-{RECORD}
+    .cfi_offset d15, 152-{RECORD}
+    // The resumer's record is complete: publish it.
+    mov     x9, sp
+    str     x9, [x0, #{PARENT_SP}]
+    // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
+    .cfi_escape 0x0f, 6, 0x70, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    ldr     x9, [x0, #{SP}]
+    mov     sp, x9                          // sp = the job's record
+    ldp     x19, x20, [sp, #16]
+    ldp     x21, x22, [sp, #32]
+    ldp     x23, x24, [sp, #48]
+    ldp     x25, x26, [sp, #64]
+    ldp     x27, x28, [sp, #80]
+    ldp     d8, d9, [sp, #96]
+    ldp     d10, d11, [sp, #112]
+    ldp     d12, d13, [sp, #128]
+    ldp     d14, d15, [sp, #144]
+    ldp     x29, x17, [sp], #{RECORD}       // x17 = the job's resume PC; pop
+    // sp: the job's stack exactly as it was at its pause site; all job
+    // callee-saved registers restored; x0 = regs; x17 = where the job
+    // continues (its `bti j` resume label, or the trampoline). x30 still
+    // holds the resumer's return address: the job treats x30 as clobbered.
+    // The only indirect branch of the round trip; never `ret` into the job
+    // (it would pop the resumer's return address off the predictor).
+    br      x17
+    .cfi_endproc
+    .size   stackjob_switch_in, . - stackjob_switch_in
+
+// ---------------------------------------------------------------------------
+// stackjob_switch_out: x0 = regs, x1 = job resume PC, sp = job stack
+// (16-byte aligned, as always on aarch64); x30 is dead (clobbered by the
+// inline asm that branches here).
+// ---------------------------------------------------------------------------
+    .globl  stackjob_switch_out
+    .hidden stackjob_switch_out
+    .type   stackjob_switch_out, %function
+    .p2align 4
+stackjob_switch_out:
+    .cfi_startproc
+    // No call happened: the CFA is sp itself and the job's "return address"
+    // (its resume PC) lives in x1 until stored.
+    .cfi_def_cfa sp, 0
+    .cfi_register x30, x1
+    bti     c
+    stp     x29, x1, [sp, #-{RECORD}]!      // +0 x29, +8 resume PC
+    .cfi_def_cfa_offset {RECORD}
+    .cfi_offset x29, -{RECORD}
+    .cfi_offset x30, 8-{RECORD}
+    stp     x19, x20, [sp, #16]
+    .cfi_offset x19, 16-{RECORD}
+    .cfi_offset x20, 24-{RECORD}
+    stp     x21, x22, [sp, #32]
+    .cfi_offset x21, 32-{RECORD}
+    .cfi_offset x22, 40-{RECORD}
+    stp     x23, x24, [sp, #48]
+    .cfi_offset x23, 48-{RECORD}
+    .cfi_offset x24, 56-{RECORD}
+    stp     x25, x26, [sp, #64]
+    .cfi_offset x25, 64-{RECORD}
+    .cfi_offset x26, 72-{RECORD}
+    stp     x27, x28, [sp, #80]
+    .cfi_offset x27, 80-{RECORD}
+    .cfi_offset x28, 88-{RECORD}
+    stp     d8, d9, [sp, #96]
+    .cfi_offset d8, 96-{RECORD}
+    .cfi_offset d9, 104-{RECORD}
+    stp     d10, d11, [sp, #112]
+    .cfi_offset d10, 112-{RECORD}
+    .cfi_offset d11, 120-{RECORD}
+    stp     d12, d13, [sp, #128]
+    .cfi_offset d12, 128-{RECORD}
+    .cfi_offset d13, 136-{RECORD}
+    stp     d14, d15, [sp, #144]
+    .cfi_offset d14, 144-{RECORD}
+    .cfi_offset d15, 152-{RECORD}
+    mov     x9, sp
+    str     x9, [x0, #{SP}]                 // publish the job's record
+    // From here on: CFA = regs.sp + RECORD.
+    .cfi_escape 0x0f, 6, 0x70, {SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    ldr     x9, [x0, #{PARENT_SP}]
+    mov     sp, x9                          // sp = the resumer's record
+    ldp     x19, x20, [sp, #16]
+    ldp     x21, x22, [sp, #32]
+    ldp     x23, x24, [sp, #48]
+    ldp     x25, x26, [sp, #64]
+    ldp     x27, x28, [sp, #80]
+    ldp     d8, d9, [sp, #96]
+    ldp     d10, d11, [sp, #112]
+    ldp     d12, d13, [sp, #128]
+    ldp     d14, d15, [sp, #144]
+    ldp     x29, x30, [sp], #{RECORD}
+    // sp: the resumer's stack as at its `bl stackjob_switch_in`; x30 = the
+    // return address of that `bl`. This `ret` pairs with that `bl`.
+    ret
+    .cfi_endproc
+    .size   stackjob_switch_out, . - stackjob_switch_out
+
+// ---------------------------------------------------------------------------
+// stackjob_trampoline: first PC of a fresh job stack.
+// Entered by switch_in's `br x17` with the FRESH record popped:
+//   x19 = regs, x20 = entry function, x29 = 0 (ends frame-pointer chains),
+//   sp = the 16-byte aligned top of the usable stack.
+// ---------------------------------------------------------------------------
+    .globl  stackjob_trampoline
+    .hidden stackjob_trampoline
+    .type   stackjob_trampoline, %function
+    .p2align 4
+stackjob_trampoline:
+    .cfi_startproc
+    // GDB refuses frames whose CFA is "inner" to the previous one unless the
+    // frame is a signal frame; the resumer's stack may be anywhere.
+    .cfi_signal_frame
+    // CFA = regs.parent_sp + RECORD: the frame of the resumer's switch_in
+    // call; the resumer's registers live in its record below that CFA.
+    .cfi_escape 0x0f, 6, 0x83, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    .cfi_offset x29, -{RECORD}
+    .cfi_offset x30, 8-{RECORD}
+    .cfi_offset x19, 16-{RECORD}
+    .cfi_offset x20, 24-{RECORD}
+    .cfi_offset x21, 32-{RECORD}
+    .cfi_offset x22, 40-{RECORD}
+    .cfi_offset x23, 48-{RECORD}
+    .cfi_offset x24, 56-{RECORD}
+    .cfi_offset x25, 64-{RECORD}
+    .cfi_offset x26, 72-{RECORD}
+    .cfi_offset x27, 80-{RECORD}
+    .cfi_offset x28, 88-{RECORD}
+    .cfi_offset d8, 96-{RECORD}
+    .cfi_offset d9, 104-{RECORD}
+    .cfi_offset d10, 112-{RECORD}
+    .cfi_offset d11, 120-{RECORD}
+    .cfi_offset d12, 128-{RECORD}
+    .cfi_offset d13, 136-{RECORD}
+    .cfi_offset d14, 144-{RECORD}
+    .cfi_offset d15, 152-{RECORD}
+    bti     j
+    mov     x0, x19                         // arg0 = regs
+    blr     x20                             // entry(regs) -> !, never returns
+    // The entry function loops forever (one iteration per job); reaching
+    // here is a bug, and the trap also keeps the return address above
+    // inside this FDE for unwinders that do not subtract 1.
+    brk     #0x1
+    .cfi_endproc
+    .size   stackjob_trampoline, . - stackjob_trampoline

@@ -1,0 +1,168 @@
+//! aarch64 AAPCS64 backend: `arch/aarch64.s` plus the three-instruction
+//! inline asm that enters it from the job side. The file's header documents
+//! the saved record, the stack states, the CFI and the BTI landing pads.
+
+use super::{Entry, Regs};
+use core::arch::{asm, global_asm};
+use core::mem::offset_of;
+
+/// This target has a context-switch backend.
+pub(crate) const CAPABLE: bool = true;
+
+/// Name of the backend, for messages.
+pub(crate) const BACKEND: &str = "aarch64-aapcs64";
+
+/// Size of the saved record (see the table in `arch/aarch64.s`): x29, the
+/// resume PC, x19-x28 and d8-d15, eight bytes each. A multiple of 16, so sp
+/// stays 16-byte aligned while a record is pushed or popped.
+const RECORD: usize = 160;
+
+// Record offsets, named once (the asm spells the same layout in its table;
+// `record_layout_matches_asm` below runs the asm over a record laid here).
+const REC_FP: usize = 0;
+const REC_PC: usize = 8;
+const REC_X19: usize = 16;
+const REC_X20: usize = 24;
+
+// The CFI escapes encode the `Regs` offsets as one SLEB128 byte each and
+// the record size as a two-byte ULEB128.
+const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64);
+const _: () = assert!(RECORD.is_multiple_of(16) && RECORD < 16384);
+
+global_asm!(
+    include_str!("../../arch/aarch64.s"),
+    SP = const offset_of!(Regs, sp),
+    PARENT_SP = const offset_of!(Regs, parent_sp),
+    RECORD = const RECORD,
+);
+
+unsafe extern "C" {
+    fn stackjob_switch_in(regs: *mut Regs);
+    // Not callable: a branch target with its own register convention.
+    fn stackjob_switch_out();
+    // Not callable: the first PC of a fresh stack.
+    fn stackjob_trampoline();
+}
+
+/// Writes the FRESH record just below `top` and points `regs.sp` at it, so
+/// the first [`switch_in`] enters `entry(regs)` on this stack.
+///
+/// # Safety
+/// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
+/// writable memory of a stack that no running code uses, and `regs` must stay
+/// valid for as long as the stack is switched to.
+pub(crate) unsafe fn init_stack(top: *mut u8, regs: *mut Regs, entry: Entry) {
+    debug_assert_eq!(top as usize % 16, 0);
+    // SAFETY: the caller guarantees RECORD writable bytes below `top`.
+    unsafe {
+        let rec = top.sub(RECORD);
+        core::ptr::write_bytes(rec, 0, RECORD);
+        rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
+        rec.add(REC_X19).cast::<*mut Regs>().write(regs);
+        rec.add(REC_X20).cast::<usize>().write(entry as *const () as usize);
+        rec.add(REC_FP).cast::<usize>().write(0);
+        // After the record is popped, sp == top: 16-byte aligned, as AAPCS64
+        // requires at every instruction.
+        (*regs).sp = rec;
+    }
+}
+
+/// Nothing to copy: FPCR is thread state under AAPCS64 (a job runs with the
+/// FPCR of the thread that resumes it) and FPSR is not preserved by calls.
+///
+/// # Safety
+/// None needed; `unsafe` only to match the other backends.
+#[inline(always)]
+pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
+
+/// Runs the job whose state is in `regs` until it switches out.
+///
+/// # Safety
+/// `regs.sp` must hold the saved record of a switched-out job on a live
+/// stack, and this thread must be the one that owns the job.
+#[inline(always)]
+pub(crate) unsafe fn switch_in(regs: *mut Regs) {
+    // SAFETY: the asm saves and restores x19-x29, sp and d8-d15 and returns
+    // to x30 (see the record table), so it behaves like an ordinary
+    // AAPCS64 call to its caller.
+    unsafe { stackjob_switch_in(regs) }
+}
+
+/// Returns control to whoever last resumed the job owning `regs`, and
+/// returns when the job is resumed again.
+///
+/// # Safety
+/// Must run on the job stack described by `regs`, while that job is the one
+/// running (its `parent_sp` set by the `switch_in` that entered it).
+#[inline(always)]
+pub(crate) unsafe fn switch_out(regs: *mut Regs) {
+    // SAFETY: stackjob_switch_out saves x19-x29, sp, d8-d15 and the resume PC
+    // (x1); everything caller-saved (x0-x17, x30, all of v0-v31 beyond
+    // d8-d15's low halves) is declared clobbered. sp is 16-aligned here as
+    // everywhere on aarch64. switch_in comes back with `br x17`, so the
+    // resume label carries a `bti j` landing pad (a NOP without BTI).
+    unsafe {
+        asm!(
+            "adr x1, 2f",
+            "b {switch_out}",
+            "2:",
+            "bti j",
+            switch_out = sym stackjob_switch_out,
+            in("x0") regs,
+            clobber_abi("C"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static ENTERED_WITH: AtomicUsize = AtomicUsize::new(0);
+    static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Parks on every round: counts, then switches out to the test.
+    unsafe extern "C" fn probe(regs: *mut Regs) -> ! {
+        ENTERED_WITH.store(regs as usize, Ordering::SeqCst);
+        loop {
+            ROUNDS.fetch_add(1, Ordering::SeqCst);
+            // SAFETY: we run on the probe stack, entered by switch_in.
+            unsafe { switch_out(regs) };
+        }
+    }
+
+    /// The offsets named in Rust agree with the record the asm pops: a
+    /// FRESH record laid by `init_stack` is entered through the real asm,
+    /// the trampoline must call our entry with our `regs`, and every later
+    /// round trip (resume label, `br x17`, `ret`) must come back here.
+    #[test]
+    fn record_layout_matches_asm() {
+        let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
+        // SAFETY: one past the end of the allocation.
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
+        let mut regs = Regs::new();
+        let regs_ptr = &raw mut regs;
+        // SAFETY: `stack` provides RECORD writable bytes below the aligned top.
+        unsafe { init_stack(top, regs_ptr, probe) };
+        // SAFETY: `regs` is live and only the probe (not running) shares it.
+        let saved_sp = || unsafe { (*regs_ptr).sp };
+        assert_eq!(saved_sp() as usize, top as usize - RECORD);
+        // SAFETY: regs.sp points at the 160-byte record inside `stack`.
+        let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
+        assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
+        assert_eq!(word(REC_X19), regs_ptr as usize);
+        assert_eq!(word(REC_X20), probe as *const () as usize);
+        assert_eq!(word(REC_FP), 0);
+        for round in 1..=3 {
+            // SAFETY: regs.sp holds the probe's record on the live `stack`.
+            unsafe { switch_in(regs_ptr) };
+            assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
+            assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
+            let sp = saved_sp() as usize;
+            assert!(sp.is_multiple_of(16) && sp > stack.as_ptr() as usize && sp < top as usize);
+        }
+        // The probe stays parked in switch_out; its stack holds nothing to drop.
+        drop(stack);
+    }
+}

@@ -1,0 +1,187 @@
+//! riscv64 psABI backend: `arch/riscv64.s` plus the two-instruction inline
+//! asm that enters it from the job side. The file's header documents the
+//! saved record, the stack states, the CFI and why the jumps use t1/t2.
+
+use super::{Entry, Regs};
+use core::arch::{asm, global_asm};
+use core::mem::offset_of;
+
+/// This target has a context-switch backend.
+pub(crate) const CAPABLE: bool = true;
+
+/// Bytes of each saved fs0-fs11 register: the float ABI's FLEN (8 for
+/// LP64D, 4 for LP64F, 0 for LP64). build.rs tells it through the
+/// `stackjob_riscv_flen` cfg, from the "d"/"f" target features where rustc
+/// shows them (nightly) and from the target's ISA string otherwise: stable
+/// rustc hides those two features from `cfg(target_feature)`. The asm has
+/// no preprocessor, so the value reaches it as a `const` operand and `.if`
+/// picks fsd/fld, fsw/flw or nothing.
+#[cfg(stackjob_riscv_flen = "8")]
+const FLEN: usize = 8;
+#[cfg(stackjob_riscv_flen = "4")]
+const FLEN: usize = 4;
+#[cfg(stackjob_riscv_flen = "0")]
+const FLEN: usize = 0;
+
+/// Name of the backend, for messages.
+pub(crate) const BACKEND: &str = match FLEN {
+    8 => "riscv64-lp64d",
+    4 => "riscv64-lp64f",
+    _ => "riscv64-lp64",
+};
+
+/// Size of the saved record (see the table in `arch/riscv64.s`): the resume
+/// PC, s0-s11 and a padding word, then fs0-fs11 at FLEN bytes each.
+const RECORD: usize = 112 + 12 * FLEN;
+
+// Record offsets, named once (the asm spells the same layout in its table;
+// `record_layout_matches_asm` below runs the asm over a record laid here).
+const REC_PC: usize = 0;
+const REC_S0: usize = 8;
+const REC_S1: usize = 16;
+const REC_S2: usize = 24;
+
+// The CFI escapes encode the `Regs` offsets as one SLEB128 byte each and the
+// record size as a two-byte ULEB128; sp must stay 16-byte aligned.
+const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64);
+const _: () = assert!(RECORD.is_multiple_of(16) && RECORD < 16384);
+
+global_asm!(
+    include_str!("../../arch/riscv64.s"),
+    SP = const offset_of!(Regs, sp),
+    PARENT_SP = const offset_of!(Regs, parent_sp),
+    RECORD = const RECORD,
+    FLEN = const FLEN,
+);
+
+unsafe extern "C" {
+    fn stackjob_switch_in(regs: *mut Regs);
+    // Not callable: a jump target with its own register convention.
+    fn stackjob_switch_out();
+    // Not callable: the first PC of a fresh stack.
+    fn stackjob_trampoline();
+}
+
+/// Writes the FRESH record just below `top` and points `regs.sp` at it, so
+/// the first [`switch_in`] enters `entry(regs)` on this stack.
+///
+/// # Safety
+/// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
+/// writable memory of a stack that no running code uses, and `regs` must stay
+/// valid for as long as the stack is switched to.
+pub(crate) unsafe fn init_stack(top: *mut u8, regs: *mut Regs, entry: Entry) {
+    debug_assert_eq!(top as usize % 16, 0);
+    // SAFETY: the caller guarantees RECORD writable bytes below `top`.
+    unsafe {
+        let rec = top.sub(RECORD);
+        core::ptr::write_bytes(rec, 0, RECORD);
+        rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
+        rec.add(REC_S1).cast::<*mut Regs>().write(regs);
+        rec.add(REC_S2).cast::<usize>().write(entry as *const () as usize);
+        rec.add(REC_S0).cast::<usize>().write(0);
+        // After the record is popped, sp == top: 16-byte aligned, as the
+        // psABI requires at the trampoline's call.
+        (*regs).sp = rec;
+    }
+}
+
+/// Nothing to copy: fcsr has thread storage duration under the psABI (a job
+/// runs with the fcsr of the thread that resumes it).
+///
+/// # Safety
+/// None needed; `unsafe` only to match the other backends.
+#[inline(always)]
+pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
+
+/// Runs the job whose state is in `regs` until it switches out.
+///
+/// # Safety
+/// `regs.sp` must hold the saved record of a switched-out job on a live
+/// stack, and this thread must be the one that owns the job.
+#[inline(always)]
+pub(crate) unsafe fn switch_in(regs: *mut Regs) {
+    // SAFETY: the asm saves and restores s0-s11, sp and fs0-fs11 (to FLEN)
+    // and returns to ra (see the record table), so it behaves like an
+    // ordinary psABI call to its caller.
+    unsafe { stackjob_switch_in(regs) }
+}
+
+/// Returns control to whoever last resumed the job owning `regs`, and
+/// returns when the job is resumed again.
+///
+/// # Safety
+/// Must run on the job stack described by `regs`, while that job is the one
+/// running (its `parent_sp` set by the `switch_in` that entered it).
+#[inline(always)]
+pub(crate) unsafe fn switch_out(regs: *mut Regs) {
+    // SAFETY: stackjob_switch_out saves s0-s11, sp, fs0-fs11 (to FLEN) and
+    // the resume PC (t1); everything caller-saved (ra, t0-t6, a0-a7, ft*,
+    // fa*, vector state) is declared clobbered. The block is entered and
+    // left like a call (no `nostack`), so sp is 16-byte aligned. switch_in
+    // comes back with `jr t1`, a plain jump (t1 is not a link register, so
+    // the return-address stack is untouched). `jump` uses t2 as its scratch
+    // register and reaches the whole address space, unlike a bare `j`.
+    unsafe {
+        asm!(
+            "lla t1, 2f",
+            "jump {switch_out}, t2",
+            "2:",
+            switch_out = sym stackjob_switch_out,
+            in("a0") regs,
+            clobber_abi("C"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static ENTERED_WITH: AtomicUsize = AtomicUsize::new(0);
+    static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Parks on every round: counts, then switches out to the test.
+    unsafe extern "C" fn probe(regs: *mut Regs) -> ! {
+        ENTERED_WITH.store(regs as usize, Ordering::SeqCst);
+        loop {
+            ROUNDS.fetch_add(1, Ordering::SeqCst);
+            // SAFETY: we run on the probe stack, entered by switch_in.
+            unsafe { switch_out(regs) };
+        }
+    }
+
+    /// The offsets named in Rust agree with the record the asm pops: a
+    /// FRESH record laid by `init_stack` is entered through the real asm,
+    /// the trampoline must call our entry with our `regs`, and every later
+    /// round trip (resume label, `jr t1`, `ret`) must come back here.
+    #[test]
+    fn record_layout_matches_asm() {
+        let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
+        // SAFETY: one past the end of the allocation.
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
+        let mut regs = Regs::new();
+        let regs_ptr = &raw mut regs;
+        // SAFETY: `stack` provides RECORD writable bytes below the aligned top.
+        unsafe { init_stack(top, regs_ptr, probe) };
+        // SAFETY: `regs` is live and only the probe (not running) shares it.
+        let saved_sp = || unsafe { (*regs_ptr).sp };
+        assert_eq!(saved_sp() as usize, top as usize - RECORD);
+        // SAFETY: regs.sp points at the record inside `stack`.
+        let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
+        assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
+        assert_eq!(word(REC_S1), regs_ptr as usize);
+        assert_eq!(word(REC_S2), probe as *const () as usize);
+        assert_eq!(word(REC_S0), 0);
+        for round in 1..=3 {
+            // SAFETY: regs.sp holds the probe's record on the live `stack`.
+            unsafe { switch_in(regs_ptr) };
+            assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
+            assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
+            let sp = saved_sp() as usize;
+            assert!(sp.is_multiple_of(16) && sp > stack.as_ptr() as usize && sp < top as usize);
+        }
+        // The probe stays parked in switch_out; its stack holds nothing to drop.
+        drop(stack);
+    }
+}
