@@ -15,7 +15,9 @@
 // `Regs` (SP, PARENT_SP) and the MXCSR status-flag mask. No number that
 // Rust also knows is written twice.
 //
-// Three entry points, nothing else (Boost.Context's "three functions" size):
+// Three entry points, nothing else (Boost.Context's "three functions" size),
+// all `.hidden`: linked into the same module as their Rust callers, reached
+// without PLT stubs, and never exported from a shared object:
 //
 //   stackjob_switch_in(regs: *mut Regs)      extern "sysv64", called by Rust.
 //       The resumer's side. Saves the resumer's callee-saved state on the
@@ -111,6 +113,7 @@
 // stackjob_switch_in(regs: *mut Regs /* rdi */)
 // ---------------------------------------------------------------------------
     .globl  stackjob_switch_in
+    .hidden stackjob_switch_in
     .type   stackjob_switch_in, @function
     .p2align 4
 stackjob_switch_in:
@@ -181,6 +184,7 @@ stackjob_switch_in:
 // (16-byte aligned: the inline asm block that jumps here is placed like a call)
 // ---------------------------------------------------------------------------
     .globl  stackjob_switch_out
+    .hidden stackjob_switch_out
     .type   stackjob_switch_out, @function
     .p2align 4
 stackjob_switch_out:
@@ -251,6 +255,7 @@ stackjob_switch_out:
 //   rbx = regs, r12 = entry function, rbp = 0, rsp = 16-byte aligned top.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
+    .hidden stackjob_trampoline
     .type   stackjob_trampoline, @function
     .p2align 4
 stackjob_trampoline:
