@@ -135,6 +135,7 @@ pub enum Step<R> {
 /// reused, never unmapped (see [`quarantined_jobs`](crate::quarantined_jobs)).
 ///
 /// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
 /// use std::rc::Rc;
 /// let guard = Rc::new(());
 /// let inside = guard.clone();
@@ -183,6 +184,7 @@ fn slot_of(stack: &Stack) -> *mut Slot {
 /// returns to the outer job, which may resume it later or hand it on.
 ///
 /// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
 /// use stackjob::{start, pause, Step};
 /// let step = start(None, || {
 ///     pause();
@@ -434,6 +436,7 @@ impl<R> Job<R> {
     /// the job is raised again here.
     ///
     /// ```
+    /// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
     /// use stackjob::{start, pause, Step};
     /// let mut step = start(None, || { for _ in 0..3 { pause(); } "done" }).unwrap();
     /// let mut pauses = 0;
@@ -642,6 +645,7 @@ fn cancel_parked() {
 /// on this thread creates a default pool again.
 ///
 /// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
 /// let step = stackjob::start(None, || { stackjob::pause(); 1 }).unwrap();
 /// stackjob::cleanup_thread();
 /// let stackjob::Step::Paused(job) = step else { unreachable!() };
@@ -676,6 +680,7 @@ fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
 /// owned by hardware needs.)
 ///
 /// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
 /// stackjob::pause(); // not in a job: a no-op
 /// let step = stackjob::start(None, || {
 ///     let _no_pause = stackjob::block_pause();
@@ -719,6 +724,7 @@ fn cancelled() -> ! {
 /// to decide between a synchronous and an asynchronous path per operation.
 ///
 /// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
 /// assert!(!stackjob::in_job());
 /// let step = stackjob::start(None, stackjob::in_job).unwrap();
 /// assert!(matches!(step, stackjob::Step::Finished(true)));
@@ -733,6 +739,7 @@ pub fn in_job() -> bool {
 /// or for a job started without one.
 ///
 /// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
 /// let ctx = stackjob::WaitCtx::new();
 /// let step = stackjob::start(Some(&ctx), || stackjob::current_wait_ctx()).unwrap();
 /// let stackjob::Step::Finished(Some(seen)) = step else { panic!() };
@@ -760,6 +767,7 @@ pub fn current_wait_ctx() -> Option<WaitCtx> {
 /// Use it around code that holds a lock the resumer might also take.
 ///
 /// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
 /// use stackjob::{start, pause, block_pause, Step};
 /// let step = start(None, || {
 ///     let outer = block_pause();

@@ -11,6 +11,7 @@
 //! cannot be resumed from another thread, and cancellation of dropped jobs.
 //!
 //! ```
+//! # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return Ok(()); }
 //! use stackjob::{start, pause, Step, WaitCtx};
 //!
 //! let ctx = WaitCtx::new();

@@ -221,6 +221,7 @@ impl WaitCtx {
     /// paused; after it finished, what its last segment changed.
     ///
     /// ```
+    /// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
     /// use stackjob::{start, pause, Step, WaitCtx, WaitKey, current_wait_ctx};
     /// let ctx = WaitCtx::new();
     /// let step = start(Some(&ctx), || {
