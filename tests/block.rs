@@ -2,33 +2,12 @@
 //! that belongs to the job which took it (unlike OpenSSL's per-thread
 //! counter, which leaks into later jobs).
 
-use stackjob::{BlockGuard, Job, Step, block_pause, init_thread, pause, start};
+#[macro_use]
+mod common;
+use common::{finished, paused};
+use stackjob::{BlockGuard, Step, block_pause, init_thread, pause, start};
 use std::cell::Cell;
 use std::rc::Rc;
-
-/// Returns from the test, saying why, where jobs cannot run.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-    };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
-}
 
 #[test]
 fn nested_guards_need_as_many_drops_before_pause_pauses() {

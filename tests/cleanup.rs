@@ -2,28 +2,15 @@
 //! (their destructors run) and can never be resumed afterwards; nothing is
 //! leaked silently.
 
+#[macro_use]
+mod common;
+use common::paused;
 use stackjob::{Error, Job, Step, cleanup_thread, init_thread, pause, quarantined_jobs, start};
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target, no job can be paused");
-            return;
-        }
-    };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("the job should have paused"),
-    }
-}
 
 /// Counts its drops in a counter another thread can read.
 struct CountDrop(Arc<AtomicUsize>);

@@ -2,34 +2,13 @@
 //! code after the pause never does) and returned to the pool, or, when the
 //! job refuses to unwind, quarantined without hanging.
 
-use stackjob::{Job, Step, in_job, init_thread, pause, pool_stats, quarantined_jobs, start};
+#[macro_use]
+mod common;
+use common::{finished, paused};
+use stackjob::{Job, in_job, init_thread, pause, pool_stats, quarantined_jobs, start};
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
-
-/// Returns from the test, saying why, where jobs cannot run.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-    };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
-}
 
 /// Counts its drops.
 struct Counter(Rc<Cell<u32>>);

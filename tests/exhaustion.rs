@@ -10,8 +10,11 @@
 //! that it exited cleanly. Under QEMU user emulation set
 //! `STACKJOB_TEST_RUNNER` to the emulator command, as for tests/overflow.rs.
 
+#[macro_use]
+mod common;
+use common::{finished, paused};
 use stackjob::{
-    Error, Job, MAX_STACK_SIZE, PoolConfig, Status, Step, WaitCtx, WaitKey, cleanup_thread, current_wait_ctx, in_job,
+    Error, Job, MAX_STACK_SIZE, PoolConfig, Status, WaitCtx, WaitKey, cleanup_thread, current_wait_ctx, in_job,
     init_thread, init_thread_with, pause, pool_stats, start,
 };
 use std::cell::RefCell;
@@ -21,16 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const CHILD_ENV: &str = "STACKJOB_CHILD";
-
-/// Returns from the test, saying why, where jobs cannot run.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-    };
-}
 
 /// Like `require_backend!`, and also needs Linux (`/proc/self/maps`).
 macro_rules! require_linux_backend {
@@ -48,20 +41,6 @@ macro_rules! require_linux_backend {
             return;
         }
     };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
 }
 
 /// Runs this test binary again, only the test `child_entry`, in `scenario`.

@@ -1,36 +1,14 @@
 //! A job's life: start, pause, resume, finish; what it returns and what it
 //! carries; where its stack lives and how much of it there is.
 
+#[macro_use]
 mod common;
 
+use common::{finished, paused};
 use stackjob::{Job, PoolConfig, Step, in_job, init_thread_with, pause, pool_stats, start};
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
 use std::rc::Rc;
-
-/// Returns from the test, saying why, where jobs cannot run.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-    };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
-}
 
 /// Resumes until the job finishes; returns the value and the number of pauses.
 fn run_to_end<R>(mut step: Step<R>) -> (R, usize) {

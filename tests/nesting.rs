@@ -1,33 +1,12 @@
 //! Jobs started from inside a running job: the inner job's pause returns to
 //! the outer job, which may resume it, pause itself, or hand it on.
 
+#[macro_use]
+mod common;
+use common::{finished, paused};
 use stackjob::{Job, Step, WaitCtx, current_wait_ctx, in_job, init_thread, pause, pool_stats, start};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-
-/// Returns from the test, saying why, where jobs cannot run.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-    };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
-}
 
 type Log = Rc<RefCell<Vec<&'static str>>>;
 

@@ -2,37 +2,15 @@
 //! the job's stack unwound and returned to the pool, nested jobs' panics
 //! reaching only the job that started them.
 
+#[macro_use]
 mod common;
 
-use stackjob::{Job, Step, WaitCtx, current_wait_ctx, in_job, init_thread, pause, pool_stats, start};
+use common::{finished, paused};
+use stackjob::{Step, WaitCtx, current_wait_ctx, in_job, init_thread, pause, pool_stats, start};
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
-
-/// Returns from the test, saying why, where jobs cannot run.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-    };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
-}
 
 /// The message of a `panic!` payload (`&str` or `String`).
 fn message(payload: &(dyn Any + Send)) -> &str {

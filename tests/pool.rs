@@ -3,38 +3,16 @@
 //!
 //! Every test thread has its own pool, so each test configures it first.
 
+#[macro_use]
 mod common;
 
+use common::{finished, paused};
 use stackjob::{
-    Error, Job, MAX_STACK_SIZE, MIN_STACK_SIZE, PoolConfig, Step, cleanup_thread, init_thread, init_thread_with, pause,
+    Error, MAX_STACK_SIZE, MIN_STACK_SIZE, PoolConfig, cleanup_thread, init_thread, init_thread_with, pause,
     pool_stats, start,
 };
 use std::cell::Cell;
 use std::rc::Rc;
-
-/// Returns from the test, saying why, where jobs cannot run.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-    };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
-}
 
 /// A job body that reports the address of one of its stack locals after
 /// pausing `pauses` times. Every call returns the same closure type, so the

@@ -20,26 +20,14 @@
 //!
 //! Linux-only (`/proc/self/maps`); elsewhere the tests skip.
 
-use stackjob::{Job, PoolConfig, Step, cleanup_thread, init_thread_with, pause, pool_stats, start};
+#[macro_use]
+mod common;
+use common::{finished, paused};
+use stackjob::{PoolConfig, Step, cleanup_thread, init_thread_with, pause, pool_stats, start};
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::rc::Rc;
-
-/// Returns from the test, saying why, where jobs cannot run or the memory
-/// cannot be inspected.
-macro_rules! require_backend {
-    () => {
-        if !stackjob::is_capable() {
-            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
-            return;
-        }
-        if !cfg!(target_os = "linux") {
-            eprintln!("skipped: the stack inspection needs /proc/self/maps (Linux)");
-            return;
-        }
-    };
-}
 
 /// Returns from the test, saying why, in an unoptimised build: there the
 /// compiler keeps temporary copies of a by-value argument in the callee's
@@ -52,20 +40,6 @@ macro_rules! require_optimised_build {
             return;
         }
     };
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
 }
 
 fn page_size() -> usize {

@@ -9,7 +9,9 @@
 //!   each side's own and a fresh job inherits its starter's. On aarch64 and
 //!   riscv64 FPCR / fcsr are thread-global by ABI and are not switched.
 
-use stackjob::{Job, Step, pause, start};
+mod common;
+use common::{finished, paused};
+use stackjob::{pause, start};
 
 /// Whether jobs can run here; prints why the calling test is skipped if not.
 fn jobs_available(test: &str) -> bool {
@@ -21,20 +23,6 @@ fn jobs_available(test: &str) -> bool {
         stackjob::backend()
     );
     false
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
 }
 
 // ---------------------------------------------------------------------------

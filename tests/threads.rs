@@ -2,6 +2,8 @@
 //! current job and its own paused jobs, and a thread may exit with paused
 //! jobs still alive.
 
+mod common;
+use common::{finished, paused};
 use stackjob::{Error, Job, PoolConfig, Step, WaitCtx, WaitKey, in_job, init_thread_with, pause, pool_stats, start};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -20,20 +22,6 @@ fn jobs_available(test: &str) -> bool {
         stackjob::backend()
     );
     false
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
 }
 
 /// What one job computes: a hash of its id over `pauses + 1` segments.

@@ -9,7 +9,9 @@
 //! Tests that need jobs skip (with a message) where `is_capable()` is false;
 //! the tests that only use a `WaitCtx` run everywhere.
 
-use stackjob::{ChangedFds, Cleanup, Job, RawFd, Status, Step, WaitCtx, WaitKey, current_wait_ctx, pause, start};
+mod common;
+use common::{finished, paused};
+use stackjob::{ChangedFds, Cleanup, RawFd, Status, WaitCtx, WaitKey, current_wait_ctx, pause, start};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,20 +27,6 @@ fn jobs_available(test: &str) -> bool {
         stackjob::backend()
     );
     false
-}
-
-fn paused<R>(step: Step<R>) -> Job<R> {
-    match step {
-        Step::Paused(job) => job,
-        Step::Finished(_) => panic!("expected the job to pause, it finished"),
-    }
-}
-
-fn finished<R>(step: Step<R>) -> R {
-    match step {
-        Step::Finished(value) => value,
-        Step::Paused(_) => panic!("expected the job to finish, it paused"),
-    }
 }
 
 /// The running job's wait ctx; panics if the job has none.

@@ -1,4 +1,36 @@
-//! Helpers shared by several test files (each includes this with `mod common;`).
+//! Helpers shared by several test files (each includes this with
+//! `#[macro_use] mod common;`; not every file uses every helper).
+#![allow(dead_code, unused_macros)]
+
+pub mod example;
+
+use stackjob::{Job, Step};
+
+/// Returns from the test, saying why, where jobs cannot run.
+macro_rules! require_backend {
+    () => {
+        if !stackjob::is_capable() {
+            eprintln!("skipped: no stackjob backend on this target (backend {:?})", stackjob::backend());
+            return;
+        }
+    };
+}
+
+/// The paused job of a step that must be a pause.
+pub fn paused<R>(step: Step<R>) -> Job<R> {
+    match step {
+        Step::Paused(job) => job,
+        Step::Finished(_) => panic!("expected the job to pause, it finished"),
+    }
+}
+
+/// The value of a step that must be the end of the job.
+pub fn finished<R>(step: Step<R>) -> R {
+    match step {
+        Step::Finished(value) => value,
+        Step::Paused(_) => panic!("expected the job to finish, it paused"),
+    }
+}
 
 /// The stack pointer of the caller: which stack the calling code runs on.
 ///
