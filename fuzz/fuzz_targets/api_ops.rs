@@ -3,10 +3,10 @@
 //! The input bytes are decoded into a small program: top-level operations
 //! (start a job, resume or drop a paused one, wait-ctx operations, pool
 //! re-initialisation and cleanup, probes) and, for every job, a scripted
-//! body (pause, block/unblock pausing, a destructor that pauses, wait-ctx
-//! operations on its own or another ctx, nested starts, resuming, dropping,
-//! adopting and handing over other paused jobs, panics, `catch_unwind`
-//! blocks, pool operations, probes).
+//! body (pause, block/unblock pausing, a destructor that pauses, one that
+//! resumes a held job, wait-ctx operations on its own or another ctx,
+//! nested starts, resuming, dropping, adopting and handing over other paused
+//! jobs, panics, `catch_unwind` blocks, pool operations, probes).
 //!
 //! The program runs twice. First on the model, a plain interpreter of the
 //! contract that never switches stacks (a paused job is a program counter),
@@ -29,7 +29,7 @@ use stackjob::{
     Step, WaitCtx, WaitKey, block_pause, cleanup_thread, current_wait_ctx, in_job, init_thread_with, pause, pool_stats,
     quarantined_jobs, start,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe, catch_unwind, panic_any, resume_unwind};
 use std::rc::Rc;
 use std::sync::{Arc, Once};
@@ -49,6 +49,15 @@ const MAX_TRY_DEPTH: usize = 2;
 const SLOTS: usize = 3;
 /// Keys come from a small range so that duplicates and clears hit.
 const KEYS: usize = 4;
+/// Whether `Adopt` may take a job while `cleanup_thread` is cancelling one
+/// (the thread is unwinding inside a `cleanup_thread` call). Off because of
+/// a crate bug (fuzz/regressions/README.md,
+/// `cleanup-cancelled-job-reaches-its-own-handle`): the handle of the job
+/// being cancelled is still in the driver's list, and a job run from its
+/// destructors could adopt it and then drop or resume it, which switches
+/// into the running job's own stack. With this off, `Adopt` records
+/// `Nothing` there, on both sides.
+const ADOPT_IN_CLEANUP: bool = false;
 
 /// Stack sizes the pool is re-initialised with: valid ones (some needing
 /// rounding) and invalid ones, which must fail with `InvalidStackSize`.
@@ -130,6 +139,14 @@ enum Action {
     ArmDropper {
         aid: u32,
     },
+    /// Move a held job (index modulo their number) into a value whose
+    /// destructor resumes it, like `Resume` (catching a panic), and drops
+    /// what it gives back. It runs with the droppers, in arming order: also
+    /// while the body unwinds, when the resumed job cannot pause.
+    ArmResumer {
+        aid: u32,
+        idx: usize,
+    },
     Ctx {
         aid: u32,
         target: CtxSel,
@@ -150,7 +167,9 @@ enum Action {
         aid: u32,
         idx: usize,
     },
-    /// Take a job from the driver's list / hand a held job to it.
+    /// Take a job from the driver's list / hand a held job to it. Inside a
+    /// cancellation that `cleanup_thread` runs, `Adopt` takes nothing (see
+    /// `ADOPT_IN_CLEANUP`).
     Adopt {
         aid: u32,
         idx: usize,
@@ -328,6 +347,7 @@ impl Parser<'_> {
                 let n = self.below(4);
                 Action::Try { aid, actions: self.actions(n, depth, try_depth + 1) }
             }
+            19 => Action::ArmResumer { aid, idx: self.below(256) },
             _ => Action::Pause { aid },
         }
     }
@@ -464,6 +484,9 @@ enum StepEv {
     /// Re-raised panic, with the serial of the job that panicked
     /// (`u32::MAX`: not a body panic).
     Panicked(u32),
+    /// `Error::Cancelled`: `cleanup_thread` cancelled the job while it was
+    /// paused, and its handle is dead.
+    Cancelled,
     /// Any other error (never expected).
     Error(String),
 }
@@ -559,6 +582,15 @@ enum PausedAt {
     Dropper(usize),
 }
 
+/// A value with a destructor, armed by a body.
+#[derive(Clone, Copy, Debug)]
+enum MDropper {
+    /// `ArmDropper`: pauses.
+    Pause(u32),
+    /// `ArmResumer`: resumes the held job `job`.
+    Resume { aid: u32, job: u32 },
+}
+
 struct Frame {
     actions: Rc<[Action]>,
     pc: usize,
@@ -573,7 +605,7 @@ struct MJob {
     epoch: u64,
     frames: Vec<Frame>,
     held: Vec<u32>,
-    droppers: Vec<u32>,
+    droppers: Vec<MDropper>,
     guards: usize,
     /// Set once the actions are done: the next dropper to run.
     end: Option<usize>,
@@ -593,7 +625,12 @@ enum Seg {
 enum Started {
     Paused,
     Finished(Vec<u32>),
-    NoJobs { in_use: usize, max_size: usize },
+    NoJobs {
+        in_use: usize,
+        max_size: usize,
+    },
+    /// The handle was dead (`Error::Cancelled`).
+    Dead,
 }
 
 enum Flow {
@@ -615,8 +652,19 @@ struct Model {
     top: Vec<u32>,
     /// Jobs running, innermost last.
     running: Vec<u32>,
-    /// Unwinds in flight (the thread is panicking while > 0).
+    /// The thread's parked jobs, oldest first: a job enters when its first
+    /// pause returns to its starter or resumer, and leaves when it ends, or
+    /// when `cleanup_thread` meets it (a running job it meets enters again,
+    /// as the newest, at its next pause).
+    parked: Vec<u32>,
+    /// Indexed by serial: `cleanup_thread` cancelled the job while it was
+    /// paused, and its handle, still held somewhere, is dead.
+    dead: Vec<bool>,
+    /// Unwinds in flight (the thread is panicking while > 0; `pause` does
+    /// nothing then).
     unwinding: usize,
+    /// `cleanup_thread` calls in progress.
+    cleaning: usize,
 }
 
 impl Model {
@@ -631,7 +679,10 @@ impl Model {
             jobs: (0..=ids).map(|_| None).collect(),
             top: Vec::new(),
             running: Vec::new(),
+            parked: Vec::new(),
+            dead: vec![false; ids as usize + 1],
             unwinding: 0,
+            cleaning: 0,
         }
     }
 
@@ -663,9 +714,11 @@ impl Model {
             }
         }
         self.pool_op(0, &PoolOp::Stats);
-        self.pool = None;
+        self.cleanup_thread();
         self.ev(Ev::OpDone(usize::MAX));
         assert!(self.jobs.iter().all(Option::is_none), "model: every job ended");
+        assert!(self.parked.is_empty(), "model: no job is parked");
+        assert!(!self.dead.iter().any(|&d| d), "model: every dead handle was dropped");
         assert!(self.ctxs.iter().all(|c| c.gone), "model: every ctx was let go");
     }
 
@@ -720,7 +773,8 @@ impl Model {
             Op::Inspect => {
                 for i in 0..self.top.len() {
                     let j = self.top[i];
-                    let ctx = self.mask(self.job(j).ctx);
+                    // A dead handle's ctx clone was let go at its cancellation.
+                    let ctx = if self.dead[j as usize] { 0 } else { self.mask(self.job(j).ctx) };
                     self.ev(Ev::JobCtx { job: j, ctx });
                 }
             }
@@ -734,6 +788,7 @@ impl Model {
             Ok(Started::Paused) => (StepEv::Paused, vec![job]),
             Ok(Started::Finished(jobs)) => (StepEv::Finished { value: value_of(job), returned: jobs.clone() }, jobs),
             Ok(Started::NoJobs { in_use, max_size }) => (StepEv::NoJobs { in_use, max_size }, Vec::new()),
+            Ok(Started::Dead) => (StepEv::Cancelled, Vec::new()),
             Err(p) => (StepEv::Panicked(p), Vec::new()),
         };
         self.ev(Ev::Step { aid, job, step });
@@ -852,7 +907,7 @@ impl Model {
                 }
             }
             PoolOp::Cleanup => {
-                self.pool = None;
+                self.cleanup_thread();
                 PoolRes::Cleaned
             }
             PoolOp::Stats => match &self.pool {
@@ -897,6 +952,7 @@ impl Model {
     /// the thread's (else it is unmapped), then it lets go of its ctx.
     fn finish(&mut self, j: u32) {
         let job = self.jobs[j as usize].take().expect("model: job is alive");
+        self.parked.retain(|&p| p != j);
         if let Some(pool) = &mut self.pool
             && pool.epoch == job.epoch
         {
@@ -934,7 +990,12 @@ impl Model {
         self.segment(spec.serial, true)
     }
 
+    /// Resumes the paused job `j`; a dead handle runs nothing (its stack
+    /// is unmapped) and reports `Error::Cancelled`.
     fn resume(&mut self, j: u32) -> Result<Started, u32> {
+        if std::mem::take(&mut self.dead[j as usize]) {
+            return Ok(Started::Dead);
+        }
         self.segment(j, false)
     }
 
@@ -950,7 +1011,9 @@ impl Model {
             match self.job_mut(j).paused.take().expect("model: resumed job is paused") {
                 PausedAt::Action(aid) => self.ev(Ev::PauseRet(aid)),
                 PausedAt::Dropper(k) => {
-                    let d = self.job(j).droppers[k];
+                    let MDropper::Pause(d) = self.job(j).droppers[k] else {
+                        unreachable!("model: only a pausing dropper pauses its job")
+                    };
                     self.ev(Ev::DropperExit(d));
                     self.job_mut(j).end = Some(k + 1);
                 }
@@ -959,7 +1022,12 @@ impl Model {
         let seg = self.interpret(j);
         self.running.pop();
         match seg {
-            Seg::Paused => Ok(Started::Paused),
+            Seg::Paused => {
+                if !self.parked.contains(&j) {
+                    self.parked.push(j);
+                }
+                Ok(Started::Paused)
+            }
             Seg::Finished(jobs) => {
                 self.finish(j);
                 Ok(Started::Finished(jobs))
@@ -977,13 +1045,18 @@ impl Model {
             if let Some(k) = self.job(j).end {
                 let job = self.job(j);
                 if k < job.droppers.len() {
-                    let (d, blocked) = (job.droppers[k], job.guards > 0);
-                    self.ev(Ev::DropperEnter(d));
-                    if !blocked {
-                        self.job_mut(j).paused = Some(PausedAt::Dropper(k));
-                        return Seg::Paused;
+                    match job.droppers[k] {
+                        MDropper::Pause(d) => {
+                            let blocked = job.guards > 0 || self.unwinding > 0;
+                            self.ev(Ev::DropperEnter(d));
+                            if !blocked {
+                                self.job_mut(j).paused = Some(PausedAt::Dropper(k));
+                                return Seg::Paused;
+                            }
+                            self.ev(Ev::DropperExit(d));
+                        }
+                        MDropper::Resume { aid, job: h } => self.resumer(aid, h),
                     }
-                    self.ev(Ev::DropperExit(d));
                     self.job_mut(j).end = Some(k + 1);
                     continue;
                 }
@@ -1022,7 +1095,7 @@ impl Model {
                         self.ev(Ev::Caught { aid: frame.try_aid, payload: p });
                     } else {
                         self.unwinding += 1;
-                        self.drop_body(j, PausedAt::Action(0), false);
+                        self.drop_body(j, PausedAt::Action(0));
                         self.unwinding -= 1;
                         return Seg::Panicked(p);
                     }
@@ -1031,11 +1104,11 @@ impl Model {
         }
     }
 
-    /// Drops the body's state while job `j` unwinds from `at` (a panic, or
-    /// a cancellation when `cancelled`): held jobs, droppers (whose pause
-    /// does nothing), the closure; then the returned jobs, if the body had
-    /// got as far as returning them.
-    fn drop_body(&mut self, j: u32, at: PausedAt, cancelled: bool) {
+    /// Drops the body's state while job `j` unwinds from `at` (a panic or a
+    /// cancellation): held jobs, droppers (whose pause does nothing), the
+    /// closure; then the returned jobs, if the body had got as far as
+    /// returning them.
+    fn drop_body(&mut self, j: u32, at: PausedAt) {
         let first = match at {
             PausedAt::Action(_) => {
                 let held = std::mem::take(&mut self.job_mut(j).held);
@@ -1049,8 +1122,13 @@ impl Model {
         let job = self.job(j);
         let droppers = job.droppers[first.min(job.droppers.len())..].to_vec();
         for d in droppers {
-            self.ev(Ev::DropperEnter(d));
-            self.ev(Ev::DropperExit(d));
+            match d {
+                MDropper::Pause(d) => {
+                    self.ev(Ev::DropperEnter(d));
+                    self.ev(Ev::DropperExit(d));
+                }
+                MDropper::Resume { aid, job: h } => self.resumer(aid, h),
+            }
         }
         self.ev(Ev::Dropped(j));
         let returned = std::mem::take(&mut self.job_mut(j).returned);
@@ -1059,25 +1137,74 @@ impl Model {
         }
     }
 
-    /// Drops the paused job `j`: it is resumed once more and unwinds.
+    /// The destructor of an `ArmResumer` value: resumes the paused job `h`
+    /// (with `unwinding` > 0 it cannot pause, so it runs to its end), then
+    /// drops the handle or the returned jobs it gets back.
+    fn resumer(&mut self, aid: u32, h: u32) {
+        self.ev(Ev::DropperEnter(aid));
+        let r = self.resume(h);
+        let jobs = self.observe(aid, h, r);
+        for x in jobs {
+            self.cancel(x);
+            self.ev(Ev::Cancelled { aid, job: x });
+        }
+        self.ev(Ev::DropperExit(aid));
+    }
+
+    /// Drops the handle of the paused job `j`: it is resumed once more and
+    /// unwinds, then it ends. A dead handle runs nothing.
     fn cancel(&mut self, j: u32) {
+        if std::mem::take(&mut self.dead[j as usize]) {
+            return;
+        }
+        self.unwind(j);
+        self.finish(j);
+    }
+
+    /// Resumes the paused job `j` with cancellation: its `pause` unwinds
+    /// it. (The body never catches a cancellation, and every `pause` while
+    /// it unwinds is a no-op, so one resume always ends it: the crate's
+    /// retries and quarantine are out of the harness's reach.)
+    fn unwind(&mut self, j: u32) {
         if let Some(c) = self.job(j).ctx {
             self.ctxs[c].begin_segment();
         }
         let at = self.job_mut(j).paused.take().expect("model: a cancelled job is paused");
         self.running.push(j);
         self.unwinding += 1;
-        self.drop_body(j, at, true);
+        self.drop_body(j, at);
         self.unwinding -= 1;
         self.running.pop();
-        self.finish(j);
+    }
+
+    /// `cleanup_thread`: cancels the parked jobs that are paused, always
+    /// the newest first (cancelling one may end others: dropping the paused
+    /// jobs it holds); running ones leave the list and are left alone. A
+    /// cancelled job's handle is dead: its stack stays with it (not back to
+    /// the pool) and its ctx is let go. Then the pool is destroyed.
+    fn cleanup_thread(&mut self) {
+        self.cleaning += 1;
+        while let Some(p) = self.parked.pop() {
+            if self.running.contains(&p) {
+                continue;
+            }
+            self.unwind(p);
+            let job = self.jobs[p as usize].take().expect("model: job is alive");
+            self.dead[p as usize] = true;
+            if let Some(c) = job.ctx {
+                self.ctxs[c].jobs -= 1;
+                self.maybe_gone(c);
+            }
+        }
+        self.cleaning -= 1;
+        self.pool = None;
     }
 
     fn action(&mut self, j: u32, action: &Action) -> Flow {
         match action {
             Action::Pause { aid } => {
                 self.ev(Ev::PauseCall(*aid));
-                if self.job(j).guards == 0 {
+                if self.job(j).guards == 0 && self.unwinding == 0 {
                     self.job_mut(j).paused = Some(PausedAt::Action(*aid));
                     return Flow::Pause;
                 }
@@ -1088,7 +1215,11 @@ impl Model {
                 let job = self.job_mut(j);
                 job.guards = job.guards.saturating_sub(1);
             }
-            Action::ArmDropper { aid } => self.job_mut(j).droppers.push(*aid),
+            Action::ArmDropper { aid } => self.job_mut(j).droppers.push(MDropper::Pause(*aid)),
+            Action::ArmResumer { aid, idx } => match take_at(&mut self.job_mut(j).held, *idx) {
+                None => self.ev(Ev::Nothing(*aid)),
+                Some(h) => self.job_mut(j).droppers.push(MDropper::Resume { aid: *aid, job: h }),
+            },
             Action::Ctx { aid, target, op } => {
                 let ctx = self.select(j, *target);
                 self.ctx_op(*aid, ctx, op);
@@ -1120,6 +1251,9 @@ impl Model {
                     self.ev(Ev::Cancelled { aid: *aid, job: h });
                 }
             },
+            Action::Adopt { aid, .. } if !ADOPT_IN_CLEANUP && self.cleaning > 0 && self.unwinding > 0 => {
+                self.ev(Ev::Nothing(*aid));
+            }
             Action::Adopt { aid, idx } => match take_at(&mut self.top, *idx) {
                 None => self.ev(Ev::Nothing(*aid)),
                 Some(h) => {
@@ -1188,6 +1322,8 @@ struct Env {
     slots: Rc<RefCell<[Option<WaitCtx>; SLOTS]>>,
     top: Rc<RefCell<Held>>,
     quarantined: u64,
+    /// `cleanup_thread` calls in progress.
+    cleaning: Rc<Cell<usize>>,
 }
 
 /// Records the drop of a job's closure.
@@ -1199,14 +1335,42 @@ impl Drop for DropRec {
     }
 }
 
-/// A destructor that pauses.
-struct Dropper(u32);
+/// A destructor that pauses, or one that resumes a job (see
+/// `Action::ArmResumer`).
+enum Dropper {
+    Pause(u32),
+    Resume { aid: u32, job: Option<(u32, Job<Out>)> },
+}
 
 impl Drop for Dropper {
     fn drop(&mut self) {
-        record(Ev::DropperEnter(self.0));
-        pause();
-        record(Ev::DropperExit(self.0));
+        match self {
+            Dropper::Pause(aid) => {
+                record(Ev::DropperEnter(*aid));
+                pause();
+                record(Ev::DropperExit(*aid));
+            }
+            Dropper::Resume { aid, job } => {
+                let aid = *aid;
+                record(Ev::DropperEnter(aid));
+                let (serial, job) = job.take().expect("a resumer runs once");
+                // A panic must not leave a destructor that may run during an
+                // unwind (that would abort).
+                let jobs = match catch_unwind(AssertUnwindSafe(move || job.resume())) {
+                    Ok(r) => observe(aid, serial, r),
+                    Err(payload) => {
+                        let step = StepEv::Panicked(payload_serial(&*payload));
+                        record(Ev::Step { aid, job: serial, step });
+                        Vec::new()
+                    }
+                };
+                for (serial, job) in jobs {
+                    drop(job);
+                    record(Ev::Cancelled { aid, job: serial });
+                }
+                record(Ev::DropperExit(aid));
+            }
+        }
     }
 }
 
@@ -1264,7 +1428,11 @@ impl Body {
             }
             Action::Block => self.guards.push(block_pause()),
             Action::Unblock => drop(self.guards.pop()),
-            Action::ArmDropper { aid } => self.droppers.push(Dropper(*aid)),
+            Action::ArmDropper { aid } => self.droppers.push(Dropper::Pause(*aid)),
+            Action::ArmResumer { aid, idx } => match take_at(&mut self.held, *idx) {
+                None => record(Ev::Nothing(*aid)),
+                Some(pair) => self.droppers.push(Dropper::Resume { aid: *aid, job: Some(pair) }),
+            },
             Action::Ctx { aid, target, op } => {
                 let ctx = self.select(*target);
                 ctx_op(*aid, ctx.as_ref(), op);
@@ -1290,6 +1458,11 @@ impl Body {
                     record(Ev::Cancelled { aid: *aid, job: serial });
                 }
             },
+            Action::Adopt { aid, .. }
+                if !ADOPT_IN_CLEANUP && self.env.cleaning.get() > 0 && std::thread::panicking() =>
+            {
+                record(Ev::Nothing(*aid));
+            }
             Action::Adopt { aid, idx } => {
                 let adopted = take_at(&mut self.env.top.borrow_mut(), *idx);
                 match adopted {
@@ -1333,6 +1506,7 @@ fn observe(aid: u32, job: u32, r: Result<Step<Out>, Error>) -> Held {
             (StepEv::Finished { value: out.value, returned }, out.jobs)
         }
         Err(Error::NoJobs { in_use, max_size }) => (StepEv::NoJobs { in_use, max_size }, Vec::new()),
+        Err(Error::Cancelled) => (StepEv::Cancelled, Vec::new()),
         Err(e) => (StepEv::Error(format!("{e:?}")), Vec::new()),
     };
     record(Ev::Step { aid, job, step });
@@ -1398,7 +1572,9 @@ fn pool_op(aid: u32, op: &PoolOp, env: &Env) {
             }
         }
         PoolOp::Cleanup => {
+            env.cleaning.set(env.cleaning.get() + 1);
             cleanup_thread();
+            env.cleaning.set(env.cleaning.get() - 1);
             PoolRes::Cleaned
         }
         PoolOp::Stats => {
@@ -1437,7 +1613,8 @@ fn probe(aid: u32, env: &Env) {
 /// after every top-level operation.
 fn run_real(program: &Program, expected: &[Ev]) {
     TRACE.with(|t| t.borrow_mut().clear());
-    let env = Env { slots: Rc::default(), top: Rc::default(), quarantined: quarantined_jobs() };
+    let env =
+        Env { slots: Rc::default(), top: Rc::default(), quarantined: quarantined_jobs(), cleaning: Rc::default() };
     let mut checked = 0;
     for (i, op) in program.ops.iter().enumerate() {
         driver_op(op, &env);
@@ -1582,10 +1759,15 @@ fuzz_target!(|data: &[u8]| {
     setup();
     let mut parser = Parser { data, pos: 0, actions: 0, jobs: 0, next_id: 0 };
     let program = parser.program();
+    // Printed before the model runs, so that a model failure shows it too.
+    let debug = std::env::var_os("STACKJOB_FUZZ_DEBUG").is_some();
+    if debug {
+        eprintln!("program: {program:#?}");
+    }
     let mut model = Model::new(page_size(), parser.next_id);
     model.run(&program);
-    if std::env::var_os("STACKJOB_FUZZ_DEBUG").is_some() {
-        eprintln!("program: {program:#?}\nthe model's events:");
+    if debug {
+        eprintln!("the model's events:");
         for e in &model.ev {
             eprintln!("  {e:?}");
         }
