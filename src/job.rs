@@ -30,6 +30,9 @@ use std::thread;
 enum Dead {
     /// The job is alive.
     No,
+    /// `cleanup_thread` is cancelling it right now: code its unwind runs
+    /// may reach the handle, which must then neither resume nor free it.
+    Cancelling,
     /// It was cancelled: its stack is owned by the handle alone, which
     /// unmaps it.
     Cancelled,
@@ -76,6 +79,9 @@ struct Slot {
     /// Set when `cleanup_thread` (or thread exit) ended the job while its
     /// handle was still alive: the handle must not resume it.
     dead: Dead,
+    /// The handle went away while the job was `Dead::Cancelling`: the
+    /// canceller disposes of the stack.
+    orphaned: bool,
     /// Cancels the job (monomorphised for its result type), for
     /// `cleanup_thread`, which only knows the slot.
     cancel_fn: unsafe fn(&Stack) -> bool,
@@ -307,6 +313,7 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             parked_prev: ptr::null_mut(),
             parked_next: ptr::null_mut(),
             dead: Dead::No,
+            orphaned: false,
             cancel_fn: cancel_erased::<()>,
             errno_at: ptr::null_mut(),
             errno: 0,
@@ -457,7 +464,8 @@ impl<R> Job<R> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
         let stack = unsafe { ManuallyDrop::take(&mut this.stack) };
-        // SAFETY: the job is switched out; its slot is ours.
+        // SAFETY: the job is switched out (or being cancelled, see `Dead`);
+        // its slot is ours.
         if unsafe { (*slot_of(&stack)).dead } != Dead::No {
             bury(stack);
             return Err(Error::Cancelled);
@@ -535,12 +543,27 @@ fn abandon(stack: Stack) {
     drop(ctx);
 }
 
-/// Disposes of the stack of a job that `cleanup_thread` already ended.
+/// The handle of a job that `cleanup_thread` ended, or is ending, goes
+/// away: it takes the job's wait ctx clone with it and frees the stack —
+/// unless the job is still being cancelled (its canceller then frees it) or
+/// was quarantined (never freed).
 fn bury(stack: Stack) {
-    // SAFETY: the job is gone; the handle was the stack's last owner.
-    match unsafe { (*slot_of(&stack)).dead } {
-        Dead::Quarantined => std::mem::forget(stack),
-        _ => drop(stack),
+    let slot = slot_of(&stack);
+    // SAFETY: the job no longer runs on its own (cancelled or quarantined),
+    // or is being cancelled by `cancel_parked`, which reads `orphaned` after
+    // the cancellation and touches nothing we change here but that flag.
+    unsafe {
+        if (*slot).dead == Dead::Cancelling {
+            (*slot).orphaned = true;
+            std::mem::forget(stack);
+            return;
+        }
+        let ctx = (*slot).ctx.take();
+        match (*slot).dead {
+            Dead::Quarantined => std::mem::forget(stack),
+            _ => drop(stack),
+        }
+        drop(ctx);
     }
 }
 
@@ -624,14 +647,22 @@ fn cancel_parked() {
             if (*slot).state != State::Paused {
                 continue;
             }
-            // The handle keeps owning the stack memory; borrow it here.
+            // The handle keeps owning the stack memory; borrow it here. The
+            // wait ctx clone stays in the slot until the handle goes: a
+            // `Job::wait_ctx` borrow may be alive across this call.
             let stack = ManuallyDrop::new(Stack::from_top(slot.cast()));
+            (*slot).dead = Dead::Cancelling;
+            (*slot).orphaned = false;
             let finished = ((*slot).cancel_fn)(&stack);
             (*slot).dead = if finished { Dead::Cancelled } else { Dead::Quarantined };
             if !finished {
                 pool::note_quarantined(&stack);
             }
-            drop((*slot).ctx.take());
+            if (*slot).orphaned {
+                // The handle was dropped (or resumed) by the job's own
+                // unwind: nobody else will dispose of the stack.
+                bury(ManuallyDrop::into_inner(stack));
+            }
         }
     }
 }
@@ -640,7 +671,8 @@ fn cancel_parked() {
 /// `ASYNC_cleanup_thread`): every job that is still paused is cancelled —
 /// its stack unwinds and its destructors run, as if its handle were
 /// dropped — and its handle becomes dead: [`Job::resume`] returns
-/// [`Error::Cancelled`] and dropping it just frees the stack. Idle stacks
+/// [`Error::Cancelled`] and dropping it just frees the stack (and lets go
+/// of the job's wait ctx, which [`Job::wait_ctx`] still shows until then). Idle stacks
 /// are unmapped. Thread exit does the same automatically. The next `start`
 /// on this thread creates a default pool again.
 ///

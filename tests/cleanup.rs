@@ -187,3 +187,69 @@ fn thread_exit_cancels_a_forgotten_outer_job_and_the_inner_job_it_holds() {
     .unwrap();
     assert_eq!(drops.load(Ordering::SeqCst), 2, "both jobs were unwound at thread exit");
 }
+
+/// Found by the fuzzer: code run by a job's cancellation in `cleanup_thread`
+/// can reach the job's own handle. Dropping or resuming it must not switch
+/// into (or free) the stack that is being unwound.
+#[test]
+fn a_job_whose_unwind_reaches_its_own_handle_during_cleanup_is_not_reentered() {
+    require_backend!();
+    thread_local! {
+        static HANDLES: std::cell::RefCell<Vec<Job<()>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    struct Grab(bool);
+    impl Drop for Grab {
+        fn drop(&mut self) {
+            if let Some(job) = HANDLES.with(|h| h.borrow_mut().pop()) {
+                if self.0 {
+                    assert!(matches!(job.resume(), Err(Error::Cancelled)));
+                } else {
+                    drop(job);
+                }
+            }
+        }
+    }
+    for resume in [false, true] {
+        init_thread(0, 0).unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = CountDrop(drops.clone());
+        let job = paused(
+            start(None, move || {
+                let _held = held;
+                let _g = Grab(resume);
+                pause();
+            })
+            .unwrap(),
+        );
+        HANDLES.with(|h| h.borrow_mut().push(job));
+        cleanup_thread();
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "the job unwound once");
+        assert!(HANDLES.with(|h| h.borrow().is_empty()));
+    }
+}
+
+#[test]
+fn a_dead_handle_still_shows_its_wait_ctx_until_dropped() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let c = cleaned.clone();
+    let ctx = stackjob::WaitCtx::new();
+    ctx.set_wait_fd(
+        stackjob::WaitKey::new(1),
+        9,
+        0,
+        Some(Box::new(move |_, _, _| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })),
+    );
+    let job = paused(start(Some(&ctx), pause).unwrap());
+    drop(ctx); // the job's clone is the last one
+    let seen = job.wait_ctx().expect("the job's ctx");
+    cleanup_thread();
+    // The borrow from before the cleanup is still valid.
+    assert_eq!(seen.all_fds(), vec![9]);
+    assert_eq!(cleaned.load(Ordering::SeqCst), 0);
+    drop(job);
+    assert_eq!(cleaned.load(Ordering::SeqCst), 1, "the dead handle took the last clone with it");
+}
