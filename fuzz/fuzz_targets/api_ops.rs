@@ -660,6 +660,10 @@ struct Model {
     /// Indexed by serial: `cleanup_thread` cancelled the job while it was
     /// paused, and its handle, still held somewhere, is dead.
     dead: Vec<bool>,
+    /// The ctx a dead handle still holds: released when the handle is
+    /// dropped or resumed (a borrow from `Job::wait_ctx` may outlive the
+    /// cancellation, so the crate keeps the clone until then).
+    dead_ctx: Vec<Option<usize>>,
     /// Unwinds in flight (the thread is panicking while > 0; `pause` does
     /// nothing then).
     unwinding: usize,
@@ -681,6 +685,7 @@ impl Model {
             running: Vec::new(),
             parked: Vec::new(),
             dead: vec![false; ids as usize + 1],
+            dead_ctx: vec![None; ids as usize + 1],
             unwinding: 0,
             cleaning: 0,
         }
@@ -773,8 +778,12 @@ impl Model {
             Op::Inspect => {
                 for i in 0..self.top.len() {
                     let j = self.top[i];
-                    // A dead handle's ctx clone was let go at its cancellation.
-                    let ctx = if self.dead[j as usize] { 0 } else { self.mask(self.job(j).ctx) };
+                    // A dead handle keeps its ctx clone until it is dropped.
+                    let ctx = if self.dead[j as usize] {
+                        self.mask(self.dead_ctx[j as usize])
+                    } else {
+                        self.mask(self.job(j).ctx)
+                    };
                     self.ev(Ev::JobCtx { job: j, ctx });
                 }
             }
@@ -994,6 +1003,7 @@ impl Model {
     /// is unmapped) and reports `Error::Cancelled`.
     fn resume(&mut self, j: u32) -> Result<Started, u32> {
         if std::mem::take(&mut self.dead[j as usize]) {
+            self.release_dead_ctx(j);
             return Ok(Started::Dead);
         }
         self.segment(j, false)
@@ -1155,6 +1165,7 @@ impl Model {
     /// unwinds, then it ends. A dead handle runs nothing.
     fn cancel(&mut self, j: u32) {
         if std::mem::take(&mut self.dead[j as usize]) {
+            self.release_dead_ctx(j);
             return;
         }
         self.unwind(j);
@@ -1180,8 +1191,8 @@ impl Model {
     /// `cleanup_thread`: cancels the parked jobs that are paused, always
     /// the newest first (cancelling one may end others: dropping the paused
     /// jobs it holds); running ones leave the list and are left alone. A
-    /// cancelled job's handle is dead: its stack stays with it (not back to
-    /// the pool) and its ctx is let go. Then the pool is destroyed.
+    /// cancelled job's handle is dead: its stack and its ctx clone stay
+    /// with it until it is dropped or resumed. Then the pool is destroyed.
     fn cleanup_thread(&mut self) {
         self.cleaning += 1;
         while let Some(p) = self.parked.pop() {
@@ -1191,13 +1202,18 @@ impl Model {
             self.unwind(p);
             let job = self.jobs[p as usize].take().expect("model: job is alive");
             self.dead[p as usize] = true;
-            if let Some(c) = job.ctx {
-                self.ctxs[c].jobs -= 1;
-                self.maybe_gone(c);
-            }
+            self.dead_ctx[p as usize] = job.ctx;
         }
         self.cleaning -= 1;
         self.pool = None;
+    }
+
+    /// A dead handle goes: its ctx clone with it.
+    fn release_dead_ctx(&mut self, j: u32) {
+        if let Some(c) = self.dead_ctx[j as usize].take() {
+            self.ctxs[c].jobs -= 1;
+            self.maybe_gone(c);
+        }
     }
 
     fn action(&mut self, j: u32, action: &Action) -> Flow {
