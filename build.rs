@@ -1,8 +1,9 @@
 //! Picks the context-switch backend for the target and tells rustc through
 //! the `stackjob_backend` cfg, plus one fact plain `cfg` cannot tell on
-//! stable Rust: the riscv64 float ABI (`stackjob_riscv_flen`). Nothing else
-//! happens here: the assembly is
-//! pulled in by `global_asm!(include_str!(..))`, so no C compiler or
+//! stable Rust: the riscv64 float ABI (`stackjob_riscv_flen`); and it hands
+//! the target triple to the tests that build an example for the same
+//! target (`STACKJOB_BUILD_TARGET`). Nothing else happens here: the assembly
+//! is pulled in by `global_asm!(include_str!(..))`, so no C compiler or
 //! assembler is needed for any target.
 
 use std::env;
@@ -11,6 +12,9 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(stackjob_backend, values(\"x86_64\", \"aarch64\", \"riscv64\"))");
     println!("cargo::rustc-check-cfg=cfg(stackjob_riscv_flen, values(\"0\", \"4\", \"8\"))");
+    // For the tests that run an example as a child process: they must build
+    // it for the same target (tests/common/example.rs).
+    println!("cargo::rustc-env=STACKJOB_BUILD_TARGET={}", env::var("TARGET").unwrap_or_default());
 
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();

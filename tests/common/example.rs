@@ -32,14 +32,15 @@ impl BuildDir {
 
         // Cargo tells integration tests `<layout>/tmp` at compile time, where
         // <layout> is the target directory, or `<target-dir>/<triple>` for a
-        // `--target` build. Cargo marks the target directory itself with a
-        // CACHEDIR.TAG, which tells the two apart.
+        // `--target` build; build.rs tells them the triple they were built
+        // for, which is <layout>'s name exactly in the second case.
         let layout = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().and_then(|p| p.canonicalize().ok());
         let (target_dir, triple) = match layout {
             Some(layout) if profile_dir.parent() == Some(layout.as_path()) => {
-                match layout.parent().filter(|p| p.join("CACHEDIR.TAG").is_file()) {
-                    Some(target_dir) => (Some(target_dir.to_path_buf()), Some(name_of(&layout))),
-                    None => (Some(layout), None),
+                if name_of(&layout) == env!("STACKJOB_BUILD_TARGET") {
+                    (layout.parent().map(Path::to_path_buf), Some(name_of(&layout)))
+                } else {
+                    (Some(layout), None)
                 }
             }
             _ => (None, None),
