@@ -188,7 +188,9 @@ impl Args {
     /// # Safety
     /// `args` must be null or readable for `size` bytes.
     unsafe fn copy(args: *const c_void, size: usize) -> Option<Args> {
-        if args.is_null() {
+        // `size == 0` means no copy, as in OpenSSL 3.0.x today (openssl#29377):
+        // the job gets NULL.
+        if args.is_null() || size == 0 {
             return Some(Args::None);
         }
         let blank = Align16([MaybeUninit::uninit(); 16]);
@@ -265,8 +267,8 @@ unsafe fn settle(
 /// int (*func)(void *), void *args, size_t size)`.
 ///
 /// With `*job == NULL`: copies `size` bytes of `args` (inline, without a
-/// heap allocation, up to 64 bytes) and runs `func(copy)` on a pooled job
-/// stack. With `*job` a paused job's handle: resumes it (`ctx`, `func`,
+/// heap allocation, up to 64 bytes; NULL `args` or `size == 0` give the job
+/// NULL) and runs `func(copy)` on a pooled job stack. With `*job` a paused job's handle: resumes it (`ctx`, `func`,
 /// `args`, `size` ignored). Returns `ASYNC_PAUSE` (handle in `*job`),
 /// `ASYNC_FINISH` (`*job = NULL`, `*ret` = result), `ASYNC_NO_JOBS` (pool
 /// limit reached, or jobs not supported here) or `ASYNC_ERR` — also for a
