@@ -324,8 +324,7 @@ pub unsafe extern "C" fn ASYNC_start_job(
             unsafe { func(p) }
         });
         CURRENT.set(0);
-        r.libctx.set(config::current_libctx());
-        config::set_libctx(caller_libctx);
+        back_from_job(r, caller_libctx);
         // SAFETY: this thread owns the record; pointers per the contract.
         unsafe { settle(index, r, h, result, job, ret) }
     })
@@ -350,14 +349,27 @@ unsafe fn resume(job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
     };
     count(&COUNTERS.resumes);
     let caller_libctx = config::current_libctx();
-    config::set_libctx(r.libctx.get());
+    if r.libctx.get() != caller_libctx {
+        config::set_libctx(r.libctx.get());
+    }
     CURRENT.set(h);
     let result = paused.resume();
     CURRENT.set(0);
-    r.libctx.set(config::current_libctx());
-    config::set_libctx(caller_libctx);
+    back_from_job(r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
     unsafe { settle(index, r, h, result, job, ret) }
+}
+
+/// Control is back from a job segment: saves the job's default
+/// `OSSL_LIB_CTX` and restores the caller's (OpenSSL 3's swap), skipping
+/// the library call when the job did not change it.
+#[inline]
+fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
+    let job_libctx = config::current_libctx();
+    r.libctx.set(job_libctx);
+    if job_libctx != caller_libctx {
+        config::set_libctx(caller_libctx);
+    }
 }
 
 /// `int ASYNC_pause_job(void)`: inside a job whose pausing is not blocked,

@@ -111,12 +111,17 @@ fn manpage_example_static() {
 }
 
 fn suite_program(name: &str) {
+    suite_program_with(name, &[]);
+}
+
+/// Builds and runs one C suite program, shared and static, with `extra`
+/// linker arguments (none: linked with this library only, no libcrypto).
+fn suite_program_with(name: &str, extra: &[&str]) {
     if !have_toolchain() {
         return;
     }
-    // Linked with this library only: no libcrypto at all.
     for shared in [true, false] {
-        let exe = build(name, shared, &[]);
+        let exe = build(name, shared, extra);
         let o = run(&exe, &[], &[]);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(
@@ -162,6 +167,12 @@ fn c_memfns() {
 #[test]
 fn c_misuse() {
     suite_program("misuse");
+}
+
+#[test]
+fn c_libctx_swap() {
+    // libcrypto is in the process, so OSSL_LIB_CTX_set0_default is found.
+    suite_program_with("libctx", &["-lcrypto"]);
 }
 
 #[test]
