@@ -1,0 +1,173 @@
+//! Process-wide settings read once from the environment, the debug
+//! counters, and the run-time link to libcrypto's default library context.
+
+use std::ffi::c_void;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Settings read from the environment on first use (or at load time).
+pub(crate) struct Config {
+    /// Usable bytes per job stack (`STACKJOB_STACK_SIZE`).
+    pub(crate) stack_size: usize,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// Whether `STACKJOB_DEBUG` asked for counters; a relaxed load on the hot path.
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// Parses a size such as `262144`, `256k`, `256K`, `1m` or `1M`.
+pub(crate) fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (digits, unit) = match text.as_bytes().last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 1024),
+        b'm' | b'M' => (&text[..text.len() - 1], 1024 * 1024),
+        _ => (text, 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
+/// The settings, read from the environment the first time.
+pub(crate) fn config() -> &'static Config {
+    CONFIG.get_or_init(|| {
+        let debug = std::env::var("STACKJOB_DEBUG").map(|v| !v.is_empty() && v != "0").unwrap_or(false);
+        let mut stack_size = stackjob::DEFAULT_STACK_SIZE;
+        if let Ok(text) = std::env::var("STACKJOB_STACK_SIZE") {
+            match parse_size(&text) {
+                Some(n) if (stackjob::MIN_STACK_SIZE..=stackjob::MAX_STACK_SIZE).contains(&n) => stack_size = n,
+                _ => eprintln!(
+                    "stackjob-openssl: ignoring STACKJOB_STACK_SIZE={text:?} (want bytes, or a k/M suffix, \
+                     between {} and {}); using {stack_size}",
+                    stackjob::MIN_STACK_SIZE,
+                    stackjob::MAX_STACK_SIZE
+                ),
+            }
+        }
+        DEBUG.store(debug, Ordering::Relaxed);
+        if debug {
+            eprintln!(
+                "stackjob-openssl: serving ASYNC_* (backend {}, capable {}, stack {} bytes + guard page, pid {})",
+                stackjob::backend(),
+                stackjob::is_capable(),
+                stack_size,
+                std::process::id()
+            );
+            // SAFETY: `report_at_exit` is a plain extern "C" fn that stays
+            // mapped for the life of the process (a preloaded or linked
+            // library is never unloaded before exit handlers run).
+            unsafe { libc::atexit(report_at_exit) };
+        }
+        Config { stack_size }
+    })
+}
+
+/// Counters kept only while `STACKJOB_DEBUG` is on.
+pub(crate) struct Counters {
+    pub(crate) starts: AtomicU64,
+    pub(crate) resumes: AtomicU64,
+    pub(crate) pauses: AtomicU64,
+    pub(crate) finishes: AtomicU64,
+}
+
+pub(crate) static COUNTERS: Counters = Counters {
+    starts: AtomicU64::new(0),
+    resumes: AtomicU64::new(0),
+    pauses: AtomicU64::new(0),
+    finishes: AtomicU64::new(0),
+};
+
+/// Adds one to `counter` if debugging is on.
+#[inline(always)]
+pub(crate) fn count(counter: &AtomicU64) {
+    if DEBUG.load(Ordering::Relaxed) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+extern "C" fn report_at_exit() {
+    let c = &COUNTERS;
+    eprintln!(
+        "stackjob-openssl: at exit: {} jobs started, {} resumes, {} pauses, {} finished",
+        c.starts.load(Ordering::Relaxed),
+        c.resumes.load(Ordering::Relaxed),
+        c.pauses.load(Ordering::Relaxed),
+        c.finishes.load(Ordering::Relaxed)
+    );
+}
+
+/// Reads the configuration (and prints the `STACKJOB_DEBUG` line) as soon
+/// as the library is loaded, so `LD_PRELOAD=… STACKJOB_DEBUG=1 prog` shows
+/// the library is in the process even before the first call.
+extern "C" fn at_load() {
+    // Never unwind out of a constructor.
+    let _ = std::panic::catch_unwind(config);
+}
+
+#[used]
+// SAFETY: `.init_array` holds pointers to functions the dynamic loader (or
+// the C runtime, for a static link) calls once at start-up with no
+// arguments; `at_load` has that signature and tolerates running early.
+#[unsafe(link_section = ".init_array")]
+static AT_LOAD: extern "C" fn() = at_load;
+
+/// `OSSL_LIB_CTX *OSSL_LIB_CTX_set0_default(OSSL_LIB_CTX *)`: with NULL it
+/// returns the thread's current default without changing it.
+type Set0Default = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+
+static SET0_DEFAULT: OnceLock<Option<Set0Default>> = OnceLock::new();
+
+/// libcrypto's `OSSL_LIB_CTX_set0_default`, if libcrypto is in the process.
+#[inline]
+fn set0_default() -> Option<Set0Default> {
+    *SET0_DEFAULT.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+        // searches the loaded objects.
+        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
+        if sym.is_null() {
+            None
+        } else {
+            // SAFETY: libcrypto 3.x defines the symbol with this signature.
+            Some(unsafe { std::mem::transmute::<*mut c_void, Set0Default>(sym) })
+        }
+    })
+}
+
+/// Whether default-library-context swapping is active (libcrypto found).
+pub(crate) fn libctx_swapping() -> bool {
+    set0_default().is_some()
+}
+
+/// The thread's current default `OSSL_LIB_CTX` (null without libcrypto).
+#[inline]
+pub(crate) fn current_libctx() -> *mut c_void {
+    match set0_default() {
+        // SAFETY: with NULL the function only reads the thread's default.
+        Some(f) => unsafe { f(std::ptr::null_mut()) },
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// Makes `ctx` the thread's default `OSSL_LIB_CTX` (no-op for null or
+/// without libcrypto).
+#[inline]
+pub(crate) fn set_libctx(ctx: *mut c_void) {
+    if let (Some(f), false) = (set0_default(), ctx.is_null()) {
+        // SAFETY: `ctx` came from an earlier `current_libctx` call, so it
+        // is a library context libcrypto handed out.
+        unsafe { f(ctx) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("64k"), Some(65536));
+        assert_eq!(parse_size("1M"), Some(1 << 20));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size(""), None);
+    }
+}

@@ -1,0 +1,774 @@
+//! # stackjob-openssl — OpenSSL's `<openssl/async.h>` on stackjob
+//!
+//! A C library (`libstackjob_openssl.so` / `.a`) exporting every function
+//! of OpenSSL 3.x's `<openssl/async.h>` with the same names, signatures,
+//! constants and documented behaviour, implemented on [`stackjob`]: jobs run
+//! on mmap'd, guard-paged stacks of a configurable size and switch with
+//! stackjob's hand-written assembly instead of `setjmp`/`ucontext`.
+//!
+//! Use it by linking (`-lstackjob_openssl` before `-lcrypto`) or, without
+//! rebuilding anything, by `LD_PRELOAD=libstackjob_openssl.so`.
+//!
+//! Environment (read once, at load time):
+//! * `STACKJOB_STACK_SIZE` — usable bytes per job stack (`262144`, `256k`,
+//!   `1M`); default [`stackjob::DEFAULT_STACK_SIZE`] (OpenSSL: 32 KiB).
+//! * `STACKJOB_DEBUG=1` — prints one line to stderr when the library loads
+//!   and a line of job counters at exit (proof the library serves the calls).
+//!
+//! Differences from OpenSSL, all in cases OpenSSL leaves undefined (where it
+//! crashes or corrupts memory) or documents as leaks:
+//! * stale `ASYNC_JOB *` handles, resuming from another thread, resuming a
+//!   job that is not paused, and `ASYNC_start_job` from inside a job all
+//!   return `ASYNC_ERR`;
+//! * a NULL wait ctx works (the job just has none); `ASYNC_WAIT_CTX_*`
+//!   functions given NULL return 0 (NULL for getters) instead of crashing;
+//! * `ASYNC_block_pause` is counted per job, not per thread, so a job that
+//!   ends while blocked does not block later jobs;
+//! * `ASYNC_init_thread(0, n)` (unlimited, `n` pre-created) is accepted; a
+//!   second `ASYNC_init_thread` replaces the pool instead of leaking it;
+//! * `ASYNC_cleanup_thread` (and thread exit) ends paused jobs: their stacks
+//!   are kept mapped but never reused (C frames cannot be unwound) and their
+//!   handles become stale;
+//! * the wait ctx's `get_changed_fds` counters restart at every job segment
+//!   including a fresh start (OpenSSL only resets them on resume);
+//! * `ASYNC_set_mem_functions` records the functions (and `get` returns
+//!   them) but job stacks are always stackjob's mmap'd stacks.
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![allow(non_snake_case)]
+
+mod config;
+mod handles;
+mod wait_ctx;
+
+use config::{COUNTERS, count};
+use handles::{PAUSED, RUNNING};
+use stackjob::{Error, Step};
+use std::cell::Cell;
+use std::ffi::{c_int, c_void};
+use std::mem::MaybeUninit;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use wait_ctx::{CWaitCtx, CallbackFn, CleanupFn};
+
+/// `ASYNC_start_job` failed.
+pub const ASYNC_ERR: c_int = 0;
+/// No job available in the pool; retry later.
+pub const ASYNC_NO_JOBS: c_int = 1;
+/// The job paused; resume it with its handle.
+pub const ASYNC_PAUSE: c_int = 2;
+/// The job finished; `*ret` holds its return value.
+pub const ASYNC_FINISH: c_int = 3;
+
+/// The opaque C `ASYNC_JOB` (handles are generation-counted values, never
+/// dereferenced).
+#[repr(C)]
+pub struct AsyncJob {
+    _opaque: [u8; 0],
+}
+
+/// The job function type `int (*)(void *)`.
+pub type JobFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+/// `ASYNC_stack_alloc_fn`: `void *(*)(size_t *num)`.
+pub type StackAllocFn = unsafe extern "C" fn(*mut usize) -> *mut c_void;
+/// `ASYNC_stack_free_fn`: `void (*)(void *addr)`.
+pub type StackFreeFn = unsafe extern "C" fn(*mut c_void);
+
+thread_local! {
+    /// The handle of the job running on this thread, or 0.
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+    /// This thread's pool was set up with the configured stack size.
+    static POOL_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Set once the first job stack was needed (latches `ASYNC_set_mem_functions`).
+static STACKS_USED: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f`, turning a Rust panic into `default` so it never unwinds into C.
+#[inline(always)]
+fn guard<T>(default: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+}
+
+/// Borrowed view of a C wait ctx pointer.
+///
+/// # Safety
+/// `ctx` must be null or a live `ASYNC_WAIT_CTX` from `ASYNC_WAIT_CTX_new`.
+#[inline(always)]
+unsafe fn wctx<'a>(ctx: *mut CWaitCtx) -> Option<&'a CWaitCtx> {
+    // SAFETY: per the contract.
+    unsafe { ctx.as_ref() }
+}
+
+fn pool_config(max_size: usize, init_size: usize) -> stackjob::PoolConfig {
+    stackjob::PoolConfig::new().max_size(max_size).init_size(init_size).stack_size(config::config().stack_size)
+}
+
+/// Creates this thread's pool with the configured stack size on first use.
+#[inline]
+fn ensure_pool() -> bool {
+    if POOL_READY.get() {
+        return true;
+    }
+    let ok = stackjob::init_thread_with(&pool_config(0, 0)).is_ok();
+    POOL_READY.set(ok);
+    ok
+}
+
+// ---------------------------------------------------------------- threads
+
+/// `int ASYNC_init_thread(size_t max_size, size_t init_size)`: sets up this
+/// thread's job pool (at most `max_size` jobs, 0 = no limit; `init_size`
+/// created now). Returns 1, or 0 if `init_size > max_size` (with a non-zero
+/// `max_size`), `max_size > INT_MAX`, or the stacks cannot be mapped.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int {
+    guard(0, || {
+        if max_size > c_int::MAX as usize || (max_size != 0 && init_size > max_size) {
+            return 0;
+        }
+        if init_size > 0 {
+            STACKS_USED.store(true, Ordering::Relaxed);
+        }
+        match stackjob::init_thread_with(&pool_config(max_size, init_size)) {
+            Ok(()) => {
+                POOL_READY.set(true);
+                1
+            }
+            Err(_) => 0,
+        }
+    })
+}
+
+/// `void ASYNC_cleanup_thread(void)`: frees this thread's pool. Jobs still
+/// paused are ended (their stacks quarantined, never reused) and their
+/// handles become stale: resuming one returns `ASYNC_ERR`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_cleanup_thread() {
+    guard((), || {
+        if CURRENT.get() != 0 {
+            return; // called from inside a job: the running job cannot be ended under itself
+        }
+        stackjob::cleanup_thread();
+        handles::release_paused_of_this_thread();
+        POOL_READY.set(false);
+    })
+}
+
+/// `int ASYNC_is_capable(void)`: 1 if jobs work here (a cached answer).
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_is_capable() -> c_int {
+    stackjob::is_capable() as c_int
+}
+
+// ------------------------------------------------------------------- jobs
+
+/// Small argument copies live inside the job's closure (on the job stack):
+/// no heap allocation per start.
+const INLINE_ARGS: usize = 64;
+
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct Align16([MaybeUninit<u8>; 16]);
+
+/// The job's private copy of `args`.
+enum Args {
+    None,
+    Inline([Align16; INLINE_ARGS / 16]),
+    Heap(Box<[Align16]>),
+}
+
+impl Args {
+    /// Copies `size` bytes from `args`; `None` if the heap copy fails.
+    ///
+    /// # Safety
+    /// `args` must be null or readable for `size` bytes.
+    unsafe fn copy(args: *const c_void, size: usize) -> Option<Args> {
+        // `size == 0` means no copy, as in OpenSSL 3.0.x today (openssl#29377):
+        // the job gets NULL.
+        if args.is_null() || size == 0 {
+            return Some(Args::None);
+        }
+        let blank = Align16([MaybeUninit::uninit(); 16]);
+        if size <= INLINE_ARGS {
+            let mut buf = [blank; INLINE_ARGS / 16];
+            // SAFETY: `args` is readable for `size` bytes and `buf` holds 64.
+            unsafe { ptr::copy_nonoverlapping(args.cast::<u8>(), buf.as_mut_ptr().cast::<u8>(), size) };
+            return Some(Args::Inline(buf));
+        }
+        let mut v: Vec<Align16> = Vec::new();
+        v.try_reserve_exact(size.div_ceil(16)).ok()?;
+        v.resize(size.div_ceil(16), blank);
+        // SAFETY: `args` is readable for `size` bytes and `v` holds at least that many.
+        unsafe { ptr::copy_nonoverlapping(args.cast::<u8>(), v.as_mut_ptr().cast::<u8>(), size) };
+        Some(Args::Heap(v.into_boxed_slice()))
+    }
+
+    fn as_ptr(&mut self) -> *mut c_void {
+        match self {
+            Args::None => ptr::null_mut(),
+            Args::Inline(buf) => buf.as_mut_ptr().cast(),
+            Args::Heap(b) => b.as_mut_ptr().cast(),
+        }
+    }
+}
+
+/// Turns a crate result into the C result for the job in record `index`.
+///
+/// # Safety
+/// The calling thread owns record `index`; `job` and `ret` are the caller's
+/// `ASYNC_start_job` arguments.
+unsafe fn settle(
+    index: u32,
+    r: &'static handles::Rec,
+    h: usize,
+    result: Result<Step<c_int>, Error>,
+    job: *mut *mut AsyncJob,
+    ret: *mut c_int,
+) -> c_int {
+    match result {
+        Ok(Step::Paused(j)) => {
+            // SAFETY: owner thread; the record's job slot is empty while it runs.
+            unsafe { *r.job.get() = Some(j) };
+            r.state.store(PAUSED, Ordering::Release);
+            // SAFETY: `job` is the caller's valid out-pointer.
+            unsafe { *job = h as *mut AsyncJob };
+            ASYNC_PAUSE
+        }
+        Ok(Step::Finished(v)) => {
+            count(&COUNTERS.finishes);
+            if !ret.is_null() {
+                // SAFETY: the caller's out-pointer for the result.
+                unsafe { *ret = v };
+            }
+            // SAFETY: as above; then the record goes back (job slot empty).
+            unsafe {
+                *job = ptr::null_mut();
+                handles::release(index, r);
+            }
+            ASYNC_FINISH
+        }
+        Err(e) => {
+            // SAFETY: owner thread; no job is stored in the record.
+            unsafe { handles::release(index, r) };
+            match e {
+                Error::NoJobs { .. } | Error::NotCapable { .. } => ASYNC_NO_JOBS,
+                _ => ASYNC_ERR,
+            }
+        }
+    }
+}
+
+/// `int ASYNC_start_job(ASYNC_JOB **job, ASYNC_WAIT_CTX *ctx, int *ret,
+/// int (*func)(void *), void *args, size_t size)`.
+///
+/// With `*job == NULL`: copies `size` bytes of `args` (inline, without a
+/// heap allocation, up to 64 bytes; NULL `args` or `size == 0` give the job
+/// NULL) and runs `func(copy)` on a pooled job stack. With `*job` a paused job's handle: resumes it (`ctx`, `func`,
+/// `args`, `size` ignored). Returns `ASYNC_PAUSE` (handle in `*job`),
+/// `ASYNC_FINISH` (`*job = NULL`, `*ret` = result), `ASYNC_NO_JOBS` (pool
+/// limit reached, or jobs not supported here) or `ASYNC_ERR` — also for a
+/// stale handle, a job of another thread, a job that is not paused, a call
+/// from inside a job, NULL `job` or NULL `func`.
+///
+/// # Safety
+/// Pointers as in OpenSSL: `job` valid, `ctx` null or live, `ret` null or
+/// writable, `args` null or readable for `size` bytes, `func` callable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_start_job(
+    job: *mut *mut AsyncJob,
+    ctx: *mut CWaitCtx,
+    ret: *mut c_int,
+    func: Option<JobFn>,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
+    guard(ASYNC_ERR, || {
+        if job.is_null() || CURRENT.get() != 0 {
+            return ASYNC_ERR;
+        }
+        // SAFETY: `job` is non-null and the caller's in/out pointer.
+        let h = unsafe { *job } as usize;
+        if h != 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { resume(job, h, ret) };
+        }
+        let Some(func) = func else { return ASYNC_ERR };
+        if !ensure_pool() {
+            return ASYNC_ERR;
+        }
+        STACKS_USED.store(true, Ordering::Relaxed);
+        handles::arm_exit_guard();
+        // SAFETY: `args` is readable for `size` bytes per the contract.
+        let Some(mut copy) = (unsafe { Args::copy(args, size) }) else { return ASYNC_ERR };
+        let Some((index, r)) = handles::acquire() else { return ASYNC_ERR };
+        // SAFETY: `ctx` is null or a live wait ctx per the contract.
+        let wait = unsafe { wctx(ctx) };
+        if let Some(w) = wait {
+            w.retain();
+            r.ctx.store(ctx, Ordering::Release);
+        }
+        r.state.store(RUNNING, Ordering::Release);
+        let h = handles::handle(index, r.generation.load(Ordering::Acquire));
+        count(&COUNTERS.starts);
+        let caller_libctx = config::current_libctx();
+        CURRENT.set(h);
+        let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
+            let p = copy.as_ptr();
+            // SAFETY: `func` is the caller's job function; `p` points at
+            // the job's own copy of the arguments, alive for the call.
+            unsafe { func(p) }
+        });
+        CURRENT.set(0);
+        back_from_job(r, caller_libctx);
+        // SAFETY: this thread owns the record; pointers per the contract.
+        unsafe { settle(index, r, h, result, job, ret) }
+    })
+}
+
+/// Resumes the paused job `h` (validated: current generation, paused,
+/// owned by this thread).
+///
+/// # Safety
+/// As `ASYNC_start_job`.
+unsafe fn resume(job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
+    let Some((index, r)) = handles::lookup(h) else { return ASYNC_ERR };
+    if r.owner.load(Ordering::Relaxed) != handles::thread_id()
+        || r.state.compare_exchange(PAUSED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err()
+    {
+        return ASYNC_ERR;
+    }
+    // SAFETY: this thread owns the record and the job is switched out.
+    let Some(paused) = (unsafe { (*r.job.get()).take() }) else {
+        r.state.store(PAUSED, Ordering::Release);
+        return ASYNC_ERR;
+    };
+    count(&COUNTERS.resumes);
+    let caller_libctx = config::current_libctx();
+    if r.libctx.get() != caller_libctx {
+        config::set_libctx(r.libctx.get());
+    }
+    CURRENT.set(h);
+    let result = paused.resume();
+    CURRENT.set(0);
+    back_from_job(r, caller_libctx);
+    // SAFETY: this thread owns the record; pointers per the contract.
+    unsafe { settle(index, r, h, result, job, ret) }
+}
+
+/// Control is back from a job segment: saves the job's default
+/// `OSSL_LIB_CTX` and restores the caller's (OpenSSL 3's swap), skipping
+/// the library call when the job did not change it.
+#[inline]
+fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
+    let job_libctx = config::current_libctx();
+    r.libctx.set(job_libctx);
+    if job_libctx != caller_libctx {
+        config::set_libctx(caller_libctx);
+    }
+}
+
+/// `int ASYNC_pause_job(void)`: inside a job whose pausing is not blocked,
+/// returns control to the `ASYNC_start_job` caller (which sees
+/// `ASYNC_PAUSE`) and returns 1 once resumed. Outside a job or while
+/// blocked: returns 1 at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_pause_job() -> c_int {
+    let h = CURRENT.get();
+    if h == 0 {
+        return 1;
+    }
+    match handles::lookup(h) {
+        Some((_, r)) if r.blocked.get() == 0 => {}
+        _ => return 1,
+    }
+    count(&COUNTERS.pauses);
+    // The crate cancels a job whose handle is dropped (ASYNC_cleanup_thread,
+    // thread exit) by making `pause` unwind. C frames cannot be unwound, so
+    // the unwind stops here and the job pauses again: it never runs another
+    // line of C, and after a few tries the crate quarantines its stack.
+    while catch_unwind(stackjob::pause).is_err() {}
+    1
+}
+
+/// `ASYNC_JOB *ASYNC_get_current_job(void)`: the running job's handle (the
+/// value `ASYNC_start_job` puts in `*job`), or NULL outside a job.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_get_current_job() -> *mut AsyncJob {
+    CURRENT.get() as *mut AsyncJob
+}
+
+/// `ASYNC_WAIT_CTX *ASYNC_get_wait_ctx(ASYNC_JOB *job)`: the wait ctx the
+/// job was started with. Works from any thread; NULL for a NULL, stale or
+/// invalid handle, or a job started without a wait ctx.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
+    let h = job as usize;
+    let Some((_, r)) = handles::lookup(h) else { return ptr::null_mut() };
+    let ctx = r.ctx.load(Ordering::Acquire);
+    // Re-check: the job may have finished meanwhile.
+    if handles::lookup(h).is_none() {
+        return ptr::null_mut();
+    }
+    ctx
+}
+
+/// `void ASYNC_block_pause(void)`: makes `ASYNC_pause_job` a no-op in the
+/// running job until a matching `ASYNC_unblock_pause` (nestable, per job).
+/// No effect outside a job.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_block_pause() {
+    if let Some((_, r)) = handles::lookup(CURRENT.get()) {
+        r.blocked.set(r.blocked.get().saturating_add(1));
+    }
+}
+
+/// `void ASYNC_unblock_pause(void)`: undoes one `ASYNC_block_pause` of the
+/// running job. No effect outside a job or when not blocked.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_unblock_pause() {
+    if let Some((_, r)) = handles::lookup(CURRENT.get()) {
+        r.blocked.set(r.blocked.get().saturating_sub(1));
+    }
+}
+
+// ------------------------------------------------------- mem functions
+
+static MEM_FUNCTIONS: Mutex<(Option<StackAllocFn>, Option<StackFreeFn>)> = Mutex::new((None, None));
+
+/// The default stack allocator `ASYNC_get_mem_functions` reports before any
+/// is set: `malloc(*num)`.
+unsafe extern "C" fn default_stack_alloc(num: *mut usize) -> *mut c_void {
+    // SAFETY: the caller passes a valid `size_t *` (OpenSSL's contract).
+    unsafe { libc::malloc(if num.is_null() { 0 } else { *num }) }
+}
+
+/// The default stack free function: `free(addr)`.
+unsafe extern "C" fn default_stack_free(addr: *mut c_void) {
+    // SAFETY: `addr` came from `default_stack_alloc` (OpenSSL's contract).
+    unsafe { libc::free(addr) }
+}
+
+/// `int ASYNC_set_mem_functions(ASYNC_stack_alloc_fn, ASYNC_stack_free_fn)`
+/// (OpenSSL 3.1): records a stack allocator pair (NULL keeps the current
+/// one). Returns 0 once any job stack was ever needed, 1 otherwise. The
+/// pair is only reported back by `ASYNC_get_mem_functions`: job stacks are
+/// always stackjob's mmap'd, guard-paged stacks (size: `STACKJOB_STACK_SIZE`).
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_set_mem_functions(alloc_fn: Option<StackAllocFn>, free_fn: Option<StackFreeFn>) -> c_int {
+    guard(0, || {
+        if STACKS_USED.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let mut m = MEM_FUNCTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        if alloc_fn.is_some() {
+            m.0 = alloc_fn;
+        }
+        if free_fn.is_some() {
+            m.1 = free_fn;
+        }
+        1
+    })
+}
+
+/// `void ASYNC_get_mem_functions(ASYNC_stack_alloc_fn *, ASYNC_stack_free_fn *)`
+/// (OpenSSL 3.1): the recorded pair, or the default malloc/free pair. NULL
+/// out-pointers are skipped.
+///
+/// # Safety
+/// Each pointer must be null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_get_mem_functions(
+    alloc_fn: *mut Option<StackAllocFn>,
+    free_fn: *mut Option<StackFreeFn>,
+) {
+    guard((), || {
+        let m = *MEM_FUNCTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: non-null out-pointers are writable per the contract.
+        unsafe {
+            if !alloc_fn.is_null() {
+                *alloc_fn = Some(m.0.unwrap_or(default_stack_alloc));
+            }
+            if !free_fn.is_null() {
+                *free_fn = Some(m.1.unwrap_or(default_stack_free));
+            }
+        }
+    })
+}
+
+// --------------------------------------------------------------- wait ctx
+
+/// `ASYNC_WAIT_CTX *ASYNC_WAIT_CTX_new(void)`: an empty wait ctx.
+#[unsafe(no_mangle)]
+pub extern "C" fn ASYNC_WAIT_CTX_new() -> *mut CWaitCtx {
+    guard(ptr::null_mut(), CWaitCtx::new_raw)
+}
+
+/// `void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX *ctx)`: runs the cleanup of every
+/// registered fd (newest first) and frees the ctx; NULL is ignored. If a
+/// paused job still uses the ctx, that happens when the job ends.
+///
+/// # Safety
+/// `ctx` must be null or a live wait ctx, not used by the caller afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_free(ctx: *mut CWaitCtx) {
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: the caller gives up its reference to a live ctx.
+    guard((), || unsafe { CWaitCtx::release(ctx) })
+}
+
+/// `int ASYNC_WAIT_CTX_set_wait_fd(ctx, const void *key, OSSL_ASYNC_FD fd,
+/// void *custom_data, cleanup)`: registers `fd` under `key` (added in the
+/// current job segment). Returns 1, or 0 for a NULL ctx.
+///
+/// # Safety
+/// `ctx` null or live; `cleanup` null or callable as OpenSSL describes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_wait_fd(
+    ctx: *mut CWaitCtx,
+    key: *const c_void,
+    fd: c_int,
+    custom_data: *mut c_void,
+    cleanup: Option<CleanupFn>,
+) -> c_int {
+    guard(0, || {
+        // SAFETY: per the contract.
+        let Some(w) = (unsafe { wctx(ctx) }) else { return 0 };
+        let at = ctx as usize;
+        let cleanup: Option<stackjob::Cleanup> = cleanup.map(|f| {
+            Box::new(move |key: stackjob::WaitKey, fd: c_int, data: usize| {
+                // SAFETY: cleanups run from `CWaitCtx::release` while the
+                // ctx at `at` is still alive; `f` is the user's cleanup.
+                unsafe { f(at as *mut CWaitCtx, key.get() as *const c_void, fd, data as *mut c_void) }
+            }) as stackjob::Cleanup
+        });
+        w.inner().set_wait_fd(stackjob::WaitKey::new(key as usize), fd, custom_data as usize, cleanup);
+        1
+    })
+}
+
+/// `int ASYNC_WAIT_CTX_get_fd(ctx, key, OSSL_ASYNC_FD *fd, void **custom_data)`:
+/// the newest live entry with `key` → 1, else 0 (NULL outs skipped).
+///
+/// # Safety
+/// `ctx` null or live; `fd`, `custom_data` null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_fd(
+    ctx: *mut CWaitCtx,
+    key: *const c_void,
+    fd: *mut c_int,
+    custom_data: *mut *mut c_void,
+) -> c_int {
+    guard(0, || {
+        // SAFETY: per the contract.
+        let Some(w) = (unsafe { wctx(ctx) }) else { return 0 };
+        let Some((f, data)) = w.inner().get_fd(stackjob::WaitKey::new(key as usize)) else { return 0 };
+        // SAFETY: non-null out-pointers are writable per the contract.
+        unsafe {
+            if !fd.is_null() {
+                *fd = f;
+            }
+            if !custom_data.is_null() {
+                *custom_data = data as *mut c_void;
+            }
+        }
+        1
+    })
+}
+
+/// Copies `fds` to `out` (if non-null) and stores the count in `num`.
+///
+/// # Safety
+/// `out` null or writable for `fds.len()` fds; `num` null or writable.
+unsafe fn put_fds(fds: &[c_int], out: *mut c_int, num: *mut usize) {
+    // SAFETY: per the contract (OpenSSL: callers size `out` with a first
+    // count-only call).
+    unsafe {
+        if !out.is_null() {
+            ptr::copy_nonoverlapping(fds.as_ptr(), out, fds.len());
+        }
+        if !num.is_null() {
+            *num = fds.len();
+        }
+    }
+}
+
+/// `int ASYNC_WAIT_CTX_get_all_fds(ctx, OSSL_ASYNC_FD *fd, size_t *numfds)`:
+/// the live fds, newest first (`fd` may be NULL to count only). 1, or 0 for
+/// a NULL ctx.
+///
+/// # Safety
+/// `ctx` null or live; `fd` null or large enough; `numfds` null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_all_fds(ctx: *mut CWaitCtx, fd: *mut c_int, numfds: *mut usize) -> c_int {
+    guard(0, || {
+        // SAFETY: per the contract.
+        let Some(w) = (unsafe { wctx(ctx) }) else { return 0 };
+        if fd.is_null() {
+            if !numfds.is_null() {
+                // SAFETY: writable per the contract.
+                unsafe { *numfds = w.inner().fd_count() };
+            }
+            return 1;
+        }
+        // SAFETY: per the contract.
+        unsafe { put_fds(&w.inner().all_fds(), fd, numfds) };
+        1
+    })
+}
+
+/// `int ASYNC_WAIT_CTX_get_changed_fds(ctx, addfd, numaddfds, delfd,
+/// numdelfds)`: the fds added and deleted in the job's last run segment.
+/// 1, or 0 for a NULL ctx.
+///
+/// # Safety
+/// `ctx` null or live; arrays null or large enough; counts null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_changed_fds(
+    ctx: *mut CWaitCtx,
+    addfd: *mut c_int,
+    numaddfds: *mut usize,
+    delfd: *mut c_int,
+    numdelfds: *mut usize,
+) -> c_int {
+    guard(0, || {
+        // SAFETY: per the contract.
+        let Some(w) = (unsafe { wctx(ctx) }) else { return 0 };
+        let changed = w.inner().changed_fds();
+        // SAFETY: per the contract.
+        unsafe {
+            put_fds(&changed.added, addfd, numaddfds);
+            put_fds(&changed.deleted, delfd, numdelfds);
+        }
+        1
+    })
+}
+
+/// `int ASYNC_WAIT_CTX_clear_fd(ctx, const void *key)`: unregisters the
+/// newest live entry with `key` without calling its cleanup. 1 if found.
+///
+/// # Safety
+/// `ctx` null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_clear_fd(ctx: *mut CWaitCtx, key: *const c_void) -> c_int {
+    guard(0, || {
+        // SAFETY: per the contract.
+        let Some(w) = (unsafe { wctx(ctx) }) else { return 0 };
+        w.inner().clear_fd(stackjob::WaitKey::new(key as usize)) as c_int
+    })
+}
+
+/// `int ASYNC_WAIT_CTX_set_callback(ctx, ASYNC_callback_fn cb, void *arg)`:
+/// stores the completion callback (NULL = none). 0 only for a NULL ctx.
+///
+/// # Safety
+/// `ctx` null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_callback(
+    ctx: *mut CWaitCtx,
+    callback: Option<CallbackFn>,
+    callback_arg: *mut c_void,
+) -> c_int {
+    guard(0, || {
+        // SAFETY: per the contract.
+        let Some(w) = (unsafe { wctx(ctx) }) else { return 0 };
+        w.set_callback(callback, callback_arg);
+        1
+    })
+}
+
+/// `int ASYNC_WAIT_CTX_get_callback(ctx, ASYNC_callback_fn *cb, void **arg)`:
+/// 1 and the callback if one is set, else 0 (outputs untouched).
+///
+/// # Safety
+/// `ctx` null or live; outputs null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_callback(
+    ctx: *mut CWaitCtx,
+    callback: *mut Option<CallbackFn>,
+    callback_arg: *mut *mut c_void,
+) -> c_int {
+    guard(0, || {
+        // SAFETY: per the contract.
+        let Some(w) = (unsafe { wctx(ctx) }) else { return 0 };
+        let Some((f, arg)) = w.callback() else { return 0 };
+        // SAFETY: non-null outputs are writable per the contract.
+        unsafe {
+            if !callback.is_null() {
+                *callback = Some(f);
+            }
+            if !callback_arg.is_null() {
+                *callback_arg = arg;
+            }
+        }
+        1
+    })
+}
+
+/// `int ASYNC_WAIT_CTX_set_status(ctx, int status)`: stores any int. 1, or
+/// 0 for a NULL ctx.
+///
+/// # Safety
+/// `ctx` null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_status(ctx: *mut CWaitCtx, status: c_int) -> c_int {
+    // SAFETY: per the contract.
+    match unsafe { wctx(ctx) } {
+        Some(w) => {
+            w.set_status(status);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// `int ASYNC_WAIT_CTX_get_status(ctx)`: the stored status (initially 0,
+/// `ASYNC_STATUS_UNSUPPORTED`); 0 for a NULL ctx.
+///
+/// # Safety
+/// `ctx` null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_status(ctx: *mut CWaitCtx) -> c_int {
+    // SAFETY: per the contract.
+    unsafe { wctx(ctx) }.map_or(0, CWaitCtx::status)
+}
+
+// ------------------------------------------------------------ extras
+
+/// `void stackjob_openssl_counters(uint64_t out[4])`: jobs started, resumes,
+/// pauses and finishes in this process (counted only with `STACKJOB_DEBUG`
+/// set). Not part of OpenSSL: a probe that this library serves the calls.
+///
+/// # Safety
+/// `out` must be null or writable for 4 `uint64_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn stackjob_openssl_counters(out: *mut u64) {
+    if out.is_null() {
+        return;
+    }
+    let c = &COUNTERS;
+    let v = [&c.starts, &c.resumes, &c.pauses, &c.finishes].map(|a| a.load(Ordering::Relaxed));
+    // SAFETY: writable for 4 values per the contract.
+    unsafe { ptr::copy_nonoverlapping(v.as_ptr(), out, 4) };
+}
+
+/// `size_t stackjob_openssl_stack_size(void)`: the job stack size in use
+/// (`STACKJOB_STACK_SIZE` or the default). Not part of OpenSSL.
+#[unsafe(no_mangle)]
+pub extern "C" fn stackjob_openssl_stack_size() -> usize {
+    guard(0, || config::config().stack_size)
+}
+
+/// `int stackjob_openssl_libctx_swapping(void)`: 1 if libcrypto's
+/// `OSSL_LIB_CTX_set0_default` was found, so the default library context is
+/// swapped around every job segment as OpenSSL does. Not part of OpenSSL.
+#[unsafe(no_mangle)]
+pub extern "C" fn stackjob_openssl_libctx_swapping() -> c_int {
+    guard(0, || config::libctx_swapping() as c_int)
+}
