@@ -5,7 +5,7 @@
 # and then runs, in order:
 #
 #   fmt        cargo fmt --check
-#   clippy     cargo clippy --all-targets -- -D warnings
+#   clippy     cargo clippy --workspace --all-targets -- -D warnings
 #   test       cargo test                        (native, debug)
 #   release    cargo test --release             (native, optimised: the scrub
 #              tests check the starter's frame only when optimised)
@@ -16,6 +16,8 @@
 #   valgrind   scripts/valgrind.sh               (every test binary, 0 errors)
 #   asan       scripts/asan.sh                   (nightly, -Zsanitizer=address)
 #   fuzz       scripts/fuzz.sh 60                (nightly, cargo-fuzz)
+#   openssl    scripts/test-openssl-abi.sh       (the OpenSSL-ABI C library: the
+#              man-page C example, the C suite, LD_PRELOAD under `openssl speed`)
 #   icount     scripts/icount.sh                 (callgrind instructions per op)
 #
 # STACKJOB_SKIP="fuzz cross ..." skips steps by name (for local runs only;
@@ -73,7 +75,7 @@ ensure_apt bc bc
 rustc --version
 
 step fmt cargo fmt --check
-step clippy cargo clippy --all-targets -- -D warnings
+step clippy cargo clippy --workspace --all-targets -- -D warnings
 step test cargo test
 step release cargo test --release
 step examples examples
@@ -85,6 +87,7 @@ else
     SUMMARY+=("asan      skipped: no nightly toolchain")
 fi
 step fuzz scripts/fuzz.sh 60
+step openssl scripts/test-openssl-abi.sh
 step icount scripts/icount.sh
 
 printf '\n==== summary ====\n'
