@@ -33,6 +33,12 @@ macro_rules! require_linux_backend {
             eprintln!("skipped: counting mappings needs /proc/self/maps (Linux)");
             return;
         }
+        if cfg!(feature = "asan") {
+            // ASan's shadow memory and per-switch fake stacks need the very
+            // address space and mappings these scenarios exhaust.
+            eprintln!("skipped under AddressSanitizer: its own memory needs defeat the exhaustion");
+            return;
+        }
         if std::env::var_os("STACKJOB_TEST_RUNNER").is_some_and(|r| !r.is_empty()) {
             // qemu-user maps the guest's memory inside its own process: the
             // guest's mappings, its address-space limit and the kernel's
