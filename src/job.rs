@@ -425,16 +425,25 @@ fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
 /// Returns a finished job's stack to the pool and lets go of its wait ctx
 /// (whose cleanups may run now, with the pool consistent again).
 fn finish(stack: Stack) {
-    let slot = slot_of(&stack);
+    let ctx = retire(&stack);
     // SAFETY: the job finished; its slot is ours until the stack is released.
-    let (ctx, live_from) = unsafe {
+    let live_from = unsafe { (*slot_of(&stack)).regs.sp };
+    pool::release(stack, live_from);
+    drop(ctx);
+}
+
+/// A job that will never run again (finished, or abandoned) leaves the
+/// parked list and gives up its wait ctx, which the caller drops once the
+/// stack is disposed of.
+fn retire(stack: &Stack) -> Option<WaitCtx> {
+    let slot = slot_of(stack);
+    // SAFETY: the job is switched out for good; its slot is ours.
+    unsafe {
         if (*slot).parked {
             unpark(slot);
         }
-        ((*slot).ctx.take(), (*slot).regs.sp)
-    };
-    pool::release(stack, live_from);
-    drop(ctx);
+        (*slot).ctx.take()
+    }
 }
 
 impl<R> Job<R> {
@@ -531,14 +540,7 @@ unsafe fn cancel_erased<R>(stack: &Stack) -> bool {
 /// and is let go, so its cleanups can run once the last user handle drops;
 /// clones held in the abandoned frames themselves are leaked with the stack.
 fn abandon(stack: Stack) {
-    let slot = slot_of(&stack);
-    // SAFETY: the job is switched out for good; its slot is ours.
-    let ctx = unsafe {
-        if (*slot).parked {
-            unpark(slot);
-        }
-        (*slot).ctx.take()
-    };
+    let ctx = retire(&stack);
     pool::quarantine(stack);
     drop(ctx);
 }
