@@ -10,30 +10,49 @@
 //     never touched; the signal mask is never touched (no syscalls here).
 //   * rsp + 8 is a multiple of 16 at a function's first instruction.
 //
+// Who saves what. The two inline asm blocks that enter this file (in
+// src/arch/x86_64.rs) declare r12, r13, r14 and r15 as outputs they
+// clobber, plus clobber_abi("sysv64") for every caller-saved register. The
+// compiler therefore keeps nothing it still needs in those registers across
+// a switch: it saves exactly the ones that are live at that call site, in
+// the frame that needs them, with its own CFI (corosensei's scheme). The
+// asm saves only what an inline asm block cannot declare clobbered (rbx,
+// which LLVM reserves, and rbp, the frame pointer), the resume PC and the
+// control words:
+//
+//   register          saved by                        where
+//   rbx, rbp          this file                       the record below
+//   r12-r15           the compiler, only if live      the Rust frame's spill slots
+//   rsp               this file                       regs.sp / regs.parent_sp
+//   rip               `call` (resumer) / rcx (job)    the record's +24
+//   MXCSR control     this file                       the record's +4
+//   x87 control word  this file                       the record's +0
+//   everything else   caller-saved: clobbered, nothing to do
+//
 // This file is assembled by `global_asm!` in src/arch/x86_64.rs, which
 // substitutes the operands written in braces: the field offsets of
-// `Regs` (SP, PARENT_SP) and the MXCSR status-flag mask. No number that
+// `Regs` (SP, PARENT_SP) and the MXCSR control-bit mask. No number that
 // Rust also knows is written twice.
 //
 // Three entry points, nothing else (Boost.Context's "three functions" size),
 // all `.hidden`: linked into the same module as their Rust callers, reached
 // without PLT stubs, and never exported from a shared object:
 //
-//   stackjob_switch_in(regs: *mut Regs)      extern "sysv64", called by Rust.
-//       The resumer's side. Saves the resumer's callee-saved state on the
-//       resumer's stack, stores that stack pointer in regs.parent_sp,
-//       restores the job's state from regs.sp and jumps to the job's resume
-//       PC. "Returns" when the job next switches out.
+//   stackjob_switch_in(regs: *mut Regs)      called by Rust's inline asm.
+//       The resumer's side. Saves the resumer's record on the resumer's
+//       stack, stores that stack pointer in regs.parent_sp, restores the
+//       job's record from regs.sp and jumps to the job's resume PC.
+//       "Returns" when the job next switches out.
 //
 //   stackjob_switch_out                       jump target, not a function.
 //       The job's side. Reached by `jmp` from the two-instruction inline asm
 //       in src/arch/x86_64.rs with rdi = regs and rcx = the PC to resume at.
-//       Saves the job's state on the job stack, stores it in regs.sp,
-//       restores the resumer's state from regs.parent_sp and `ret`s from the
+//       Saves the job's record on the job stack, stores it in regs.sp,
+//       restores the resumer's record from regs.parent_sp and `ret`s from the
 //       resumer's `call stackjob_switch_in`.
 //
 //   stackjob_trampoline                       first PC of a fresh stack.
-//       Calls the Rust entry function (r12) with the regs pointer (rbx);
+//       Calls the Rust entry function (rbp) with the regs pointer (rbx);
 //       its CFI continues the backtrace into the resumer.
 //
 // Why this shape (return-stack-buffer discipline): each round trip makes one
@@ -46,31 +65,29 @@
 // `jmp rcx` into the job, which the branch target buffer predicts (it goes to
 // the same pause site again and again).
 //
-// The saved record. Both directions push the same 64-byte record, so either
+// The saved record. Both directions push the same 32-byte record, so either
 // side can restore the other; its address is what regs.sp (job) or
 // regs.parent_sp (resumer) holds while that side is switched out:
 //
 //   offset  size  content
-//   +0      2     x87 FPU control word
-//   +2      2     zero (so +0..+8 compares as one 64-bit word)
-//   +4      4     MXCSR with the status flags (bits 0-5) cleared
-//   +8      8     r15
-//   +16     8     r14
-//   +24     8     r13
-//   +32     8     r12
-//   +40     8     rbx
-//   +48     8     rbp
-//   +56     8     resume PC: the return address of the resumer's `call`, or
+//   +0      2     x87 FPU control word (fnstcw)
+//   +2      2     unused
+//   +4      4     MXCSR as stmxcsr stored it (control bits and status flags)
+//   +8      8     rbx
+//   +16     8     rbp
+//   +24     8     resume PC: the return address of the resumer's `call`, or
 //                 the job's pause site (pushed from rcx by switch_out)
-//   +64           = the CFA of the switched-out frame
+//   +32           = the CFA of the switched-out frame
 //
-// The control words are restored only when they differ from the incoming
-// side's saved copy (`ldmxcsr` and `fldcw` cost far more than a compare).
-// Status flags are caller-saved, so they are not compared and not restored.
-// `stmxcsr`/`fnstcw` store 4 and 2 bytes; they are read back at those same
-// widths and combined in a register, then stored as one word: loading the
-// 8-byte word straight after the two narrow stores would defeat store-to-load
-// forwarding and stall every switch (measured: 33 -> 18 ns per round trip).
+// Control words. Each side stores its own, then compares them with the
+// other side's saved copies, and reloads only what differs (`ldmxcsr` and
+// `fldcw` cost far more than a compare). MXCSR is compared raw first: the
+// status flags are thread-wide and sticky, so in the steady state both
+// copies are bit-for-bit equal and one compare decides. Only when the raw
+// words differ are the control bits (mask {MXCSR_CONTROL}) compared; if just
+// the caller-saved status flags differ, nothing is reloaded. Each value is
+// read back at the width it was stored (4 and 2 bytes), so the loads
+// forward from the stores instead of stalling.
 //
 // Stack states (addresses grow upwards; the job stack is one mmap with a
 // PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
@@ -79,17 +96,17 @@
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | pc = trampoline  +56 |       | job frames         |      | job frames         |
-//   | rbp = 0          +48 |       |   ...              |      |   ...              |
-//   | rbx = &regs      +40 |       | pause site    +56  |      |   ...   <- rsp     |
-//   | r12 = entry fn   +32 |       | rbp..r15   +8..+48 |      |                    |
-//   | r13..r15 = 0  +8..+24|       | control words  +0  |      |                    |
-//   | control words    +0  |       +--------------------+      |                    |
-//   +----------------------+ <- regs.sp         <- regs.sp      regs.parent_sp points
-//   |  (unused)            |       |  (unused)          |      at the record on the
-//   +----------------------+       +--------------------+      resumer's stack
-//   | guard page PROT_NONE |       | guard page         |      | guard page         |
+//   | pc = trampoline  +24 |       | job frames         |      | job frames         |
+//   | rbp = entry fn   +16 |       |   ...              |      |   ...              |
+//   | rbx = &regs      +8  |       | pause site    +24  |      |   ...   <- rsp     |
+//   | control words    +0  |       | rbp, rbx  +16, +8  |      |                    |
+//   +----------------------+       | control words  +0  |      |                    |
+//   |  (unused)            |       +--------------------+      |                    |
+//   |                      |       |  (unused)          |      | regs.parent_sp     |
+//   +----------------------+       +--------------------+      | points at the      |
+//   | guard page PROT_NONE |       | guard page         |      | resumer's record   |
 //   +----------------------+       +--------------------+      +--------------------+
+//     regs.sp = the record           regs.sp = the record
 //
 // CFI: every instruction has exact unwind info. Once a switch has moved rsp
 // to the other stack, the CFA is described by a DWARF expression that reads
@@ -97,11 +114,12 @@
 // profiler sampling inside a switch still unwinds correctly. The trampoline
 // describes its caller as "the frame that last resumed this job", reading
 // regs.parent_sp through rbx: backtraces taken inside a job continue into
-// the resumer (gdb, perf --call-graph=dwarf, std::backtrace).
+// the resumer (gdb, perf --call-graph=dwarf, std::backtrace). r12-r15 hold
+// nothing of the resumer's at that point (its inline asm clobbers them), so
+// they are described as undefined there.
 //
 // Encodings used in the .cfi_escape lines (DWARF 5, section 6.4.2 / 7.7.1):
 //   0x0f  DW_CFA_def_cfa_expression, ULEB128 length, expression
-//   0x10  DW_CFA_expression reg, ULEB128 length, expression
 //   0x73  DW_OP_breg3 (rbx) SLEB128 offset     0x75 DW_OP_breg5 (rdi)
 //   0x06  DW_OP_deref                          0x23 DW_OP_plus_uconst ULEB128
 // DWARF register numbers: rbx 3, rbp 6, rdi 5, r12-r15 12-15, rip 16.
@@ -120,6 +138,7 @@ stackjob_switch_in:
     .cfi_startproc
     // rsp: resumer stack, [rsp] = return address into the Rust resumer.
     // rdi: regs of the job to resume; regs.sp = the job's saved record.
+    // r12-r15 and all caller-saved registers: free (declared clobbered).
     endbr64
     push    rbp
     .cfi_adjust_cfa_offset 8
@@ -127,61 +146,50 @@ stackjob_switch_in:
     push    rbx
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbx, 0
-    push    r12
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r12, 0
-    push    r13
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r13, 0
-    push    r14
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r14, 0
-    push    r15
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r15, 0
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
-    stmxcsr dword ptr [rsp + 4]             // MXCSR, in the upper half
-    fnstcw  word ptr [rsp]                  // x87 control word, +0..+2
-    mov     eax, dword ptr [rsp + 4]
-    movzx   ecx, word ptr [rsp]
-    and     eax, {MXCSR_CONTROL}            // drop the caller-saved status flags
-    shl     rax, 32
-    or      rax, rcx                        // rax = resumer's control words
-    mov     qword ptr [rsp], rax            // the record's +0..+8, as one word
+    stmxcsr dword ptr [rsp + 4]
+    fnstcw  word ptr [rsp]
+    mov     eax, dword ptr [rsp + 4]        // eax = the resumer's MXCSR
+    movzx   ecx, word ptr [rsp]             // cx = the resumer's x87 CW
     // The resumer's record is complete: publish it.
     mov     qword ptr [rdi + {PARENT_SP}], rsp
-    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 64.
-    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 64
+    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
+    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
-    cmp     rax, qword ptr [rsp]
-    jne     .Lswitch_in_fpenv
-.Lswitch_in_fpenv_done:
-    // rsp: the job's record, control words already in force.
-    mov     rcx, qword ptr [rsp + 56]       // the job's resume PC
-    mov     r15, qword ptr [rsp + 8]
-    mov     r14, qword ptr [rsp + 16]
-    mov     r13, qword ptr [rsp + 24]
-    mov     r12, qword ptr [rsp + 32]
-    mov     rbx, qword ptr [rsp + 40]
-    mov     rbp, qword ptr [rsp + 48]
-    lea     rsp, [rsp + 64]                 // pop the record (lea: flags untouched)
-    // rsp: the job's stack exactly as it was at its pause site; all job
-    // callee-saved registers restored; rcx = where the job continues.
-    // The only indirect branch of the round trip (target has endbr64).
+    cmp     eax, dword ptr [rsp + 4]
+    jne     .Lswitch_in_mxcsr
+.Lswitch_in_mxcsr_done:
+    cmp     cx, word ptr [rsp]
+    jne     .Lswitch_in_fcw
+.Lswitch_in_fcw_done:
+    // rsp: the job's record; its control words are in force.
+    mov     rbx, qword ptr [rsp + 8]
+    mov     rbp, qword ptr [rsp + 16]
+    mov     rcx, qword ptr [rsp + 24]       // the job's resume PC
+    lea     rsp, [rsp + 32]                 // pop the record (lea: flags untouched)
+    // rsp: the job's stack exactly as it was at its pause site; rbx, rbp
+    // are the job's; rcx = where the job continues. The only indirect
+    // branch of the round trip (its target has endbr64).
     jmp     rcx
 
-.Lswitch_in_fpenv:
-    // The job's control words differ from the resumer's: load the job's.
+.Lswitch_in_mxcsr:
+    // The raw MXCSR words differ; reload only if a control bit does.
+    xor     eax, dword ptr [rsp + 4]
+    test    eax, {MXCSR_CONTROL}
+    jz      .Lswitch_in_mxcsr_done
     ldmxcsr dword ptr [rsp + 4]
+    jmp     .Lswitch_in_mxcsr_done
+.Lswitch_in_fcw:
     fldcw   word ptr [rsp]
-    jmp     .Lswitch_in_fpenv_done
+    jmp     .Lswitch_in_fcw_done
     .cfi_endproc
     .size   stackjob_switch_in, . - stackjob_switch_in
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_out: rdi = regs, rcx = job resume PC, rsp = job stack
-// (16-byte aligned: the inline asm block that jumps here is placed like a call)
+// (16-byte aligned: the inline asm block that jumps here is placed like a
+// call). r12-r15 and all caller-saved registers: free (declared clobbered).
 // ---------------------------------------------------------------------------
     .globl  stackjob_switch_out
     .hidden stackjob_switch_out
@@ -193,7 +201,7 @@ stackjob_switch_out:
     // "return address" (its resume PC) lives in rcx until pushed.
     .cfi_def_cfa rsp, 0
     .cfi_register rip, rcx
-    push    rcx                             // +56: resume PC
+    push    rcx                             // +24: resume PC
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rip, 0
     push    rbp
@@ -202,57 +210,45 @@ stackjob_switch_out:
     push    rbx
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbx, 0
-    push    r12
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r12, 0
-    push    r13
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r13, 0
-    push    r14
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r14, 0
-    push    r15
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset r15, 0
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
     stmxcsr dword ptr [rsp + 4]
     fnstcw  word ptr [rsp]
-    mov     eax, dword ptr [rsp + 4]
-    movzx   ecx, word ptr [rsp]
-    and     eax, {MXCSR_CONTROL}
-    shl     rax, 32
-    or      rax, rcx                        // rax = job's control words
-    mov     qword ptr [rsp], rax
+    mov     eax, dword ptr [rsp + 4]        // eax = the job's MXCSR
+    movzx   ecx, word ptr [rsp]             // cx = the job's x87 CW
     mov     qword ptr [rdi + {SP}], rsp     // publish the job's record
-    // From here on: CFA = regs.sp + 64.
-    .cfi_escape 0x0f, 5, 0x75, {SP}, 0x06, 0x23, 64
+    // From here on: CFA = regs.sp + 32.
+    .cfi_escape 0x0f, 5, 0x75, {SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
-    cmp     rax, qword ptr [rsp]
-    jne     .Lswitch_out_fpenv
-.Lswitch_out_fpenv_done:
-    mov     r15, qword ptr [rsp + 8]
-    mov     r14, qword ptr [rsp + 16]
-    mov     r13, qword ptr [rsp + 24]
-    mov     r12, qword ptr [rsp + 32]
-    mov     rbx, qword ptr [rsp + 40]
-    mov     rbp, qword ptr [rsp + 48]
-    lea     rsp, [rsp + 56]
+    cmp     eax, dword ptr [rsp + 4]
+    jne     .Lswitch_out_mxcsr
+.Lswitch_out_mxcsr_done:
+    cmp     cx, word ptr [rsp]
+    jne     .Lswitch_out_fcw
+.Lswitch_out_fcw_done:
+    mov     rbx, qword ptr [rsp + 8]
+    mov     rbp, qword ptr [rsp + 16]
+    lea     rsp, [rsp + 24]
     // rsp: the resumer's stack, [rsp] = return address of its
     // `call stackjob_switch_in`. This `ret` pairs with that `call`.
     ret
 
-.Lswitch_out_fpenv:
+.Lswitch_out_mxcsr:
+    xor     eax, dword ptr [rsp + 4]
+    test    eax, {MXCSR_CONTROL}
+    jz      .Lswitch_out_mxcsr_done
     ldmxcsr dword ptr [rsp + 4]
+    jmp     .Lswitch_out_mxcsr_done
+.Lswitch_out_fcw:
     fldcw   word ptr [rsp]
-    jmp     .Lswitch_out_fpenv_done
+    jmp     .Lswitch_out_fcw_done
     .cfi_endproc
     .size   stackjob_switch_out, . - stackjob_switch_out
 
 // ---------------------------------------------------------------------------
 // stackjob_trampoline: first PC of a fresh job stack.
 // Entered by switch_in's `jmp rcx` with the FRESH record popped:
-//   rbx = regs, r12 = entry function, rbp = 0, rsp = 16-byte aligned top.
+//   rbx = regs, rbp = entry function, rsp = 16-byte aligned top.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
     .hidden stackjob_trampoline
@@ -263,19 +259,21 @@ stackjob_trampoline:
     // GDB refuses frames whose CFA is "inner" to the previous one unless the
     // frame is a signal frame; the resumer's stack may be anywhere.
     .cfi_signal_frame
-    // CFA = regs.parent_sp + 64: the frame of the resumer's switch_in call.
-    .cfi_escape 0x0f, 5, 0x73, {PARENT_SP}, 0x06, 0x23, 64
+    // CFA = regs.parent_sp + 32: the frame of the resumer's switch_in call.
+    .cfi_escape 0x0f, 5, 0x73, {PARENT_SP}, 0x06, 0x23, 32
     // The resumer's registers live in its record below that CFA.
     .cfi_offset rip, -8
     .cfi_offset rbp, -16
     .cfi_offset rbx, -24
-    .cfi_offset r12, -32
-    .cfi_offset r13, -40
-    .cfi_offset r14, -48
-    .cfi_offset r15, -56
+    .cfi_undefined r12
+    .cfi_undefined r13
+    .cfi_undefined r14
+    .cfi_undefined r15
     endbr64
     mov     rdi, rbx                        // arg0 = regs
-    call    r12                             // entry(regs) -> !, never returns
+    mov     rax, rbp
+    xor     ebp, ebp                        // frame-pointer chains end here
+    call    rax                             // entry(regs) -> !, never returns
     // The entry function loops forever (one iteration per job); reaching
     // here is a bug, and the trap also keeps the return address above
     // inside this FDE for unwinders that do not subtract 1.

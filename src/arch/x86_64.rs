@@ -13,18 +13,18 @@ pub(crate) const CAPABLE: bool = true;
 pub(crate) const BACKEND: &str = "x86_64-sysv";
 
 /// Size of the saved record (see the table in `arch/x86_64.s`).
-const RECORD: usize = 64;
+const RECORD: usize = 32;
 /// MXCSR bits 6..=15 are control bits (DAZ, exception masks, rounding, FZ);
 /// bits 0..=5 are the caller-saved exception flags.
 const MXCSR_CONTROL: u32 = 0xffc0;
 
 // Record offsets, named once (the asm spells the same layout in its table;
 // `record_layout_matches_asm` below checks the two against each other).
-const REC_FPENV: usize = 0;
-const REC_R12: usize = 32;
-const REC_RBX: usize = 40;
-const REC_RBP: usize = 48;
-const REC_PC: usize = 56;
+const REC_FCW: usize = 0;
+const REC_MXCSR: usize = 4;
+const REC_RBX: usize = 8;
+const REC_RBP: usize = 16;
+const REC_PC: usize = 24;
 
 // The CFI escapes encode these offsets as one SLEB128 byte each.
 const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64);
@@ -60,8 +60,8 @@ pub(crate) unsafe fn init_stack(top: *mut u8, regs: *mut Regs, entry: Entry) {
         core::ptr::write_bytes(rec, 0, RECORD);
         rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
         rec.add(REC_RBX).cast::<*mut Regs>().write(regs);
-        rec.add(REC_R12).cast::<usize>().write(entry as *const () as usize);
-        rec.add(REC_RBP).cast::<usize>().write(0);
+        // The trampoline moves the entry out of rbp and zeroes rbp.
+        rec.add(REC_RBP).cast::<usize>().write(entry as *const () as usize);
         // After the record is popped, rsp == top: 16-byte aligned at the
         // trampoline, so its `call` gives the entry the ABI's rsp+8 ≡ 0 mod 16.
         (*regs).sp = rec;
@@ -77,26 +77,19 @@ pub(crate) unsafe fn init_stack(top: *mut u8, regs: *mut Regs, entry: Entry) {
 /// `regs.sp` must point at the saved record of a switched-out job.
 #[inline(always)]
 pub(crate) unsafe fn inherit_fp_env(regs: *mut Regs) {
-    // SAFETY: the record is 8 writable bytes at regs.sp + REC_FPENV.
+    // SAFETY: the record's control-word fields are writable bytes at
+    // regs.sp + REC_FCW and regs.sp + REC_MXCSR.
     unsafe {
-        let p = (*regs).sp.add(REC_FPENV);
-        // The same word the asm builds: x87 CW in bits 0..16, MXCSR
-        // control bits in 32..64 (read back at the stores' own widths, so
-        // the loads forward from the stores).
+        let p = (*regs).sp;
+        // Stored raw, exactly as the asm stores them (the asm compares the
+        // status flags too before it looks at the control bits).
         asm!(
-            "stmxcsr dword ptr [{p} + 4]",
-            "fnstcw word ptr [{p}]",
-            "mov {mx:e}, dword ptr [{p} + 4]",
-            "movzx {cw:e}, word ptr [{p}]",
-            "and {mx:e}, {mask}",
-            "shl {mx}, 32",
-            "or {mx}, {cw}",
-            "mov qword ptr [{p}], {mx}",
+            "stmxcsr dword ptr [{p} + {mxcsr}]",
+            "fnstcw word ptr [{p} + {fcw}]",
             p = in(reg) p,
-            mx = out(reg) _,
-            cw = out(reg) _,
-            mask = const MXCSR_CONTROL,
-            options(nostack),
+            mxcsr = const REC_MXCSR,
+            fcw = const REC_FCW,
+            options(nostack, preserves_flags),
         );
     }
 }
@@ -108,16 +101,20 @@ pub(crate) unsafe fn inherit_fp_env(regs: *mut Regs) {
 /// stack, and this thread must be the one that owns the job.
 #[inline(always)]
 pub(crate) unsafe fn switch_in(regs: *mut Regs) {
-    // SAFETY: the asm saves and restores every callee-saved register and the
-    // control words (see the record table), so it behaves like an ordinary
-    // sysv64 call, which is how the block declares it. A direct `call` from
-    // inline asm rather than a call through the extern declaration: in a PIE
-    // the latter goes through the GOT (an indirect call) for no benefit.
+    // SAFETY: the asm saves rbx, rbp, the resume PC and the control words
+    // (see the record table); r12-r15 are declared clobbered here, so the
+    // compiler keeps nothing live in them across the switch and saves the
+    // ones it needs itself; every caller-saved register is clobbered by
+    // clobber_abi. The block is a call (no `nostack`), so nothing lives in a
+    // red zone below rsp. A direct `call` from inline asm rather than a call
+    // through the extern declaration: in a PIE the latter goes through the
+    // GOT (an indirect call) for no benefit.
     unsafe {
         asm!(
             "call {switch_in}",
             switch_in = sym stackjob_switch_in,
             in("rdi") regs,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
             clobber_abi("sysv64"),
         );
     }
@@ -131,8 +128,9 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs) {
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
 pub(crate) unsafe fn switch_out(regs: *mut Regs) {
-    // SAFETY: stackjob_switch_out saves rbx, rbp, r12-r15, the control words
-    // and the resume PC (rcx); everything else is declared clobbered. The
+    // SAFETY: stackjob_switch_out saves rbx, rbp, the control words and the
+    // resume PC (rcx); r12-r15 and every caller-saved register are declared
+    // clobbered, so the compiler saves what it needs of them itself. The
     // block is entered and left like a call (no `nostack`), so no red-zone
     // data lives below rsp. The resume label has the IBT landing pad because
     // switch_in reaches it with `jmp rcx`.
@@ -144,6 +142,7 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs) {
             "endbr64",
             switch_out = sym stackjob_switch_out,
             in("rdi") regs,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
             clobber_abi("sysv64"),
         );
     }
@@ -174,13 +173,14 @@ mod tests {
         let word = |off: usize| unsafe { rec.add(off).cast::<usize>().read() };
         assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
         assert_eq!(word(REC_RBX), regs_ptr as usize);
-        assert_eq!(word(REC_R12), never as *const () as usize);
-        assert_eq!(word(REC_RBP), 0);
+        assert_eq!(word(REC_RBP), never as *const () as usize);
         // SAFETY: regs.sp points at a record.
         unsafe { inherit_fp_env(regs_ptr) };
-        let fpenv = word(REC_FPENV) as u64;
-        assert_eq!((fpenv >> 32) & 0x3f, 0, "MXCSR status flags must be masked");
-        assert_eq!((fpenv >> 16) & 0xffff, 0, "padding must be zero");
-        assert_ne!(fpenv >> 32, 0, "MXCSR control bits (exception masks) are set by default");
+        // SAFETY: both fields lie inside the record.
+        let (fcw, mxcsr) = unsafe {
+            (rec.add(REC_FCW).cast::<u16>().read(), rec.add(REC_MXCSR).cast::<u32>().read())
+        };
+        assert_ne!(mxcsr & MXCSR_CONTROL, 0, "MXCSR control bits (exception masks) are set by default");
+        assert_eq!(fcw & 0x3f, 0x3f, "x87 exceptions are masked by default");
     }
 }
