@@ -9,6 +9,7 @@
 use crate::Error;
 use crate::stack::{self, Stack};
 use std::cell::{Cell, RefCell};
+use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How a thread's job pool is sized and what its stacks look like.
@@ -117,8 +118,6 @@ pub struct PoolStats {
 }
 
 struct Pool {
-    /// LIFO: the most recently used stack is the warmest in cache and TLB.
-    idle: Vec<Stack>,
     /// Stacks of this pool in existence: idle + running + paused.
     created: usize,
     max_size: usize,
@@ -129,13 +128,40 @@ struct Pool {
     epoch: u64,
 }
 
+/// `EPOCH` when the thread has no pool: never issued by `next_epoch`, and
+/// never a stack's epoch (stacks outside any pool have epoch 0).
+const NO_POOL: u64 = u64::MAX;
+
 thread_local! {
+    /// The pool's configuration and its slow paths (creating the pool,
+    /// growing it, statistics). Its destructor unmaps the idle stacks when
+    /// the thread exits.
     static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
+    // The hot path: the idle stacks as an intrusive LIFO list threaded
+    // through the stacks' own headers, and the epoch of the pool that owns
+    // them. Plain cells with constant initialisers and no destructor: one
+    // TLS access each, no lazy-initialisation check, no borrow flag, and
+    // still usable while the thread's other thread-locals are destroyed.
+    /// The most recently released idle stack (LIFO: the warmest in cache
+    /// and TLB), or null.
+    static IDLE: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
+    /// How many stacks the `IDLE` list holds.
+    static IDLE_LEN: Cell<usize> = const { Cell::new(0) };
+    /// The epoch of the installed pool, or `NO_POOL`.
+    static EPOCH: Cell<u64> = const { Cell::new(NO_POOL) };
 }
 
 fn next_epoch() -> u64 {
     static EPOCH: AtomicU64 = AtomicU64::new(1);
     EPOCH.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Puts an idle stack of the installed pool on the `IDLE` list.
+#[inline(always)]
+fn push_idle(stack: Stack) {
+    stack.set_next_idle(IDLE.get());
+    IDLE.set(stack.into_top());
+    IDLE_LEN.set(IDLE_LEN.get() + 1);
 }
 
 impl Pool {
@@ -147,36 +173,36 @@ impl Pool {
         stack::round_stack_size(cfg.stack_size)
     }
 
-    fn new(cfg: &PoolConfig) -> Result<Pool, Error> {
+    /// A pool for `cfg` and its `init_size` pre-created stacks, not yet
+    /// installed (see [`install`](Self::install)).
+    fn new(cfg: &PoolConfig) -> Result<(Pool, Vec<Stack>), Error> {
         let stack_size = Pool::check(cfg)?;
-        let mut pool = Pool {
-            idle: Vec::new(),
-            created: 0,
-            max_size: cfg.max_size,
-            stack_size,
-            scrub: cfg.scrub,
-            epoch: next_epoch(),
-        };
+        let mut pool =
+            Pool { created: 0, max_size: cfg.max_size, stack_size, scrub: cfg.scrub, epoch: next_epoch() };
+        let mut stacks = Vec::new();
         if crate::is_capable() {
             crate::overflow::prepare_thread();
-            pool.idle.try_reserve(cfg.init_size).map_err(|_| Error::StackAlloc {
+            stacks.try_reserve_exact(cfg.init_size).map_err(|_| Error::StackAlloc {
                 size: stack_size,
                 source: std::io::Error::from_raw_os_error(libc::ENOMEM),
             })?;
             for _ in 0..cfg.init_size {
-                pool.idle.push(Stack::new(stack_size, pool.epoch, pool.scrub)?);
+                stacks.push(Stack::new(stack_size, pool.epoch, pool.scrub)?);
                 pool.created += 1;
             }
         }
-        Ok(pool)
+        Ok((pool, stacks))
     }
 
-    #[inline]
-    fn take(&mut self) -> Result<Stack, Error> {
-        match self.idle.pop() {
-            Some(stack) => Ok(stack),
-            None => self.grow(),
+    /// Makes this pool the thread's (the previous one must be gone) and
+    /// lists its pre-created stacks as idle.
+    fn install(self, stacks: Vec<Stack>, slot: &mut Option<Pool>) {
+        debug_assert!(slot.is_none() && IDLE.get().is_null());
+        EPOCH.set(self.epoch);
+        for stack in stacks {
+            push_idle(stack);
         }
+        *slot = Some(self);
     }
 
     #[cold]
@@ -190,16 +216,53 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Unmaps the idle stacks; stacks still lent out no longer match any
+    /// pool's epoch and are unmapped when their jobs end.
+    fn drop(&mut self) {
+        if EPOCH.get() != self.epoch {
+            return; // never installed: it has no idle list
+        }
+        EPOCH.set(NO_POOL);
+        let mut top = IDLE.replace(ptr::null_mut());
+        IDLE_LEN.set(0);
+        while !top.is_null() {
+            // SAFETY: every top on the list is an idle stack of this pool,
+            // owned by the list alone; it is taken off before it is dropped.
+            let stack = unsafe { Stack::from_top(top) };
+            top = stack.next_idle();
+            drop(stack);
+        }
+    }
+}
+
 /// Lends a stack from the calling thread's pool, creating the pool with
 /// the default configuration on first use.
-#[inline]
+#[inline(always)]
 pub(crate) fn acquire() -> Result<Stack, Error> {
+    let top = IDLE.get();
+    if top.is_null() {
+        return acquire_slow();
+    }
+    // SAFETY: the list holds only idle stacks of the installed pool, owned
+    // by the list; this one is taken off it before it is handed out.
+    let stack = unsafe { Stack::from_top(top) };
+    IDLE.set(stack.next_idle());
+    IDLE_LEN.set(IDLE_LEN.get() - 1);
+    Ok(stack)
+}
+
+/// No idle stack: create the pool if there is none, then a new stack.
+#[cold]
+#[inline(never)]
+fn acquire_slow() -> Result<Stack, Error> {
     let lent = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
-        match &mut *pool {
-            Some(pool) => pool.take(),
-            None => pool.insert(Pool::new(&PoolConfig::new())?).take(),
+        if pool.is_none() {
+            let (new, stacks) = Pool::new(&PoolConfig::new())?;
+            new.install(stacks, &mut pool);
         }
+        pool.as_mut().map_or_else(|| unreachable!("installed above"), Pool::grow)
     });
     match lent {
         Ok(stack) => stack,
@@ -215,22 +278,18 @@ pub(crate) fn acquire() -> Result<Stack, Error> {
 
 /// Gives a stack back after its job finished. `live_from` is the lowest
 /// address still in use on it (everything below is dead job frames).
-#[inline]
+#[inline(always)]
 pub(crate) fn release(stack: Stack, live_from: *mut u8) {
     if stack.scrubs() {
         stack.scrub_below(live_from);
     }
-    let epoch = stack.epoch();
-    let back = POOL.try_with(|pool| match &mut *pool.borrow_mut() {
-        Some(pool) if pool.epoch == epoch => {
-            pool.idle.push(stack);
-            None
-        }
-        _ => Some(stack),
-    });
-    // Not our pool any more (re-initialised, cleaned up, or the thread is
-    // exiting): the stack is unmapped here, outside the pool borrow.
-    drop(back);
+    if stack.epoch() == EPOCH.get() {
+        push_idle(stack);
+    } else {
+        // Not our pool any more (re-initialised, cleaned up, the thread is
+        // exiting, or a stack of its own): unmapped here.
+        drop(stack);
+    }
 }
 
 /// A stack that still holds live frames the crate could not unwind: it is
@@ -303,10 +362,11 @@ pub fn init_thread_with(config: &PoolConfig) -> Result<(), Error> {
     if POOL.try_with(|_| ()).is_err() {
         return Pool::check(config).map(drop);
     }
-    let pool = Pool::new(config)?;
+    let (pool, stacks) = Pool::new(config)?;
     // Drop the old pool (unmapping its idle stacks) outside the borrow.
-    let old = POOL.try_with(|p| p.borrow_mut().replace(pool));
+    let old = POOL.try_with(|p| p.borrow_mut().take());
     drop(old);
+    let _ = POOL.try_with(|p| pool.install(stacks, &mut p.borrow_mut()));
     Ok(())
 }
 
@@ -331,8 +391,8 @@ pub(crate) fn destroy() {
 pub fn pool_stats() -> PoolStats {
     let stats = POOL.try_with(|p| {
         p.borrow().as_ref().map(|pool| PoolStats {
-            idle: pool.idle.len(),
-            in_use: pool.created - pool.idle.len(),
+            idle: IDLE_LEN.get(),
+            in_use: pool.created - IDLE_LEN.get(),
             max_size: pool.max_size,
             stack_size: pool.stack_size,
             scrub: pool.scrub,

@@ -57,6 +57,9 @@ struct Header {
     low: usize,
     /// The stack's registration with Valgrind (and LeakSanitizer).
     registration: StackRegistration,
+    /// While the stack is idle in its pool: the next idle stack's top (the
+    /// pool's free list is threaded through the stacks themselves).
+    next_idle: *mut u8,
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_RESERVE);
@@ -123,11 +126,19 @@ impl Stack {
             let top = NonNull::new_unchecked(header.cast::<u8>().sub(SLOT_RESERVE));
             let low = top.as_ptr() as usize & !(page - 1);
             let registration = sanitizer::stack_created(lowest, top.as_ptr(), end);
-            header.write(Header { map: ManuallyDrop::new(map), epoch, scrub, low, registration });
+            header.write(Header {
+                map: ManuallyDrop::new(map),
+                epoch,
+                scrub,
+                low,
+                registration,
+                next_idle: std::ptr::null_mut(),
+            });
             Ok(Stack { top })
         }
     }
 
+    #[inline(always)]
     fn header(&self) -> *mut Header {
         // SAFETY: the header lies SLOT_RESERVE bytes above the top, inside
         // the mapping this Stack owns.
@@ -135,15 +146,41 @@ impl Stack {
     }
 
     /// The pool instance that created this stack (0: none).
+    #[inline(always)]
     pub(crate) fn epoch(&self) -> u64 {
         // SAFETY: the header was written by `new` and lives as long as `self`.
         unsafe { (*self.header()).epoch }
     }
 
     /// Whether the stack is scrubbed between jobs.
+    #[inline(always)]
     pub(crate) fn scrubs(&self) -> bool {
         // SAFETY: as in `epoch`.
         unsafe { (*self.header()).scrub }
+    }
+
+    /// The link of the pool's idle list stored in this stack (meaningful
+    /// only while the stack is idle).
+    #[inline(always)]
+    pub(crate) fn next_idle(&self) -> *mut u8 {
+        // SAFETY: as in `epoch`.
+        unsafe { (*self.header()).next_idle }
+    }
+
+    /// Sets the idle-list link (see [`next_idle`](Self::next_idle)).
+    #[inline(always)]
+    pub(crate) fn set_next_idle(&self, next: *mut u8) {
+        // SAFETY: as in `epoch`; the header is written only by the owner.
+        unsafe { (*self.header()).next_idle = next }
+    }
+
+    /// Gives up ownership without unmapping: the caller keeps the top and
+    /// turns it back into a `Stack` with [`from_top`](Self::from_top).
+    #[inline(always)]
+    pub(crate) fn into_top(self) -> *mut u8 {
+        let top = self.top();
+        std::mem::forget(self);
+        top
     }
 
     /// The stack whose [`top`](Self::top) is `top`, as an owner.
@@ -151,6 +188,7 @@ impl Stack {
     /// # Safety
     /// `top` must be the top of a live stack; the caller must make sure only
     /// one of the owners it creates this way (or had before) drops it.
+    #[inline(always)]
     pub(crate) unsafe fn from_top(top: *mut u8) -> Stack {
         // SAFETY: a live stack's top is never null.
         Stack { top: unsafe { NonNull::new_unchecked(top) } }
