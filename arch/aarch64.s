@@ -1,6 +1,6 @@
 // stackjob context switch for aarch64, AAPCS64 (ELF), GNU syntax.
 //
-// As arch/x86_64.s (read that header first: the three entry points, the
+// As arch/x86_64.s (read that header first: the entry points, the
 // return-predictor discipline and the CFI scheme are the same), except:
 //
 // Follows the Arm "Procedure Call Standard for the Arm 64-bit Architecture"
@@ -34,8 +34,15 @@
 //       balanced. No `br`/`ret` ever leads into the job except the one
 //       `br x17` below.
 //
-//   stackjob_trampoline                       first PC of a fresh stack.
-//       x19 = regs, x20 = entry, x29 = 0: calls entry(regs) with `blr x20`.
+//   stackjob_switch_exit                      branch target, not a function.
+//       Reached by `b` from the job's body when it is done, with x0 = regs:
+//       restores the resumer's record as switch_out does and `ret`s to it,
+//       saving nothing of the job (the next job gets a FRESH record).
+//
+//   stackjob_trampoline                       first PC of every job.
+//       x19 = regs, x20 = entry, x29 = 0: enters entry(regs) with `br x16`
+//       and x30 pointing into the trampoline (no `blr`: see x86_64.s on
+//       why a job is entered without a call).
 //
 // Branch Target Identification (Armv8.5-BTI; `bti` is a hint, a NOP on
 // older cores). Every indirect-branch target in this file has a landing pad:
@@ -44,6 +51,7 @@
 //                         linker range-extension veneer or PLT stub reaches
 //                         its target with `br x16`/`br x17`, which `bti c`
 //                         accepts.
+//   stackjob_switch_exit  `bti c`: as stackjob_switch_out.
 //   stackjob_trampoline   `bti j`: reached by switch_in's `br x17`.
 //   the job's resume label (inline asm) `bti j`: reached by `br x17`.
 // `br x17` sets BTYPE 01, which both `bti j` and `bti c` accept; the jump
@@ -88,12 +96,12 @@
 //
 // Stack states (addresses grow upwards):
 //
-//   FRESH (never run)              PAUSED                      RUNNING
+//   FRESH (each new job)           PAUSED                      RUNNING
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | d8..d15 = 0 +96..+152|       | job frames         |      | job frames         |
-//   | x21..x28 = 0 +32..+88|       |   ...              |      |   ...              |
+//   | d8..d15 (stale)      |       | job frames         |      | job frames         |
+//   | x21..x28 (stale)     |       |   ...              |      |   ...              |
 //   | x20 = entry fn   +24 |       | d8..d15 +96..+152  |      |   ...   <- sp      |
 //   | x19 = &regs      +16 |       | x19..x28 +16..+88  |      |                    |
 //   | pc = trampoline   +8 |       | pause site     +8  |      |                    |
@@ -111,6 +119,20 @@
 // sp 31, d8-d15 72-79; x0 is 0x70 as a base register, x19 is 0x83.
 
     .text
+
+// x19-x28 and d8-d15 from the record at sp (the record's +16 .. +160); the
+// same sequence for every direction.
+.macro STACKJOB_LOAD_CALLEE_SAVED
+    ldp     x19, x20, [sp, #16]
+    ldp     x21, x22, [sp, #32]
+    ldp     x23, x24, [sp, #48]
+    ldp     x25, x26, [sp, #64]
+    ldp     x27, x28, [sp, #80]
+    ldp     d8, d9, [sp, #96]
+    ldp     d10, d11, [sp, #112]
+    ldp     d12, d13, [sp, #128]
+    ldp     d14, d15, [sp, #144]
+.endm
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_in(regs: *mut Regs /* x0 */)
@@ -162,15 +184,7 @@ stackjob_switch_in:
     .cfi_escape 0x0f, 6, 0x70, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
     ldr     x9, [x0, #{SP}]
     mov     sp, x9                          // sp = the job's record
-    ldp     x19, x20, [sp, #16]
-    ldp     x21, x22, [sp, #32]
-    ldp     x23, x24, [sp, #48]
-    ldp     x25, x26, [sp, #64]
-    ldp     x27, x28, [sp, #80]
-    ldp     d8, d9, [sp, #96]
-    ldp     d10, d11, [sp, #112]
-    ldp     d12, d13, [sp, #128]
-    ldp     d14, d15, [sp, #144]
+    STACKJOB_LOAD_CALLEE_SAVED
     ldp     x29, x17, [sp], #{RECORD}       // x17 = the job's resume PC; pop
     // sp: the job's stack exactly as it was at its pause site; all job
     // callee-saved registers restored; x0 = regs; x17 = where the job
@@ -235,15 +249,7 @@ stackjob_switch_out:
     .cfi_escape 0x0f, 6, 0x70, {SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
     ldr     x9, [x0, #{PARENT_SP}]
     mov     sp, x9                          // sp = the resumer's record
-    ldp     x19, x20, [sp, #16]
-    ldp     x21, x22, [sp, #32]
-    ldp     x23, x24, [sp, #48]
-    ldp     x25, x26, [sp, #64]
-    ldp     x27, x28, [sp, #80]
-    ldp     d8, d9, [sp, #96]
-    ldp     d10, d11, [sp, #112]
-    ldp     d12, d13, [sp, #128]
-    ldp     d14, d15, [sp, #144]
+    STACKJOB_LOAD_CALLEE_SAVED
     ldp     x29, x30, [sp], #{RECORD}
     // sp: the resumer's stack as at its `bl stackjob_switch_in`; x30 = the
     // return address of that `bl`. This `ret` pairs with that `bl`.
@@ -252,7 +258,33 @@ stackjob_switch_out:
     .size   stackjob_switch_out, . - stackjob_switch_out
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of a fresh job stack.
+// stackjob_switch_exit: x0 = regs, sp = job stack; the job's body is done
+// and nothing on its stack is needed again.
+// ---------------------------------------------------------------------------
+    .globl  stackjob_switch_exit
+    .hidden stackjob_switch_exit
+    .type   stackjob_switch_exit, %function
+    .p2align 4
+stackjob_switch_exit:
+    .cfi_startproc
+    // The outermost frame of a finished job: nothing to unwind into.
+    .cfi_undefined x30
+    bti     c
+    ldr     x9, [x0, #{PARENT_SP}]
+    mov     sp, x9                          // sp = the resumer's record
+    // From here on this is the resumer's switch_in frame.
+    .cfi_def_cfa sp, {RECORD}
+    .cfi_offset x29, -{RECORD}
+    .cfi_offset x30, 8-{RECORD}
+    STACKJOB_LOAD_CALLEE_SAVED
+    ldp     x29, x30, [sp], #{RECORD}
+    // As in switch_out: this `ret` pairs with the resumer's `bl`.
+    ret
+    .cfi_endproc
+    .size   stackjob_switch_exit, . - stackjob_switch_exit
+
+// ---------------------------------------------------------------------------
+// stackjob_trampoline: first PC of every job.
 // Entered by switch_in's `br x17` with the FRESH record popped:
 //   x19 = regs, x20 = entry function, x29 = 0 (ends frame-pointer chains),
 //   sp = the 16-byte aligned top of the usable stack.
@@ -291,10 +323,14 @@ stackjob_trampoline:
     .cfi_offset d15, 152-{RECORD}
     bti     j
     mov     x0, x19                         // arg0 = regs
-    blr     x20                             // entry(regs) -> !, never returns
-    // The entry function loops forever (one iteration per job); reaching
-    // here is a bug, and the trap also keeps the return address above
-    // inside this FDE for unwinders that do not subtract 1.
+    mov     x16, x20
+    // A return address inside this FDE, set by hand: the entry's frame then
+    // unwinds through the CFI above into the resumer, and no `blr` leaves an
+    // entry on the return-address stack. `br x16` lands on the entry's
+    // `bti c` (BTYPE 01 from x16/x17 is accepted by `bti c`).
+    adr     x30, .Ltrampoline_end
+    br      x16                             // entry(regs) -> !, ends in switch_exit
+.Ltrampoline_end:
     brk     #0x1
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline

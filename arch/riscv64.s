@@ -1,6 +1,6 @@
 // stackjob context switch for riscv64, RISC-V psABI LP64D/LP64F/LP64 (ELF).
 //
-// As arch/x86_64.s (read that header first: the three entry points, the
+// As arch/x86_64.s (read that header first: the entry points, the
 // return-predictor discipline and the CFI scheme are the same), except:
 //
 // Follows the RISC-V ELF psABI, "Calling Convention", section "Integer
@@ -33,8 +33,17 @@
 //       `ret`s from the resumer's call of stackjob_switch_in: that `ret`
 //       pairs with that call, so the return-address stack stays balanced.
 //
-//   stackjob_trampoline                       first PC of a fresh stack.
-//       s1 = regs, s2 = entry, s0 = 0: calls entry(regs) with `jalr s2`.
+//   stackjob_switch_exit                      jump target, not a function.
+//       Reached by `jump stackjob_switch_exit, t2` from the job's body when
+//       it is done, with a0 = regs: restores the resumer's record as
+//       switch_out does and `ret`s to it, saving nothing of the job (the
+//       next job gets a FRESH record).
+//
+//   stackjob_trampoline                       first PC of every job.
+//       s1 = regs, s2 = entry, s0 = 0: enters entry(regs) with `jr s2` and
+//       ra pointing into the trampoline (s2 is x18, not a link register, so
+//       the return-address stack is left alone: see x86_64.s on why a job
+//       is entered without a call).
 //
 // Why t1 for the jump into the job: the RAS hints of the ISA manual (table
 // "Return-address stack prediction hints encoded in register operands of a
@@ -72,12 +81,12 @@
 //
 // Stack states (addresses grow upwards):
 //
-//   FRESH (never run)              PAUSED                      RUNNING
+//   FRESH (each new job)           PAUSED                      RUNNING
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | fs0..fs11 = 0  +112..|       | job frames         |      | job frames         |
-//   | s3..s11 = 0 +32..+96 |       |   ...              |      |   ...              |
+//   | fs0..fs11 (stale)    |       | job frames         |      | job frames         |
+//   | s3..s11 (stale)      |       |   ...              |      |   ...              |
 //   | s2 = entry fn    +24 |       | fs0..fs11   +112.. |      |   ...   <- sp      |
 //   | s1 = &regs       +16 |       | s0..s11  +8..+96   |      |                    |
 //   | s0 = 0            +8 |       | pause site     +0  |      |                    |
@@ -112,6 +121,35 @@
 .elseif {FLEN} == 4
     flw     \freg, 112 + 4 * \i(sp)
 .endif
+.endm
+
+// s0-s11 and fs0-fs11 from the record at sp; the same sequence for every
+// direction.
+.macro STACKJOB_LOAD_CALLEE_SAVED
+    ld      s0, 8(sp)
+    ld      s1, 16(sp)
+    ld      s2, 24(sp)
+    ld      s3, 32(sp)
+    ld      s4, 40(sp)
+    ld      s5, 48(sp)
+    ld      s6, 56(sp)
+    ld      s7, 64(sp)
+    ld      s8, 72(sp)
+    ld      s9, 80(sp)
+    ld      s10, 88(sp)
+    ld      s11, 96(sp)
+    STACKJOB_FLOAD fs0, 0
+    STACKJOB_FLOAD fs1, 1
+    STACKJOB_FLOAD fs2, 2
+    STACKJOB_FLOAD fs3, 3
+    STACKJOB_FLOAD fs4, 4
+    STACKJOB_FLOAD fs5, 5
+    STACKJOB_FLOAD fs6, 6
+    STACKJOB_FLOAD fs7, 7
+    STACKJOB_FLOAD fs8, 8
+    STACKJOB_FLOAD fs9, 9
+    STACKJOB_FLOAD fs10, 10
+    STACKJOB_FLOAD fs11, 11
 .endm
 
 .macro STACKJOB_FCFI freg, i
@@ -188,30 +226,7 @@ stackjob_switch_in:
     // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
     .cfi_escape 0x0f, 6, 0x7a, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
     ld      sp, {SP}(a0)                    // sp = the job's record
-    ld      s0, 8(sp)
-    ld      s1, 16(sp)
-    ld      s2, 24(sp)
-    ld      s3, 32(sp)
-    ld      s4, 40(sp)
-    ld      s5, 48(sp)
-    ld      s6, 56(sp)
-    ld      s7, 64(sp)
-    ld      s8, 72(sp)
-    ld      s9, 80(sp)
-    ld      s10, 88(sp)
-    ld      s11, 96(sp)
-    STACKJOB_FLOAD fs0, 0
-    STACKJOB_FLOAD fs1, 1
-    STACKJOB_FLOAD fs2, 2
-    STACKJOB_FLOAD fs3, 3
-    STACKJOB_FLOAD fs4, 4
-    STACKJOB_FLOAD fs5, 5
-    STACKJOB_FLOAD fs6, 6
-    STACKJOB_FLOAD fs7, 7
-    STACKJOB_FLOAD fs8, 8
-    STACKJOB_FLOAD fs9, 9
-    STACKJOB_FLOAD fs10, 10
-    STACKJOB_FLOAD fs11, 11
+    STACKJOB_LOAD_CALLEE_SAVED
     ld      t1, 0(sp)                       // the job's resume PC
     addi    sp, sp, {RECORD}                // pop the record
     // sp: the job's stack exactly as it was at its pause site; all job
@@ -284,30 +299,7 @@ stackjob_switch_out:
     // From here on: CFA = regs.sp + RECORD.
     .cfi_escape 0x0f, 6, 0x7a, {SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
     ld      sp, {PARENT_SP}(a0)             // sp = the resumer's record
-    ld      s0, 8(sp)
-    ld      s1, 16(sp)
-    ld      s2, 24(sp)
-    ld      s3, 32(sp)
-    ld      s4, 40(sp)
-    ld      s5, 48(sp)
-    ld      s6, 56(sp)
-    ld      s7, 64(sp)
-    ld      s8, 72(sp)
-    ld      s9, 80(sp)
-    ld      s10, 88(sp)
-    ld      s11, 96(sp)
-    STACKJOB_FLOAD fs0, 0
-    STACKJOB_FLOAD fs1, 1
-    STACKJOB_FLOAD fs2, 2
-    STACKJOB_FLOAD fs3, 3
-    STACKJOB_FLOAD fs4, 4
-    STACKJOB_FLOAD fs5, 5
-    STACKJOB_FLOAD fs6, 6
-    STACKJOB_FLOAD fs7, 7
-    STACKJOB_FLOAD fs8, 8
-    STACKJOB_FLOAD fs9, 9
-    STACKJOB_FLOAD fs10, 10
-    STACKJOB_FLOAD fs11, 11
+    STACKJOB_LOAD_CALLEE_SAVED
     ld      ra, 0(sp)
     addi    sp, sp, {RECORD}
     // sp: the resumer's stack as at its call of stackjob_switch_in; ra = the
@@ -317,7 +309,31 @@ stackjob_switch_out:
     .size   stackjob_switch_out, . - stackjob_switch_out
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of a fresh job stack.
+// stackjob_switch_exit: a0 = regs, sp = job stack; the job's body is done
+// and nothing on its stack is needed again.
+// ---------------------------------------------------------------------------
+    .globl  stackjob_switch_exit
+    .hidden stackjob_switch_exit
+    .type   stackjob_switch_exit, @function
+    .p2align 2
+stackjob_switch_exit:
+    .cfi_startproc
+    // The outermost frame of a finished job: nothing to unwind into.
+    .cfi_undefined ra
+    ld      sp, {PARENT_SP}(a0)             // sp = the resumer's record
+    // From here on this is the resumer's switch_in frame.
+    .cfi_def_cfa sp, {RECORD}
+    .cfi_offset ra, -{RECORD}
+    STACKJOB_LOAD_CALLEE_SAVED
+    ld      ra, 0(sp)
+    addi    sp, sp, {RECORD}
+    // As in switch_out: this `ret` pairs with the resumer's call.
+    ret
+    .cfi_endproc
+    .size   stackjob_switch_exit, . - stackjob_switch_exit
+
+// ---------------------------------------------------------------------------
+// stackjob_trampoline: first PC of every job.
 // Entered by switch_in's `jr t1` with the FRESH record popped:
 //   s1 = regs, s2 = entry function, s0 = 0 (ends frame-pointer chains),
 //   sp = the 16-byte aligned top of the usable stack.
@@ -360,10 +376,12 @@ stackjob_trampoline:
     STACKJOB_FCFI fs10, 10
     STACKJOB_FCFI fs11, 11
     mv      a0, s1                          // arg0 = regs
-    jalr    s2                              // entry(regs) -> !, never returns
-    // The entry function loops forever (one iteration per job); reaching
-    // here is a bug, and the trap also keeps the return address above
-    // inside this FDE for unwinders that do not subtract 1.
+    // A return address inside this FDE, set by hand: the entry's frame then
+    // unwinds through the CFI above into the resumer, and no `jalr ra`
+    // pushes onto the return-address stack.
+    lla     ra, .Ltrampoline_end
+    jr      s2                              // entry(regs) -> !, ends in switch_exit
+.Ltrampoline_end:
     unimp
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline

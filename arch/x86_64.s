@@ -25,8 +25,8 @@
 //   r12-r15           the compiler, only if live      the Rust frame's spill slots
 //   rsp               this file                       regs.sp / regs.parent_sp
 //   rip               `call` (resumer) / rcx (job)    the record's +24
-//   MXCSR control     this file                       the record's +4
-//   x87 control word  this file                       the record's +0
+//   MXCSR control     this file (*_fpenv variants)    the record's +4
+//   x87 control word  this file (*_fpenv variants)    the record's +0
 //   everything else   caller-saved: clobbered, nothing to do
 //
 // This file is assembled by `global_asm!` in src/arch/x86_64.rs, which
@@ -34,26 +34,38 @@
 // `Regs` (SP, PARENT_SP) and the MXCSR control-bit mask. No number that
 // Rust also knows is written twice.
 //
-// Three entry points, nothing else (Boost.Context's "three functions" size),
-// all `.hidden`: linked into the same module as their Rust callers, reached
-// without PLT stubs, and never exported from a shared object:
+// Four entry points, three of them in two variants, all `.hidden`: linked into the same module as their Rust
+// callers, reached without PLT stubs, and never exported from a shared
+// object. The variants come from one macro each, so the code is written once:
+//   *_fpenv   keeps each side's control words (the default, see
+//             `PoolConfig::isolate_thread_state`);
+//   *_shared  leaves them alone: the job and its resumer share them, for
+//             pools that opted out. The record layout is the same (its
+//             control-word bytes are unused), so the FRESH record serves
+//             both; a job always uses the one variant its pool chose.
 //
-//   stackjob_switch_in(regs: *mut Regs)      called by Rust's inline asm.
+//   stackjob_switch_in_fpenv, _shared (regs: *mut Regs)
+//                                             called by Rust's inline asm.
 //       The resumer's side. Saves the resumer's record on the resumer's
 //       stack, stores that stack pointer in regs.parent_sp, restores the
 //       job's record from regs.sp and jumps to the job's resume PC.
 //       "Returns" when the job next switches out.
 //
-//   stackjob_switch_out                       jump target, not a function.
+//   stackjob_switch_out_fpenv, _shared     jump target, not a function.
 //       The job's side. Reached by `jmp` from the two-instruction inline asm
 //       in src/arch/x86_64.rs with rdi = regs and rcx = the PC to resume at.
 //       Saves the job's record on the job stack, stores it in regs.sp,
 //       restores the resumer's record from regs.parent_sp and `ret`s from the
 //       resumer's `call stackjob_switch_in`.
 //
-//   stackjob_trampoline                       first PC of a fresh stack.
-//       Calls the Rust entry function (rbp) with the regs pointer (rbx);
-//       its CFI continues the backtrace into the resumer.
+//   stackjob_switch_exit_fpenv, _shared      jump target, not a function.
+//       The job's side when its body is done: restores the resumer exactly
+//       as switch_out does, but saves nothing (the job never runs again on
+//       these frames; the next job on the stack gets a FRESH record).
+//
+//   stackjob_trampoline                       first PC of every job.
+//       Jumps (not calls) to the Rust entry function (rbp) with the regs
+//       pointer (rbx); its CFI continues the backtrace into the resumer.
 //
 // Why this shape (return-stack-buffer discipline): each round trip makes one
 // `call` (Rust -> stackjob_switch_in, on the resumer's stack) and one `ret`
@@ -61,7 +73,14 @@
 // return-address predictor stays balanced and predicts the `ret`. The job
 // side enters stackjob_switch_out with `jmp`, not `call`: a `call` there would
 // push a return address that the next resume could never pop, and both
-// directions would mispredict on every switch. The only indirect branch is the
+// directions would mispredict on every switch. For the same reason the
+// trampoline enters the job's body with `jmp`: a `call` there would leave an
+// entry on the predictor that the job's first pause pops instead of the
+// resumer's, and every job that pauses would pay a cascade of mispredicted
+// returns in its resumer (measured: start -> pause -> resume -> finish took
+// ~70 ns with the call, against ~17 ns for start -> finish). Every job
+// therefore starts on a FRESH record laid by `prepare` (four stores), and
+// its body ends in stackjob_switch_exit instead of returning. The only indirect branch is the
 // `jmp rcx` into the job, which the branch target buffer predicts (it goes to
 // the same pause site again and again).
 //
@@ -92,7 +111,7 @@
 // Stack states (addresses grow upwards; the job stack is one mmap with a
 // PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
 //
-//   FRESH (never run)              PAUSED                      RUNNING
+//   FRESH (each new job)           PAUSED                      RUNNING
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
 //   +----------------------+       +--------------------+      +--------------------+
@@ -128,13 +147,14 @@
     .text
 
 // ---------------------------------------------------------------------------
-// stackjob_switch_in(regs: *mut Regs /* rdi */)
+// stackjob_switch_in_*(regs: *mut Regs /* rdi */)
 // ---------------------------------------------------------------------------
-    .globl  stackjob_switch_in
-    .hidden stackjob_switch_in
-    .type   stackjob_switch_in, @function
+.macro STACKJOB_SWITCH_IN name, fpenv
+    .globl  \name
+    .hidden \name
+    .type   \name, @function
     .p2align 4
-stackjob_switch_in:
+\name:
     .cfi_startproc
     // rsp: resumer stack, [rsp] = return address into the Rust resumer.
     // rdi: regs of the job to resume; regs.sp = the job's saved record.
@@ -148,21 +168,25 @@ stackjob_switch_in:
     .cfi_rel_offset rbx, 0
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
+.if \fpenv
     stmxcsr dword ptr [rsp + 4]
     fnstcw  word ptr [rsp]
     mov     eax, dword ptr [rsp + 4]        // eax = the resumer's MXCSR
     movzx   ecx, word ptr [rsp]             // cx = the resumer's x87 CW
+.endif
     // The resumer's record is complete: publish it.
     mov     qword ptr [rdi + {PARENT_SP}], rsp
     // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
     .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
+.if \fpenv
     cmp     eax, dword ptr [rsp + 4]
-    jne     .Lswitch_in_mxcsr
-.Lswitch_in_mxcsr_done:
+    jne     .L\name\()_mxcsr
+.L\name\()_mxcsr_done:
     cmp     cx, word ptr [rsp]
-    jne     .Lswitch_in_fcw
-.Lswitch_in_fcw_done:
+    jne     .L\name\()_fcw
+.L\name\()_fcw_done:
+.endif
     // rsp: the job's record; its control words are in force.
     mov     rbx, qword ptr [rsp + 8]
     mov     rbp, qword ptr [rsp + 16]
@@ -172,30 +196,33 @@ stackjob_switch_in:
     // are the job's; rcx = where the job continues. The only indirect
     // branch of the round trip (its target has endbr64).
     jmp     rcx
-
-.Lswitch_in_mxcsr:
+.if \fpenv
+.L\name\()_mxcsr:
     // The raw MXCSR words differ; reload only if a control bit does.
     xor     eax, dword ptr [rsp + 4]
     test    eax, {MXCSR_CONTROL}
-    jz      .Lswitch_in_mxcsr_done
+    jz      .L\name\()_mxcsr_done
     ldmxcsr dword ptr [rsp + 4]
-    jmp     .Lswitch_in_mxcsr_done
-.Lswitch_in_fcw:
+    jmp     .L\name\()_mxcsr_done
+.L\name\()_fcw:
     fldcw   word ptr [rsp]
-    jmp     .Lswitch_in_fcw_done
+    jmp     .L\name\()_fcw_done
+.endif
     .cfi_endproc
-    .size   stackjob_switch_in, . - stackjob_switch_in
+    .size   \name, . - \name
+.endm
 
 // ---------------------------------------------------------------------------
-// stackjob_switch_out: rdi = regs, rcx = job resume PC, rsp = job stack
+// stackjob_switch_out_*: rdi = regs, rcx = job resume PC, rsp = job stack
 // (16-byte aligned: the inline asm block that jumps here is placed like a
 // call). r12-r15 and all caller-saved registers: free (declared clobbered).
 // ---------------------------------------------------------------------------
-    .globl  stackjob_switch_out
-    .hidden stackjob_switch_out
-    .type   stackjob_switch_out, @function
+.macro STACKJOB_SWITCH_OUT name, fpenv
+    .globl  \name
+    .hidden \name
+    .type   \name, @function
     .p2align 4
-stackjob_switch_out:
+\name:
     .cfi_startproc
     // No return address was pushed: the CFA is rsp itself and the job's
     // "return address" (its resume PC) lives in rcx until pushed.
@@ -212,42 +239,109 @@ stackjob_switch_out:
     .cfi_rel_offset rbx, 0
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
+.if \fpenv
     stmxcsr dword ptr [rsp + 4]
     fnstcw  word ptr [rsp]
     mov     eax, dword ptr [rsp + 4]        // eax = the job's MXCSR
     movzx   ecx, word ptr [rsp]             // cx = the job's x87 CW
+.endif
     mov     qword ptr [rdi + {SP}], rsp     // publish the job's record
     // From here on: CFA = regs.sp + 32.
     .cfi_escape 0x0f, 5, 0x75, {SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
+.if \fpenv
     cmp     eax, dword ptr [rsp + 4]
-    jne     .Lswitch_out_mxcsr
-.Lswitch_out_mxcsr_done:
+    jne     .L\name\()_mxcsr
+.L\name\()_mxcsr_done:
     cmp     cx, word ptr [rsp]
-    jne     .Lswitch_out_fcw
-.Lswitch_out_fcw_done:
+    jne     .L\name\()_fcw
+.L\name\()_fcw_done:
+.endif
     mov     rbx, qword ptr [rsp + 8]
     mov     rbp, qword ptr [rsp + 16]
     lea     rsp, [rsp + 24]
     // rsp: the resumer's stack, [rsp] = return address of its
-    // `call stackjob_switch_in`. This `ret` pairs with that `call`.
+    // `call stackjob_switch_in_*`. This `ret` pairs with that `call`.
     ret
-
-.Lswitch_out_mxcsr:
+.if \fpenv
+.L\name\()_mxcsr:
     xor     eax, dword ptr [rsp + 4]
     test    eax, {MXCSR_CONTROL}
-    jz      .Lswitch_out_mxcsr_done
+    jz      .L\name\()_mxcsr_done
     ldmxcsr dword ptr [rsp + 4]
-    jmp     .Lswitch_out_mxcsr_done
-.Lswitch_out_fcw:
+    jmp     .L\name\()_mxcsr_done
+.L\name\()_fcw:
     fldcw   word ptr [rsp]
-    jmp     .Lswitch_out_fcw_done
+    jmp     .L\name\()_fcw_done
+.endif
     .cfi_endproc
-    .size   stackjob_switch_out, . - stackjob_switch_out
+    .size   \name, . - \name
+.endm
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of a fresh job stack.
-// Entered by switch_in's `jmp rcx` with the FRESH record popped:
+// stackjob_switch_exit_*: rdi = regs, rsp = job stack. The job's body is
+// done and nothing on its stack is needed again.
+// ---------------------------------------------------------------------------
+.macro STACKJOB_SWITCH_EXIT name, fpenv
+    .globl  \name
+    .hidden \name
+    .type   \name, @function
+    .p2align 4
+\name:
+    .cfi_startproc
+    // The outermost frame of a finished job: nothing to unwind into.
+    .cfi_undefined rip
+.if \fpenv
+    // The job's control words, in the red zone of its own stack (dead).
+    stmxcsr dword ptr [rsp - 4]
+    fnstcw  word ptr [rsp - 8]
+    mov     eax, dword ptr [rsp - 4]
+    movzx   ecx, word ptr [rsp - 8]
+.endif
+    mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
+    // From here on this is the resumer's switch_in frame.
+    .cfi_def_cfa rsp, 32
+    .cfi_offset rip, -8
+    .cfi_offset rbp, -16
+    .cfi_offset rbx, -24
+.if \fpenv
+    cmp     eax, dword ptr [rsp + 4]
+    jne     .L\name\()_mxcsr
+.L\name\()_mxcsr_done:
+    cmp     cx, word ptr [rsp]
+    jne     .L\name\()_fcw
+.L\name\()_fcw_done:
+.endif
+    mov     rbx, qword ptr [rsp + 8]
+    mov     rbp, qword ptr [rsp + 16]
+    lea     rsp, [rsp + 24]
+    // As in switch_out: this `ret` pairs with the resumer's call.
+    ret
+.if \fpenv
+.L\name\()_mxcsr:
+    xor     eax, dword ptr [rsp + 4]
+    test    eax, {MXCSR_CONTROL}
+    jz      .L\name\()_mxcsr_done
+    ldmxcsr dword ptr [rsp + 4]
+    jmp     .L\name\()_mxcsr_done
+.L\name\()_fcw:
+    fldcw   word ptr [rsp]
+    jmp     .L\name\()_fcw_done
+.endif
+    .cfi_endproc
+    .size   \name, . - \name
+.endm
+
+    STACKJOB_SWITCH_IN   stackjob_switch_in_fpenv, 1
+    STACKJOB_SWITCH_IN   stackjob_switch_in_shared, 0
+    STACKJOB_SWITCH_OUT  stackjob_switch_out_fpenv, 1
+    STACKJOB_SWITCH_OUT  stackjob_switch_out_shared, 0
+    STACKJOB_SWITCH_EXIT stackjob_switch_exit_fpenv, 1
+    STACKJOB_SWITCH_EXIT stackjob_switch_exit_shared, 0
+
+// ---------------------------------------------------------------------------
+// stackjob_trampoline: first PC of every job.
+// Entered by switch_in_*'s `jmp rcx` with the FRESH record popped:
 //   rbx = regs, rbp = entry function, rsp = 16-byte aligned top.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
@@ -259,7 +353,7 @@ stackjob_trampoline:
     // GDB refuses frames whose CFA is "inner" to the previous one unless the
     // frame is a signal frame; the resumer's stack may be anywhere.
     .cfi_signal_frame
-    // CFA = regs.parent_sp + 32: the frame of the resumer's switch_in call.
+    // CFA = regs.parent_sp + 32: the frame of the resumer's switch_in_* call.
     .cfi_escape 0x0f, 5, 0x73, {PARENT_SP}, 0x06, 0x23, 32
     // The resumer's registers live in its record below that CFA.
     .cfi_offset rip, -8
@@ -273,10 +367,15 @@ stackjob_trampoline:
     mov     rdi, rbx                        // arg0 = regs
     mov     rax, rbp
     xor     ebp, ebp                        // frame-pointer chains end here
-    call    rax                             // entry(regs) -> !, never returns
-    // The entry function loops forever (one iteration per job); reaching
-    // here is a bug, and the trap also keeps the return address above
-    // inside this FDE for unwinders that do not subtract 1.
+    // A return address inside this FDE, pushed by hand: the entry's frame
+    // then unwinds through the CFI above into the resumer, and no `call`
+    // leaves an entry on the return predictor (see the header).
+    lea     rcx, [rip + .Ltrampoline_end]
+    push    rcx
+    // rsp + 8 is a multiple of 16 now, as at any function's first
+    // instruction. The entry never returns: it ends in switch_exit.
+    jmp     rax
+.Ltrampoline_end:
     ud2
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline

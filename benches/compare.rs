@@ -106,24 +106,33 @@ mod peers {
         }
     }
 
+    /// The stackjob rows: a default pool, and one that does not switch
+    /// errno and the FP control state (`isolate_thread_state(false)`).
+    fn pools() -> [(&'static str, stackjob::PoolConfig); 2] {
+        let cfg = stackjob::PoolConfig::new().init_size(1);
+        [("stackjob", cfg.clone()), ("stackjob_shared", cfg.isolate_thread_state(false))]
+    }
+
     fn roundtrip(c: &mut Criterion) {
         let mut g = c.benchmark_group("roundtrip");
         if stackjob::is_capable() {
-            stackjob::init_thread(0, 1).expect("init_thread");
-            g.bench_function("stackjob", |b| {
-                let mut job = Some(looping_job());
-                b.iter(|| {
+            for (name, cfg) in pools() {
+                stackjob::init_thread_with(&cfg).expect("init_thread");
+                g.bench_function(name, |b| {
+                    let mut job = Some(looping_job());
+                    b.iter(|| {
+                        let Some(paused) = job.take() else { unreachable!() };
+                        match paused.resume() {
+                            Ok(Step::Paused(again)) => job = Some(again),
+                            _ => unreachable!("the looping job paused"),
+                        }
+                    });
+                    STOP.store(true, Ordering::Relaxed);
                     let Some(paused) = job.take() else { unreachable!() };
-                    match paused.resume() {
-                        Ok(Step::Paused(again)) => job = Some(again),
-                        _ => unreachable!("the looping job paused"),
-                    }
+                    assert!(matches!(paused.resume(), Ok(Step::Finished(()))));
                 });
-                STOP.store(true, Ordering::Relaxed);
-                let Some(paused) = job.take() else { unreachable!() };
-                assert!(matches!(paused.resume(), Ok(Step::Finished(()))));
-            });
-            stackjob::cleanup_thread();
+                stackjob::cleanup_thread();
+            }
         }
 
         let mut stack = Some(DefaultStack::new(STACK).expect("DefaultStack"));
@@ -151,16 +160,19 @@ mod peers {
     fn start_finish(c: &mut Criterion) {
         let mut g = c.benchmark_group("start_finish");
         if stackjob::is_capable() {
+            for (name, cfg) in pools() {
+                stackjob::init_thread_with(&cfg).expect("init_thread");
+                g.bench_function(name, |b| {
+                    b.iter(|| {
+                        let x = black_box(8u64);
+                        match start(None, move || black_box(x)) {
+                            Ok(Step::Finished(v)) => v,
+                            _ => unreachable!("the job returned at once"),
+                        }
+                    })
+                });
+            }
             stackjob::init_thread(0, 1).expect("init_thread");
-            g.bench_function("stackjob", |b| {
-                b.iter(|| {
-                    let x = black_box(8u64);
-                    match start(None, move || black_box(x)) {
-                        Ok(Step::Finished(v)) => v,
-                        _ => unreachable!("the job returned at once"),
-                    }
-                })
-            });
             let ctx = WaitCtx::new();
             g.bench_function("stackjob_ctx", |b| {
                 b.iter(|| {
@@ -195,8 +207,14 @@ mod peers {
     fn start_pause_resume_finish(c: &mut Criterion) {
         let mut g = c.benchmark_group("start_pause_resume_finish");
         if stackjob::is_capable() {
-            stackjob::init_thread(0, 1).expect("init_thread");
-            for (name, ctx) in [("stackjob", None), ("stackjob_ctx", Some(WaitCtx::new()))] {
+            let [default, shared] = pools();
+            let rows = [
+                (default.0, default.1.clone(), None),
+                (shared.0, shared.1, None),
+                ("stackjob_ctx", default.1, Some(WaitCtx::new())),
+            ];
+            for (name, cfg, ctx) in rows {
+                stackjob::init_thread_with(&cfg).expect("init_thread");
                 g.bench_function(name, |b| {
                     b.iter(|| {
                         let x = black_box(8u64);

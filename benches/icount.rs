@@ -1,6 +1,8 @@
 //! Instruction-count workloads for callgrind (not a timing benchmark).
 //!
-//! `icount <path> <iterations>` runs one hot path `iterations` times:
+//! `icount <path> <iterations> [shared]` runs one hot path `iterations`
+//! times, in a pool with the default configuration or, with `shared`, one
+//! built with `isolate_thread_state(false)`:
 //!
 //! * `rt`    — one pause + resume round trip through the public API;
 //! * `life0` — pooled start of a job that returns at once;
@@ -62,8 +64,17 @@ fn main() {
         eprintln!("icount: stackjob has no backend on this target");
         std::process::exit(2);
     }
+    let isolate = match args.next().as_deref() {
+        None => true,
+        Some("shared") => false,
+        Some(other) => {
+            eprintln!("icount: unknown mode {other:?} (shared)");
+            std::process::exit(2);
+        }
+    };
     // Warm the pool so every measured iteration reuses a stack.
-    stackjob::init_thread(0, 1).expect("init_thread");
+    let cfg = stackjob::PoolConfig::new().init_size(1).isolate_thread_state(isolate);
+    stackjob::init_thread_with(&cfg).expect("init_thread");
     match path.as_str() {
         "rt" => rt(n),
         "life0" => life0(n),

@@ -4,10 +4,14 @@
 //! stack pointers the asm switches through and the little state the Rust
 //! side needs; nothing about a job lives on the heap.
 //!
-//! A stack's first switch enters [`job_entry`], which never returns: it
-//! loops, running one job per iteration and switching out after each, so a
-//! pooled stack is reused without any re-initialisation (OpenSSL's
-//! `async_start_func` idea).
+//! Each job enters [`run`] through the trampoline with a jump, not a call,
+//! and `run` ends by leaving the stack for good (`arch::exit`), never by
+//! returning: no return address of ours sits on the CPU's return predictor
+//! between a job's entry and its pauses, so a pause pops the resumer's, as
+//! it should. A pooled stack needs no re-initialisation beyond the four
+//! stores of a FRESH record (`arch::prepare`); OpenSSL's looping
+//! `async_start_func` would save those stores but leave a `call` on the
+//! predictor, which cost every pausing job ~50 ns in mispredicted returns.
 
 use crate::Error;
 use crate::arch::{self, Regs};
@@ -54,8 +58,6 @@ struct Slot {
     /// Must stay first: the asm's entry hands `*mut Regs` to `job_entry`,
     /// which casts it back to the slot.
     regs: Regs,
-    /// Which job body to run next (monomorphised `run::<F, R>`).
-    run: unsafe fn(*mut Slot),
     /// The closure, on the starter's stack until the job moves it out.
     arg: *mut (),
     /// Where the job writes its outcome: on the stack of its latest resumer.
@@ -69,7 +71,7 @@ struct Slot {
     /// Set when the job's handle is dropped while paused: its next return
     /// from `pause` unwinds the job.
     cancel: bool,
-    /// The FRESH record has been laid and the slot initialised.
+    /// The slot has been initialised.
     ready: bool,
     /// Listed in this thread's parked-job list (see `Parked`).
     parked: bool,
@@ -85,9 +87,13 @@ struct Slot {
     /// Cancels the job (monomorphised for its result type), for
     /// `cleanup_thread`, which only knows the slot.
     cancel_fn: unsafe fn(&Stack) -> bool,
-    /// This thread's `errno`, located once per job (jobs never change
-    /// thread), and the job's own value while it is switched out: `errno`
-    /// is thread state, so each side keeps its own across switches.
+    /// Whether switches keep `errno` and the FP control state per side
+    /// (the pool's `isolate_thread_state`, fixed for the stack's life).
+    isolate: bool,
+    /// This thread's `errno`, located once per stack (a stack serves one
+    /// thread's pool for its whole life), and the job's own value while it
+    /// is switched out: `errno` is thread state, so each side keeps its own
+    /// across switches (when `isolate`).
     errno_at: *mut libc::c_int,
     errno: libc::c_int,
     /// The stack the job switches out to, for AddressSanitizer (zero-sized
@@ -223,7 +229,7 @@ where
         if !(*slot).ready {
             init_slot(slot, &stack);
         }
-        (*slot).run = run::<F, R>;
+        arch::prepare(stack.top(), addr_of_mut!((*slot).regs), run::<F, R>);
         (*slot).arg = f_at.cast();
         if let Some(ctx) = ctx {
             (*slot).ctx = Some(ctx.clone());
@@ -232,10 +238,12 @@ where
         (*slot).blocked = 0;
         (*slot).cancel = false;
         (*slot).cancel_fn = cancel_erased::<R>;
-        // A job starts with its starter's errno, as a called function would.
-        (*slot).errno_at = errno_location();
-        (*slot).errno = *(*slot).errno_at;
-        arch::inherit_fp_env(addr_of_mut!((*slot).regs));
+        if (*slot).isolate {
+            // A job starts with its starter's errno and FP control state, as
+            // a called function would.
+            (*slot).errno = *(*slot).errno_at;
+            arch::inherit_fp_env(addr_of_mut!((*slot).regs));
+        }
     }
     // The job moves `f` out of our frame before anything else (see `run`);
     // the bytes stay here otherwise. A guard zeroes them, so that a panic
@@ -289,7 +297,7 @@ fn errno_location() -> *mut libc::c_int {
     }
 }
 
-/// Lays the FRESH record and initialises the slot of a never-used stack.
+/// Initialises the slot of a never-used stack.
 ///
 /// # Safety
 /// `slot` must be the slot of `stack`, exclusively ours, never initialised.
@@ -300,7 +308,6 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
     unsafe {
         slot.write(Slot {
             regs: Regs::new(),
-            run: run::<fn(), ()>,
             arg: ptr::null_mut(),
             out: ptr::null_mut(),
             ctx: None,
@@ -315,48 +322,39 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             dead: Dead::No,
             orphaned: false,
             cancel_fn: cancel_erased::<()>,
-            errno_at: ptr::null_mut(),
+            isolate: stack.isolates(),
+            errno_at: errno_location(),
             errno: 0,
             resumer: ResumerStack::UNKNOWN,
         });
-        arch::init_stack(stack.top(), addr_of_mut!((*slot).regs), job_entry);
     }
 }
 
-/// The first and only function called on a job stack; one iteration per job.
+/// A job's body, entered by the trampoline on the job stack (monomorphised
+/// per closure type): runs the closure, stores its outcome and leaves the
+/// stack for good.
 ///
 /// # Safety
-/// Entered only by the trampoline with the stack's own `Regs` (the first
-/// field of its slot).
-unsafe extern "C" fn job_entry(regs: *mut Regs) -> ! {
+/// Entered only by the trampoline, with the `Regs` of a slot whose `arg`
+/// points at a live `F` that nobody else will use, and whose `out` (read
+/// after `F` returns) points at room for a `thread::Result<R>`.
+unsafe extern "C" fn run<F: FnOnce() -> R, R>(regs: *mut Regs) -> ! {
+    // `regs` is the slot's first field.
     let slot = regs.cast::<Slot>();
-    loop {
-        // SAFETY: the resumer set `run` and `arg` for this job before
-        // switching in, and holds the slot exclusively until we switch out.
-        // The sanitizer hooks run right after the switch in and right
-        // before the switch out, on this stack.
-        unsafe {
-            sanitizer::job_begins(addr_of_mut!((*slot).resumer));
-            ((*slot).run)(slot);
-            (*slot).state = State::Finished;
-            sanitizer::job_ends(addr_of_mut!((*slot).resumer));
-            arch::switch_out(regs);
-        }
+    // SAFETY: per the contract; the resumer holds the slot exclusively
+    // until we switch out. The sanitizer hooks run right after the switch
+    // in and right before the switch out, on this stack. The starter wrapped
+    // the closure in ManuallyDrop and never touches it again.
+    unsafe {
+        sanitizer::job_begins(addr_of_mut!((*slot).resumer));
+        let f = ptr::read((*slot).arg.cast::<F>());
+        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+        // `out` was set by the resumer of this final segment.
+        (*slot).out.cast::<thread::Result<R>>().write(outcome);
+        (*slot).state = State::Finished;
+        sanitizer::job_ends(addr_of_mut!((*slot).resumer));
+        arch::exit(regs, (*slot).isolate)
     }
-}
-
-/// Runs one job body on the job stack and stores its outcome.
-///
-/// # Safety
-/// `slot.arg` must point at a live `F` that nobody else will use, and
-/// `slot.out` (read after `F` returns) at room for a `thread::Result<R>`.
-unsafe fn run<F: FnOnce() -> R, R>(slot: *mut Slot) {
-    // SAFETY: per the contract, the closure is ours to move out; the
-    // starter wrapped it in ManuallyDrop and never touches it again.
-    let f = unsafe { ptr::read((*slot).arg.cast::<F>()) };
-    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-    // SAFETY: `out` was set by the resumer of this final segment.
-    unsafe { (*slot).out.cast::<thread::Result<R>>().write(outcome) };
 }
 
 /// How one run segment ended.
@@ -379,14 +377,20 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         (*slot).out = out.as_mut_ptr().cast();
         (*slot).state = State::Running;
         let prev = current::replace(slot.cast());
-        let errno_at = (*slot).errno_at;
-        let resumer_errno = *errno_at;
-        *errno_at = (*slot).errno;
         let departure = sanitizer::switching_to_job(|| stack.usable());
-        arch::switch_in(addr_of_mut!((*slot).regs));
+        let regs = addr_of_mut!((*slot).regs);
+        // One branch on the pool's choice, and each arm inlines its asm.
+        if (*slot).isolate {
+            let errno_at = (*slot).errno_at;
+            let resumer_errno = *errno_at;
+            *errno_at = (*slot).errno;
+            arch::switch_in(regs, true);
+            (*slot).errno = *errno_at;
+            *errno_at = resumer_errno;
+        } else {
+            arch::switch_in(regs, false);
+        }
         sanitizer::back_from_job(departure);
-        (*slot).errno = *errno_at;
-        *errno_at = resumer_errno;
         current::set(prev);
         match (*slot).state {
             State::Paused => Segment::Paused,
@@ -426,8 +430,8 @@ fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
 /// (whose cleanups may run now, with the pool consistent again).
 fn finish(stack: Stack) {
     let ctx = retire(&stack);
-    // SAFETY: the job finished; its slot is ours until the stack is released.
-    let live_from = unsafe { (*slot_of(&stack)).regs.sp };
+    // Nothing on the stack below its slot is live any more.
+    let live_from = stack.top();
     pool::release(stack, live_from);
     drop(ctx);
 }
@@ -737,7 +741,7 @@ pub fn pause() {
         }
         (*slot).state = State::Paused;
         let departure = sanitizer::job_pausing(addr_of_mut!((*slot).resumer));
-        arch::switch_out(addr_of_mut!((*slot).regs));
+        arch::switch_out(addr_of_mut!((*slot).regs), (*slot).isolate);
         sanitizer::job_resumed(departure, addr_of_mut!((*slot).resumer));
         if (*slot).cancel {
             cancelled();

@@ -52,6 +52,9 @@ struct Header {
     epoch: u64,
     /// Scrub after every job (so before reuse and before unmapping).
     scrub: bool,
+    /// Jobs on this stack keep errno and the FP control state per side
+    /// (`PoolConfig::isolate_thread_state`).
+    isolate: bool,
     /// See [`Stack::scrub_below`]: the lowest page a scrub looked at; no
     /// page below it was resident then.
     low: usize,
@@ -98,7 +101,7 @@ impl Stack {
     /// Maps a stack with `size` usable bytes (already page-rounded by
     /// [`round_stack_size`]) above one `PROT_NONE` guard page, owned by the
     /// pool instance `epoch`.
-    pub(crate) fn new(size: usize, epoch: u64, scrub: bool) -> Result<Stack, Error> {
+    pub(crate) fn new(size: usize, epoch: u64, scrub: bool, isolate: bool) -> Result<Stack, Error> {
         let page = page_size();
         debug_assert!(size.is_multiple_of(page) && size >= MIN_STACK_SIZE);
         let total = size + page;
@@ -130,6 +133,7 @@ impl Stack {
                 map: ManuallyDrop::new(map),
                 epoch,
                 scrub,
+                isolate,
                 low,
                 registration,
                 next_idle: std::ptr::null_mut(),
@@ -157,6 +161,14 @@ impl Stack {
     pub(crate) fn scrubs(&self) -> bool {
         // SAFETY: as in `epoch`.
         unsafe { (*self.header()).scrub }
+    }
+
+    /// Whether jobs on this stack keep errno and the FP control state per
+    /// side.
+    #[inline(always)]
+    pub(crate) fn isolates(&self) -> bool {
+        // SAFETY: as in `epoch`.
+        unsafe { (*self.header()).isolate }
     }
 
     /// The link of the pool's idle list stored in this stack (meaningful
@@ -417,7 +429,7 @@ mod tests {
     const SIZE: usize = 64 * 1024;
 
     fn stack() -> Stack {
-        Stack::new(round_stack_size(SIZE).unwrap(), 0, true).unwrap()
+        Stack::new(round_stack_size(SIZE).unwrap(), 0, true, true).unwrap()
     }
 
     /// The pooled job loop's record would sit here; everything above is live.

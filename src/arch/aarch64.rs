@@ -40,23 +40,26 @@ unsafe extern "C" {
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: a branch target with its own register convention.
     fn stackjob_switch_out();
+    fn stackjob_switch_exit();
     // Not callable: the first PC of a fresh stack.
     fn stackjob_trampoline();
 }
 
-/// Writes the FRESH record just below `top` and points `regs.sp` at it, so
-/// the first [`switch_in`] enters `entry(regs)` on this stack.
+/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
+/// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
+/// four stores; the other callee-saved slots keep stale values, which the
+/// entry, a function that never returns, never reads).
 ///
 /// # Safety
 /// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
 /// writable memory of a stack that no running code uses, and `regs` must stay
 /// valid for as long as the stack is switched to.
-pub(crate) unsafe fn init_stack(top: *mut u8, regs: *mut Regs, entry: Entry) {
+#[inline(always)]
+pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     debug_assert_eq!(top as usize % 16, 0);
     // SAFETY: the caller guarantees RECORD writable bytes below `top`.
     unsafe {
         let rec = top.sub(RECORD);
-        core::ptr::write_bytes(rec, 0, RECORD);
         rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
         rec.add(REC_X19).cast::<*mut Regs>().write(regs);
         rec.add(REC_X20).cast::<usize>().write(entry as *const () as usize);
@@ -75,13 +78,15 @@ pub(crate) unsafe fn init_stack(top: *mut u8, regs: *mut Regs, entry: Entry) {
 #[inline(always)]
 pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
 
-/// Runs the job whose state is in `regs` until it switches out.
+/// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
+/// ignored: the floating-point control register is thread state on this
+/// ABI and is never switched.
 ///
 /// # Safety
 /// `regs.sp` must hold the saved record of a switched-out job on a live
 /// stack, and this thread must be the one that owns the job.
 #[inline(always)]
-pub(crate) unsafe fn switch_in(regs: *mut Regs) {
+pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
     // SAFETY: the asm saves and restores x19-x29, sp and d8-d15 and returns
     // to x30 (see the record table), so it behaves like an ordinary
     // AAPCS64 call to its caller.
@@ -95,7 +100,7 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs) {
 /// Must run on the job stack described by `regs`, while that job is the one
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs) {
+pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
     // SAFETY: stackjob_switch_out saves x19-x29, sp, d8-d15 and the resume PC
     // (x1); everything caller-saved (x0-x17, x30, all of v0-v31 beyond
     // d8-d15's low halves) is declared clobbered. sp is 16-aligned here as
@@ -114,6 +119,19 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs) {
     }
 }
 
+/// Leaves a job whose body is done for good: restores whoever last resumed
+/// it, as [`switch_out`] does, without saving anything of the job.
+///
+/// # Safety
+/// As for [`switch_out`]; nothing on the job stack may be used again until
+/// [`prepare`] lays a new record on it.
+#[inline(always)]
+pub(crate) unsafe fn exit(regs: *mut Regs, _fp_env: bool) -> ! {
+    // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
+    // and never comes back here.
+    unsafe { asm!("b {exit}", exit = sym stackjob_switch_exit, in("x0") regs, options(noreturn)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,12 +146,12 @@ mod tests {
         loop {
             ROUNDS.fetch_add(1, Ordering::SeqCst);
             // SAFETY: we run on the probe stack, entered by switch_in.
-            unsafe { switch_out(regs) };
+            unsafe { switch_out(regs, true) };
         }
     }
 
     /// The offsets named in Rust agree with the record the asm pops: a
-    /// FRESH record laid by `init_stack` is entered through the real asm,
+    /// FRESH record laid by `prepare` is entered through the real asm,
     /// the trampoline must call our entry with our `regs`, and every later
     /// round trip (resume label, `br x17`, `ret`) must come back here.
     #[test]
@@ -144,7 +162,7 @@ mod tests {
         let mut regs = Regs::new();
         let regs_ptr = &raw mut regs;
         // SAFETY: `stack` provides RECORD writable bytes below the aligned top.
-        unsafe { init_stack(top, regs_ptr, probe) };
+        unsafe { prepare(top, regs_ptr, probe) };
         // SAFETY: `regs` is live and only the probe (not running) shares it.
         let saved_sp = || unsafe { (*regs_ptr).sp };
         assert_eq!(saved_sp() as usize, top as usize - RECORD);
@@ -156,7 +174,7 @@ mod tests {
         assert_eq!(word(REC_FP), 0);
         for round in 1..=3 {
             // SAFETY: regs.sp holds the probe's record on the live `stack`.
-            unsafe { switch_in(regs_ptr) };
+            unsafe { switch_in(regs_ptr, true) };
             assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
             assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
             let sp = saved_sp() as usize;

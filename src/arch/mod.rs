@@ -1,12 +1,15 @@
 //! The Rust face of the hand-written context switch in `arch/`.
 //!
-//! The interface is deliberately tiny (three asm entry points per
-//! architecture, wrapped by the four functions below):
+//! The interface is deliberately tiny (four asm entry points per
+//! architecture, wrapped by the functions below):
 //!
 //! * [`Regs`]: the two saved stack pointers of one job, shared with the asm;
-//! * [`init_stack`]: lay out the FRESH record at the top of a new stack;
+//! * [`prepare`]: lay out the FRESH record at the top of a stack, for a new
+//!   job (entered through the trampoline, whose CFI continues backtraces
+//!   into the resumer);
 //! * [`switch_in`]: resumer side, run the job until it switches out;
 //! * [`switch_out`]: job side, return control to whoever resumed it;
+//! * [`exit`]: job side, the job is done: return control for good;
 //! * [`inherit_fp_env`]: give a job the caller's floating-point control state
 //!   at the start of every job (x86_64 only; FPCR and fcsr are thread state).
 //!
@@ -43,9 +46,9 @@ pub(crate) struct Regs {
     pub(crate) parent_sp: *mut u8,
 }
 
-/// The signature of a job stack's entry function: called once per stack
-/// (by the trampoline, on the job stack) with the stack's `Regs`; it must
-/// never return and never unwind.
+/// The signature of a job's entry function: entered once per job (by the
+/// trampoline, on the job stack) with the stack's `Regs`; it must never
+/// return and never unwind: it ends in [`exit`].
 pub(crate) type Entry = unsafe extern "C" fn(*mut Regs) -> !;
 
 impl Regs {

@@ -11,17 +11,21 @@ pub(crate) const CAPABLE: bool = false;
 /// Name of the backend, for messages.
 pub(crate) const BACKEND: &str = "none";
 
-pub(crate) unsafe fn init_stack(_top: *mut u8, _regs: *mut Regs, _entry: Entry) {
+pub(crate) unsafe fn prepare(_top: *mut u8, _regs: *mut Regs, _entry: Entry) {
     unreachable!("stackjob: no context-switch backend on this target")
 }
 
 #[inline(always)]
 pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
 
-pub(crate) unsafe fn switch_in(_regs: *mut Regs) {
+pub(crate) unsafe fn switch_in(_regs: *mut Regs, _fp_env: bool) {
     unreachable!("stackjob: no context-switch backend on this target")
 }
 
-pub(crate) unsafe fn switch_out(_regs: *mut Regs) {
+pub(crate) unsafe fn switch_out(_regs: *mut Regs, _fp_env: bool) {
+    unreachable!("stackjob: no context-switch backend on this target")
+}
+
+pub(crate) unsafe fn exit(_regs: *mut Regs, _fp_env: bool) -> ! {
     unreachable!("stackjob: no context-switch backend on this target")
 }

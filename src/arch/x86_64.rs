@@ -38,26 +38,31 @@ global_asm!(
 
 unsafe extern "sysv64" {
     // Called only from the inline asm in `switch_in`.
-    fn stackjob_switch_in(regs: *mut Regs);
-    // Not callable: a jump target with its own register convention.
-    fn stackjob_switch_out();
+    fn stackjob_switch_in_fpenv(regs: *mut Regs);
+    fn stackjob_switch_in_shared(regs: *mut Regs);
+    // Not callable: jump targets with their own register convention.
+    fn stackjob_switch_out_fpenv();
+    fn stackjob_switch_out_shared();
+    fn stackjob_switch_exit_fpenv();
+    fn stackjob_switch_exit_shared();
     // Not callable: the first PC of a fresh stack.
     fn stackjob_trampoline();
 }
 
-/// Writes the FRESH record just below `top` and points `regs.sp` at it, so
-/// the first [`switch_in`] enters `entry(regs)` on this stack.
+/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
+/// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
+/// four stores; the control-word bytes are [`inherit_fp_env`]'s).
 ///
 /// # Safety
-/// `top` must be 16-byte aligned, the [`FRESH_RECORD`] bytes below it must be
+/// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
 /// writable memory of a stack that no running code uses, and `regs` must stay
 /// valid for as long as the stack is switched to.
-pub(crate) unsafe fn init_stack(top: *mut u8, regs: *mut Regs, entry: Entry) {
+#[inline(always)]
+pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     debug_assert_eq!(top as usize % 16, 0);
     // SAFETY: the caller guarantees RECORD writable bytes below `top`.
     unsafe {
         let rec = top.sub(RECORD);
-        core::ptr::write_bytes(rec, 0, RECORD);
         rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
         rec.add(REC_RBX).cast::<*mut Regs>().write(regs);
         // The trampoline moves the entry out of rbp and zeroes rbp.
@@ -94,14 +99,17 @@ pub(crate) unsafe fn inherit_fp_env(regs: *mut Regs) {
     }
 }
 
-/// Runs the job whose state is in `regs` until it switches out.
+/// Runs the job whose state is in `regs` until it switches out. With
+/// `fp_env`, each side keeps its own MXCSR control bits and x87 control
+/// word; without, they are left alone (shared).
 ///
 /// # Safety
 /// `regs.sp` must hold the saved record of a switched-out job on a live
-/// stack, and this thread must be the one that owns the job.
+/// stack, this thread must be the one that owns the job, and `fp_env` must
+/// be what the job passes to [`switch_out`] (the variants pair up).
 #[inline(always)]
-pub(crate) unsafe fn switch_in(regs: *mut Regs) {
-    // SAFETY: the asm saves rbx, rbp, the resume PC and the control words
+pub(crate) unsafe fn switch_in(regs: *mut Regs, fp_env: bool) {
+    // SAFETY: the asm saves rbx, rbp, the resume PC (and the control words)
     // (see the record table); r12-r15 are declared clobbered here, so the
     // compiler keeps nothing live in them across the switch and saves the
     // ones it needs itself; every caller-saved register is clobbered by
@@ -110,41 +118,79 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs) {
     // through the extern declaration: in a PIE the latter goes through the
     // GOT (an indirect call) for no benefit.
     unsafe {
-        asm!(
-            "call {switch_in}",
-            switch_in = sym stackjob_switch_in,
-            in("rdi") regs,
-            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
-            clobber_abi("sysv64"),
-        );
+        macro_rules! call {
+            ($target:path) => {
+                asm!(
+                    "call {switch_in}",
+                    switch_in = sym $target,
+                    in("rdi") regs,
+                    out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+                    clobber_abi("sysv64"),
+                )
+            };
+        }
+        if fp_env {
+            call!(stackjob_switch_in_fpenv);
+        } else {
+            call!(stackjob_switch_in_shared);
+        }
     }
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
-/// returns when the job is resumed again.
+/// returns when the job is resumed again. `fp_env` as for [`switch_in`].
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
-/// running (its `parent_sp` set by the `switch_in` that entered it).
+/// running (its `parent_sp` set by the `switch_in` that entered it, with the
+/// same `fp_env`).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs) {
-    // SAFETY: stackjob_switch_out saves rbx, rbp, the control words and the
-    // resume PC (rcx); r12-r15 and every caller-saved register are declared
-    // clobbered, so the compiler saves what it needs of them itself. The
-    // block is entered and left like a call (no `nostack`), so no red-zone
-    // data lives below rsp. The resume label has the IBT landing pad because
-    // switch_in reaches it with `jmp rcx`.
+pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
+    // SAFETY: stackjob_switch_out_* saves rbx, rbp, the resume PC (rcx) and
+    // (fpenv) the control words; r12-r15 and every caller-saved register
+    // are declared clobbered, so the compiler saves what it needs of them
+    // itself. The block is entered and left like a call (no `nostack`), so
+    // no red-zone data lives below rsp. The resume label has the IBT landing
+    // pad because switch_in reaches it with `jmp rcx`.
     unsafe {
-        asm!(
-            "lea rcx, [rip + 2f]",
-            "jmp {switch_out}",
-            "2:",
-            "endbr64",
-            switch_out = sym stackjob_switch_out,
-            in("rdi") regs,
-            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
-            clobber_abi("sysv64"),
-        );
+        macro_rules! jump {
+            ($target:path) => {
+                asm!(
+                    "lea rcx, [rip + 2f]",
+                    "jmp {switch_out}",
+                    "2:",
+                    "endbr64",
+                    switch_out = sym $target,
+                    in("rdi") regs,
+                    out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+                    clobber_abi("sysv64"),
+                )
+            };
+        }
+        if fp_env {
+            jump!(stackjob_switch_out_fpenv);
+        } else {
+            jump!(stackjob_switch_out_shared);
+        }
+    }
+}
+
+/// Leaves a job whose body is done for good: restores whoever last resumed
+/// it, as [`switch_out`] does, without saving anything of the job.
+///
+/// # Safety
+/// As for [`switch_out`]; nothing on the job stack may be used again until
+/// [`prepare`] lays a new record on it.
+#[inline(always)]
+pub(crate) unsafe fn exit(regs: *mut Regs, fp_env: bool) -> ! {
+    // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
+    // and never comes back here.
+    unsafe {
+        if fp_env {
+            asm!("jmp {exit}", exit = sym stackjob_switch_exit_fpenv, in("rdi") regs, options(noreturn));
+        } else {
+            asm!("jmp {exit}", exit = sym stackjob_switch_exit_shared, in("rdi") regs, options(noreturn));
+        }
     }
 }
 
@@ -166,10 +212,10 @@ mod tests {
             unreachable!()
         }
         // SAFETY: `buf` provides RECORD writable bytes below the aligned top.
-        unsafe { init_stack(top, regs_ptr, never) };
+        unsafe { prepare(top, regs_ptr, never) };
         let rec = regs.sp;
         assert_eq!(rec as usize, top as usize - RECORD);
-        // SAFETY: `rec` points at the 64-byte record inside `buf`.
+        // SAFETY: `rec` points at the 32-byte record inside `buf`.
         let word = |off: usize| unsafe { rec.add(off).cast::<usize>().read() };
         assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
         assert_eq!(word(REC_RBX), regs_ptr as usize);
@@ -177,9 +223,7 @@ mod tests {
         // SAFETY: regs.sp points at a record.
         unsafe { inherit_fp_env(regs_ptr) };
         // SAFETY: both fields lie inside the record.
-        let (fcw, mxcsr) = unsafe {
-            (rec.add(REC_FCW).cast::<u16>().read(), rec.add(REC_MXCSR).cast::<u32>().read())
-        };
+        let (fcw, mxcsr) = unsafe { (rec.add(REC_FCW).cast::<u16>().read(), rec.add(REC_MXCSR).cast::<u32>().read()) };
         assert_ne!(mxcsr & MXCSR_CONTROL, 0, "MXCSR control bits (exception masks) are set by default");
         assert_eq!(fcw & 0x3f, 0x3f, "x87 exceptions are masked by default");
     }
