@@ -3,11 +3,31 @@
 # (Ir(2N) - Ir(N)) / N, so start-up and one-off costs cancel exactly.
 # Each path runs in a default pool and in one with isolate_thread_state(false)
 # ("shared": errno and the FP control state are not switched).
+#
+# Fails (exit 1) when a path costs more than its ceiling below. The ceilings
+# are regression guards, set a few instructions above what this tree
+# measures; the "target" column is what issue 5 asks for, printed so that
+# nobody mistakes a guard for the goal (see the README's performance
+# section for why the targets are not met).
+#
 # Usage: scripts/icount.sh [N]   (default N = 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
+
+#            path  pool     ceiling target
+budgets=$(cat <<'TABLE'
+             rt    default  100     35
+             life0 default  176     80
+             life1 default  305     -
+             rt    shared   72      35
+             life0 shared   142     80
+             life1 shared   242     -
+TABLE
+)
+
 command -v valgrind >/dev/null || { echo "icount: valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
+command -v bc >/dev/null || { echo "icount: bc is not installed (apt-get install bc)" >&2; exit 2; }
 bin=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null \
       | sed -n 's/.*"executable":"\([^"]*icount[^"]*\)".*/\1/p' | tail -n1)
 [ -x "$bin" ] || { echo "icount: could not build benches/icount.rs" >&2; exit 2; }
@@ -17,11 +37,20 @@ ir() { # path iterations [mode] -> total Ir
     || { cat "$tmp/err" >&2; exit 1; }
   sed -n 's/^summary: *//p' "$tmp/out"
 }
-printf '%-6s %-8s %12s %12s %10s\n' path pool "Ir(N)" "Ir(2N)" "Ir/op"
-for mode in default shared; do
-  for path in rt life0 life1; do
-    extra=(); [ "$mode" = shared ] && extra=(shared)
-    a=$(ir "$path" "$n" "${extra[@]}"); b=$(ir "$path" $((2 * n)) "${extra[@]}")
-    printf '%-6s %-8s %12d %12d %10.1f\n' "$path" "$mode" "$a" "$b" "$(echo "($b - $a) / $n" | bc -l)"
-  done
-done
+
+fail=0
+printf '%-6s %-8s %12s %12s %8s %8s %8s  %s\n' path pool "Ir(N)" "Ir(2N)" "Ir/op" ceiling target verdict
+while read -r path mode ceiling target; do
+  [ -n "$path" ] || continue
+  extra=(); [ "$mode" = shared ] && extra=(shared)
+  a=$(ir "$path" "$n" "${extra[@]}"); b=$(ir "$path" $((2 * n)) "${extra[@]}")
+  per=$(echo "($b - $a) / $n" | bc -l)
+  verdict=ok
+  if [ "$(echo "$per > $ceiling" | bc -l)" = 1 ]; then verdict="OVER CEILING"; fail=1; fi
+  if [ "$target" != - ] && [ "$(echo "$per > $target" | bc -l)" = 1 ]; then verdict="$verdict (issue target not met)"; fi
+  printf '%-6s %-8s %12d %12d %8.1f %8s %8s  %s\n' "$path" "$mode" "$a" "$b" "$per" "$ceiling" "$target" "$verdict"
+done <<< "$budgets"
+if [ "$fail" = 1 ]; then
+  echo "icount: a hot path got more expensive than its ceiling (see above)" >&2
+  exit 1
+fi

@@ -428,6 +428,7 @@ fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
 
 /// Returns a finished job's stack to the pool and lets go of its wait ctx
 /// (whose cleanups may run now, with the pool consistent again).
+#[inline(always)]
 fn finish(stack: Stack) {
     let ctx = retire(&stack);
     // Nothing on the stack below its slot is live any more.
@@ -439,6 +440,7 @@ fn finish(stack: Stack) {
 /// A job that will never run again (finished, or abandoned) leaves the
 /// parked list and gives up its wait ctx, which the caller drops once the
 /// stack is disposed of.
+#[inline(always)]
 fn retire(stack: &Stack) -> Option<WaitCtx> {
     let slot = slot_of(stack);
     // SAFETY: the job is switched out for good; its slot is ours.
