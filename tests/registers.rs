@@ -154,11 +154,15 @@ mod x86_64 {
     }
 
     fn run_both_sides(depth: u64) {
+        let (job_words, resumer_words) = control_words();
+        run_both_sides_with(depth, job_words, resumer_words);
+    }
+
+    fn run_both_sides_with(depth: u64, job_words: (u32, u16), resumer_words: (u32, u16)) {
         if !stackjob::is_capable() {
             eprintln!("skipped: stackjob has no usable backend here");
             return;
         }
-        let (job_words, resumer_words) = control_words();
         let step = start(None, move || {
             let mut f = frame(0xa5a5_0000_0000_0000, job_words.0, job_words.1);
             with_sentinels(&mut f, deep_pause, depth);
@@ -189,6 +193,22 @@ mod x86_64 {
         stackjob::init_thread(1, 1).unwrap();
         for depth in [3, 17, 0] {
             run_both_sides(depth);
+        }
+        stackjob::cleanup_thread();
+    }
+
+    /// A pool with `isolate_thread_state(false)` switches through the other
+    /// asm variants, which leave the control words alone: every callee-saved
+    /// register must still survive. Both sides use the thread's default
+    /// control words, which are shared state there (the harness restores
+    /// its caller's words on the way out, on either side).
+    #[test]
+    fn callee_saved_registers_survive_in_a_pool_that_shares_thread_state() {
+        let shared = stackjob::PoolConfig::new().max_size(1).init_size(1).isolate_thread_state(false);
+        stackjob::init_thread_with(&shared).unwrap();
+        let words = (0x1f80, 0x037f);
+        for depth in [0, 17, 40] {
+            run_both_sides_with(depth, words, words);
         }
         stackjob::cleanup_thread();
     }

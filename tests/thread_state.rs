@@ -366,6 +366,32 @@ fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
     assert_eq!(rounding::observed(), (fe::TONEAREST, fe::TONEAREST), "the job's last mode stays");
 }
 
+/// With `isolate_thread_state(false)` the x86_64 switch leaves the control
+/// words alone: the rounding mode is shared, as on aarch64 and riscv64.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
+    if !jobs_available("rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state") {
+        return;
+    }
+    let _reset = rounding::ResetToNearest;
+    stackjob::init_thread_with(&stackjob::PoolConfig::new().isolate_thread_state(false)).unwrap();
+    rounding::set(fe::UPWARD);
+    let job = paused(
+        start(None, || {
+            rounding::set(fe::DOWNWARD);
+            pause();
+            rounding::observed()
+        })
+        .unwrap(),
+    );
+    assert_eq!(rounding::observed(), (fe::DOWNWARD, fe::DOWNWARD), "shared: the job's mode reaches the resumer");
+    rounding::set(fe::TOWARDZERO);
+    let after_resume = finished(job.resume().unwrap());
+    assert_eq!(after_resume, (fe::TOWARDZERO, fe::TOWARDZERO), "shared: the job sees the resumer's mode");
+    stackjob::cleanup_thread();
+}
+
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
 #[test]
 fn rounding_mode_tests_need_known_fe_constants() {
@@ -412,4 +438,29 @@ fn errno_is_inherited_at_start_and_each_side_keeps_its_own_across_switches() {
     assert_eq!(after_resume, 22, "the job's errno survives its pause");
     assert_eq!(errno(), 33, "the resumer's errno survives the job");
     set_errno(0);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn errno_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
+    if !stackjob::is_capable() {
+        eprintln!("skipped: no stackjob backend on this target");
+        return;
+    }
+    stackjob::init_thread_with(&stackjob::PoolConfig::new().isolate_thread_state(false)).unwrap();
+    assert!(!stackjob::pool_stats().isolate_thread_state);
+    set_errno(11);
+    let step = stackjob::start(None, || {
+        set_errno(22);
+        stackjob::pause();
+        errno()
+    })
+    .unwrap();
+    assert_eq!(errno(), 22, "shared: the job's errno is the thread's");
+    set_errno(33);
+    let stackjob::Step::Paused(job) = step else { panic!("expected a pause") };
+    let stackjob::Step::Finished(after_resume) = job.resume().unwrap() else { panic!("expected the end") };
+    assert_eq!(after_resume, 33, "shared: the job sees the resumer's errno");
+    set_errno(0);
+    stackjob::cleanup_thread();
 }
