@@ -63,9 +63,12 @@
 //       as switch_out does, but saves nothing (the job never runs again on
 //       these frames; the next job on the stack gets a FRESH record).
 //
-//   stackjob_trampoline                       first PC of every job.
-//       Jumps (not calls) to the Rust entry function (rbp) with the regs
-//       pointer (rbx); its CFI continues the backtrace into the resumer.
+//   stackjob_trampoline                       unwind anchor, never executed.
+//       A job's entry function is reached straight from switch_in's
+//       `jmp rcx` (the FRESH record's PC is the entry, rdi still holds regs)
+//       with a fake return address, stackjob_trampoline_return, above it;
+//       the trampoline's CFI continues the backtrace from there into the
+//       resumer.
 //
 // Why this shape (return-stack-buffer discipline): each round trip makes one
 // `call` (Rust -> stackjob_switch_in, on the resumer's stack) and one `ret`
@@ -73,16 +76,16 @@
 // return-address predictor stays balanced and predicts the `ret`. The job
 // side enters stackjob_switch_out with `jmp`, not `call`: a `call` there would
 // push a return address that the next resume could never pop, and both
-// directions would mispredict on every switch. For the same reason the
-// trampoline enters the job's body with `jmp`: a `call` there would leave an
+// directions would mispredict on every switch. For the same reason a job's
+// body is entered with a jump (switch_in's `jmp rcx`): a `call` would leave an
 // entry on the predictor that the job's first pause pops instead of the
 // resumer's, and every job that pauses would pay a cascade of mispredicted
 // returns in its resumer (measured: start -> pause -> resume -> finish took
 // ~70 ns with the call, against ~17 ns for start -> finish). Every job
-// therefore starts on a FRESH record laid by `prepare` (four stores), and
-// its body ends in stackjob_switch_exit instead of returning. The only indirect branch is the
-// `jmp rcx` into the job, which the branch target buffer predicts (it goes to
-// the same pause site again and again).
+// therefore starts on a FRESH record laid by `prepare` (five stores), and
+// its body ends in stackjob_switch_exit instead of returning. The only
+// indirect branch is the `jmp rcx` into the job, which the branch target
+// buffer predicts (it goes to the same pause site again and again).
 //
 // The saved record. Both directions push the same 32-byte record, so either
 // side can restore the other; its address is what regs.sp (job) or
@@ -115,13 +118,14 @@
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | pc = trampoline  +24 |       | job frames         |      | job frames         |
-//   | rbp = entry fn   +16 |       |   ...              |      |   ...              |
-//   | rbx = &regs      +8  |       | pause site    +24  |      |   ...   <- rsp     |
-//   | control words    +0  |       | rbp, rbx  +16, +8  |      |                    |
-//   +----------------------+       | control words  +0  |      |                    |
-//   |  (unused)            |       +--------------------+      |                    |
-//   |                      |       |  (unused)          |      | regs.parent_sp     |
+//   | fake return address  |       | job frames         |      | job frames         |
+//   | (trampoline_return)  |       |   ...              |      |   ...              |
+//   | pc = entry fn    +24 |       | pause site    +24  |      |   ...   <- rsp     |
+//   | rbp = 0          +16 |       | rbp, rbx  +16, +8  |      |                    |
+//   | rbx = &regs      +8  |       | control words  +0  |      |                    |
+//   | control words    +0  |       +--------------------+      |                    |
+//   +----------------------+       |  (unused)          |      |                    |
+//   |  (unused)            |       |                    |      | regs.parent_sp     |
 //   +----------------------+       +--------------------+      | points at the      |
 //   | guard page PROT_NONE |       | guard page         |      | resumer's record   |
 //   +----------------------+       +--------------------+      +--------------------+
@@ -340,9 +344,11 @@
     STACKJOB_SWITCH_EXIT stackjob_switch_exit_shared, 0
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of every job.
-// Entered by switch_in_*'s `jmp rcx` with the FRESH record popped:
-//   rbx = regs, rbp = entry function, rsp = 16-byte aligned top.
+// stackjob_trampoline: the unwind anchor of every job; never executed.
+// A job's entry function runs with rbx = regs and, as its return address,
+// stackjob_trampoline_return (one byte into this FDE, so an unwinder's
+// "return address - 1" lands here). It never returns: it ends in
+// switch_exit.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
     .hidden stackjob_trampoline
@@ -363,19 +369,11 @@ stackjob_trampoline:
     .cfi_undefined r13
     .cfi_undefined r14
     .cfi_undefined r15
-    endbr64
-    mov     rdi, rbx                        // arg0 = regs
-    mov     rax, rbp
-    xor     ebp, ebp                        // frame-pointer chains end here
-    // A return address inside this FDE, pushed by hand: the entry's frame
-    // then unwinds through the CFI above into the resumer, and no `call`
-    // leaves an entry on the return predictor (see the header).
-    lea     rcx, [rip + .Ltrampoline_end]
-    push    rcx
-    // rsp + 8 is a multiple of 16 now, as at any function's first
-    // instruction. The entry never returns: it ends in switch_exit.
-    jmp     rax
-.Ltrampoline_end:
+    nop
+    .globl  stackjob_trampoline_return
+    .hidden stackjob_trampoline_return
+stackjob_trampoline_return:
+    // An entry function that returned (a bug) traps here.
     ud2
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline

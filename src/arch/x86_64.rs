@@ -14,6 +14,8 @@ pub(crate) const BACKEND: &str = "x86_64-sysv";
 
 /// Size of the saved record (see the table in `arch/x86_64.s`).
 const RECORD: usize = 32;
+/// A FRESH record plus the fake return address above it.
+const FRESH: usize = RECORD + 8;
 /// MXCSR bits 6..=15 are control bits (DAZ, exception masks, rounding, FZ);
 /// bits 0..=5 are the caller-saved exception flags.
 const MXCSR_CONTROL: u32 = 0xffc0;
@@ -45,30 +47,37 @@ unsafe extern "sysv64" {
     fn stackjob_switch_out_shared();
     fn stackjob_switch_exit_fpenv();
     fn stackjob_switch_exit_shared();
-    // Not callable: the first PC of a fresh stack.
+    // Not callable: the unwind anchor (named here only for the layout test),
+    // and the fake return address of every job's entry function (one byte
+    // into the anchor's FDE).
+    #[cfg(test)]
     fn stackjob_trampoline();
+    fn stackjob_trampoline_return();
 }
 
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
-/// four stores; the control-word bytes are [`inherit_fp_env`]'s).
+/// the next [`switch_in`] jumps straight into `entry(regs)` on this stack
+/// (once per job: five stores; the control-word bytes are
+/// [`inherit_fp_env`]'s).
 ///
 /// # Safety
-/// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
+/// `top` must be 16-byte aligned, the `FRESH` bytes below it must be
 /// writable memory of a stack that no running code uses, and `regs` must stay
 /// valid for as long as the stack is switched to.
 #[inline(always)]
 pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     debug_assert_eq!(top as usize % 16, 0);
-    // SAFETY: the caller guarantees RECORD writable bytes below `top`.
+    // SAFETY: the caller guarantees FRESH writable bytes below `top`.
     unsafe {
-        let rec = top.sub(RECORD);
-        rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
+        let rec = top.sub(FRESH);
+        // switch_in pops the record and `jmp`s to its PC with rdi = regs
+        // (its own argument): the entry's first instruction then sees rsp =
+        // top - 8, a multiple of 16 plus 8 as after a call, and the fake
+        // return address there (for unwinders; it is never returned to).
+        rec.add(REC_PC).cast::<usize>().write(entry as *const () as usize);
         rec.add(REC_RBX).cast::<*mut Regs>().write(regs);
-        // The trampoline moves the entry out of rbp and zeroes rbp.
-        rec.add(REC_RBP).cast::<usize>().write(entry as *const () as usize);
-        // After the record is popped, rsp == top: 16-byte aligned at the
-        // trampoline, so its `call` gives the entry the ABI's rsp+8 ≡ 0 mod 16.
+        rec.add(REC_RBP).cast::<usize>().write(0);
+        top.sub(8).cast::<usize>().write(stackjob_trampoline_return as *const () as usize);
         (*regs).sp = rec;
     }
 }
@@ -214,12 +223,15 @@ mod tests {
         // SAFETY: `buf` provides RECORD writable bytes below the aligned top.
         unsafe { prepare(top, regs_ptr, never) };
         let rec = regs.sp;
-        assert_eq!(rec as usize, top as usize - RECORD);
+        assert_eq!(rec as usize, top as usize - FRESH);
         // SAFETY: `rec` points at the 32-byte record inside `buf`.
         let word = |off: usize| unsafe { rec.add(off).cast::<usize>().read() };
-        assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
+        assert_eq!(word(REC_PC), never as *const () as usize);
         assert_eq!(word(REC_RBX), regs_ptr as usize);
-        assert_eq!(word(REC_RBP), never as *const () as usize);
+        assert_eq!(word(REC_RBP), 0);
+        assert_eq!(word(RECORD), stackjob_trampoline_return as *const () as usize);
+        // One byte into the anchor, so that "return address - 1" finds its FDE.
+        assert_eq!(stackjob_trampoline_return as *const () as usize, stackjob_trampoline as *const () as usize + 1);
         // SAFETY: regs.sp points at a record.
         unsafe { inherit_fp_env(regs_ptr) };
         // SAFETY: both fields lie inside the record.
