@@ -595,7 +595,7 @@ mod peers {
             openssl: Option<&'static str>,
         }
 
-        const LINES: [Line; 7] = [
+        const LINES: [Line; 10] = [
             Line {
                 label: "roundtrip",
                 stackjob: "roundtrip/stackjob",
@@ -603,8 +603,20 @@ mod peers {
                 openssl: Some("roundtrip/openssl"),
             },
             Line {
+                label: "roundtrip, shared state",
+                stackjob: "roundtrip/stackjob_shared",
+                corosensei: Some("roundtrip/corosensei"),
+                openssl: Some("roundtrip/openssl"),
+            },
+            Line {
                 label: "start_finish",
                 stackjob: "start_finish/stackjob",
+                corosensei: Some("start_finish/corosensei"),
+                openssl: Some("start_finish/openssl"),
+            },
+            Line {
+                label: "start_finish, shared state",
+                stackjob: "start_finish/stackjob_shared",
                 corosensei: Some("start_finish/corosensei"),
                 openssl: Some("start_finish/openssl"),
             },
@@ -617,6 +629,12 @@ mod peers {
             Line {
                 label: "start_pause_resume_finish",
                 stackjob: "start_pause_resume_finish/stackjob",
+                corosensei: Some("start_pause_resume_finish/corosensei"),
+                openssl: Some("start_pause_resume_finish/openssl"),
+            },
+            Line {
+                label: "start_pause_resume_fin, shared",
+                stackjob: "start_pause_resume_finish/stackjob_shared",
                 corosensei: Some("start_pause_resume_finish/corosensei"),
                 openssl: Some("start_pause_resume_finish/openssl"),
             },
