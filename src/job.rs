@@ -55,7 +55,7 @@ enum State {
 /// The per-stack bookkeeping, at the top of the stack's mapping.
 #[repr(C)]
 struct Slot {
-    /// Must stay first: the asm's entry hands `*mut Regs` to `job_entry`,
+    /// Must stay first: the asm's entry hands `*mut Regs` to `run`,
     /// which casts it back to the slot.
     regs: Regs,
     /// The closure, on the starter's stack until the job moves it out.

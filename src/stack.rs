@@ -234,7 +234,7 @@ impl Stack {
 
     /// Zeroes every byte a job may have written on this stack below
     /// `live_from` (exclusive), the lowest address that still holds live
-    /// data (the switched-out record of the pooled job loop).
+    /// data (the top, for a finished job: nothing below its slot is live).
     ///
     /// The header keeps `low`, the lowest page any scrub of this stack had
     /// to look at (all of [low, live_from) is zero after every scrub).
@@ -432,7 +432,8 @@ mod tests {
         Stack::new(round_stack_size(SIZE).unwrap(), 0, true, true).unwrap()
     }
 
-    /// The pooled job loop's record would sit here; everything above is live.
+    /// Pretend live data (a switched-out record, say) sits here; everything
+    /// above must survive a scrub.
     fn live_from(stack: &Stack) -> *mut u8 {
         // SAFETY: 128 bytes below the top is inside the usable stack.
         unsafe { stack.top().sub(128) }

@@ -316,13 +316,12 @@ fn after_a_scrub_the_used_stack_is_zero_up_to_the_pooled_job_loop() {
 }
 
 /// What may stay non-zero on a scrubbed stack: the header and job slot (256
-/// bytes at the top), the trampoline's and the pooled job loop's frames and
-/// the record the loop switched out with (64 bytes on x86_64, 160 on
-/// aarch64, 208 on riscv64): under 1 KiB in all. Everything below is zero.
+/// bytes at the top). A finished job leaves nothing live below its slot, so
+/// everything below is zero.
 fn assert_only_bookkeeping_is_left(region: Region) {
     let lowest = lowest_nonzero(region).expect("the slot and header are never zero");
     assert!(
-        region.hi - lowest <= 1024,
+        region.hi - lowest <= 256,
         "non-zero byte {} bytes below the top of the mapping: only the bookkeeping may be left",
         region.hi - lowest
     );
@@ -601,9 +600,9 @@ fn write_small_secret(seed: u64) {
 }
 
 /// `write_small_secret` under 768 bytes of padding, so the secret lies
-/// below the record the pooled job loop switches out with (64 bytes on
-/// x86_64, 160 on aarch64, 208 on riscv64) and is not overwritten by it:
-/// the scrub, not the switch, must be what removes it.
+/// well below any record a switch writes near the top of the stack and is
+/// not overwritten by one: the scrub, not the switch, must be what removes
+/// it.
 #[inline(never)]
 fn write_small_secret_padded(seed: u64) {
     let mut pad = [0u8; 768];
