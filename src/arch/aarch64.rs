@@ -36,6 +36,18 @@ global_asm!(
     RECORD = const RECORD,
 );
 
+/// Keeps one Rust function with unwind tables in this module's codegen unit,
+/// next to the `global_asm!` above. LLVM writes a unit's CFI to `.eh_frame`
+/// only if some function in it needs unwind tables; otherwise (a unit holding
+/// nothing but the asm and, say, AddressSanitizer's module constructor) it
+/// writes `.debug_frame` alone, which unwinders at run time never read, and
+/// backtraces taken inside a job would stop at the trampoline.
+#[inline(never)]
+fn eh_frame_anchor() {}
+
+#[used]
+static EH_FRAME_ANCHOR: fn() = eh_frame_anchor;
+
 unsafe extern "C" {
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: a branch target with its own register convention.
