@@ -85,6 +85,65 @@ thread_local! {
     static POOL_READY: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Defines each C name as a one-instruction tail-jump to the Rust function
+/// of the same name (then an ordinary mangled, local symbol).
+///
+/// Only with `stackjob_ossl_symver` (build.rs): rustc's own version script
+/// claims every `#[no_mangle]` function as unversioned, while these
+/// assembly labels are left to `libstackjob_openssl.map`, which gives them
+/// libcrypto's version nodes in the `.so`. In the static library they are
+/// plain global symbols.
+#[cfg(stackjob_ossl_symver)]
+macro_rules! exports {
+    ($($name:ident)*) => {
+        std::arch::global_asm!(
+            ".pushsection .text.stackjob_openssl_exports,\"ax\",%progbits",
+            $(
+                ".p2align 4",
+                concat!(".globl ", stringify!($name)),
+                concat!(".type ", stringify!($name), ",%function"),
+                concat!(stringify!($name), ":"),
+                concat!(tail_jump!(), " {", stringify!($name), "}"),
+                concat!(".size ", stringify!($name), ",.-", stringify!($name)),
+            )*
+            ".popsection",
+            $($name = sym $name,)*
+        );
+    };
+}
+
+#[cfg(all(stackjob_ossl_symver, target_arch = "x86_64"))]
+macro_rules! tail_jump {
+    () => {
+        "jmp"
+    };
+}
+#[cfg(all(stackjob_ossl_symver, target_arch = "aarch64"))]
+macro_rules! tail_jump {
+    () => {
+        "b"
+    };
+}
+#[cfg(all(stackjob_ossl_symver, target_arch = "riscv64"))]
+macro_rules! tail_jump {
+    () => {
+        "tail"
+    };
+}
+
+#[cfg(stackjob_ossl_symver)]
+exports! {
+    ASYNC_init_thread ASYNC_cleanup_thread ASYNC_is_capable
+    ASYNC_start_job ASYNC_pause_job ASYNC_get_current_job ASYNC_get_wait_ctx
+    ASYNC_block_pause ASYNC_unblock_pause
+    ASYNC_set_mem_functions ASYNC_get_mem_functions
+    ASYNC_WAIT_CTX_new ASYNC_WAIT_CTX_free ASYNC_WAIT_CTX_set_wait_fd ASYNC_WAIT_CTX_get_fd
+    ASYNC_WAIT_CTX_get_all_fds ASYNC_WAIT_CTX_get_changed_fds ASYNC_WAIT_CTX_clear_fd
+    ASYNC_WAIT_CTX_set_callback ASYNC_WAIT_CTX_get_callback
+    ASYNC_WAIT_CTX_set_status ASYNC_WAIT_CTX_get_status
+    stackjob_openssl_counters stackjob_openssl_stack_size stackjob_openssl_libctx_swapping
+}
+
 /// Set once the first job stack was needed (latches `ASYNC_set_mem_functions`).
 static STACKS_USED: AtomicBool = AtomicBool::new(false);
 
@@ -125,7 +184,7 @@ fn ensure_pool() -> bool {
 /// thread's job pool (at most `max_size` jobs, 0 = no limit; `init_size`
 /// created now). Returns 1, or 0 if `init_size > max_size` (with a non-zero
 /// `max_size`), `max_size > INT_MAX`, or the stacks cannot be mapped.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int {
     guard(0, || {
         if max_size > c_int::MAX as usize || (max_size != 0 && init_size > max_size) {
@@ -147,7 +206,7 @@ pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int 
 /// `void ASYNC_cleanup_thread(void)`: frees this thread's pool. Jobs still
 /// paused are ended (their stacks quarantined, never reused) and their
 /// handles become stale: resuming one returns `ASYNC_ERR`.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_cleanup_thread() {
     guard((), || {
         if CURRENT.get() != 0 {
@@ -160,7 +219,7 @@ pub extern "C" fn ASYNC_cleanup_thread() {
 }
 
 /// `int ASYNC_is_capable(void)`: 1 if jobs work here (a cached answer).
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_is_capable() -> c_int {
     stackjob::is_capable() as c_int
 }
@@ -278,7 +337,7 @@ unsafe fn settle(
 /// # Safety
 /// Pointers as in OpenSSL: `job` valid, `ctx` null or live, `ret` null or
 /// writable, `args` null or readable for `size` bytes, `func` callable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_start_job(
     job: *mut *mut AsyncJob,
     ctx: *mut CWaitCtx,
@@ -376,7 +435,7 @@ fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
 /// returns control to the `ASYNC_start_job` caller (which sees
 /// `ASYNC_PAUSE`) and returns 1 once resumed. Outside a job or while
 /// blocked: returns 1 at once.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_pause_job() -> c_int {
     let h = CURRENT.get();
     if h == 0 {
@@ -397,7 +456,7 @@ pub extern "C" fn ASYNC_pause_job() -> c_int {
 
 /// `ASYNC_JOB *ASYNC_get_current_job(void)`: the running job's handle (the
 /// value `ASYNC_start_job` puts in `*job`), or NULL outside a job.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_get_current_job() -> *mut AsyncJob {
     CURRENT.get() as *mut AsyncJob
 }
@@ -405,7 +464,7 @@ pub extern "C" fn ASYNC_get_current_job() -> *mut AsyncJob {
 /// `ASYNC_WAIT_CTX *ASYNC_get_wait_ctx(ASYNC_JOB *job)`: the wait ctx the
 /// job was started with. Works from any thread; NULL for a NULL, stale or
 /// invalid handle, or a job started without a wait ctx.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
     let h = job as usize;
     let Some((_, r)) = handles::lookup(h) else { return ptr::null_mut() };
@@ -420,7 +479,7 @@ pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
 /// `void ASYNC_block_pause(void)`: makes `ASYNC_pause_job` a no-op in the
 /// running job until a matching `ASYNC_unblock_pause` (nestable, per job).
 /// No effect outside a job.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_block_pause() {
     if let Some((_, r)) = handles::lookup(CURRENT.get()) {
         r.blocked.set(r.blocked.get().saturating_add(1));
@@ -429,7 +488,7 @@ pub extern "C" fn ASYNC_block_pause() {
 
 /// `void ASYNC_unblock_pause(void)`: undoes one `ASYNC_block_pause` of the
 /// running job. No effect outside a job or when not blocked.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_unblock_pause() {
     if let Some((_, r)) = handles::lookup(CURRENT.get()) {
         r.blocked.set(r.blocked.get().saturating_sub(1));
@@ -458,7 +517,7 @@ unsafe extern "C" fn default_stack_free(addr: *mut c_void) {
 /// one). Returns 0 once any job stack was ever needed, 1 otherwise. The
 /// pair is only reported back by `ASYNC_get_mem_functions`: job stacks are
 /// always stackjob's mmap'd, guard-paged stacks (size: `STACKJOB_STACK_SIZE`).
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_set_mem_functions(alloc_fn: Option<StackAllocFn>, free_fn: Option<StackFreeFn>) -> c_int {
     guard(0, || {
         if STACKS_USED.load(Ordering::Relaxed) {
@@ -481,7 +540,7 @@ pub extern "C" fn ASYNC_set_mem_functions(alloc_fn: Option<StackAllocFn>, free_f
 ///
 /// # Safety
 /// Each pointer must be null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_get_mem_functions(
     alloc_fn: *mut Option<StackAllocFn>,
     free_fn: *mut Option<StackFreeFn>,
@@ -503,7 +562,7 @@ pub unsafe extern "C" fn ASYNC_get_mem_functions(
 // --------------------------------------------------------------- wait ctx
 
 /// `ASYNC_WAIT_CTX *ASYNC_WAIT_CTX_new(void)`: an empty wait ctx.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_WAIT_CTX_new() -> *mut CWaitCtx {
     guard(ptr::null_mut(), CWaitCtx::new_raw)
 }
@@ -514,7 +573,7 @@ pub extern "C" fn ASYNC_WAIT_CTX_new() -> *mut CWaitCtx {
 ///
 /// # Safety
 /// `ctx` must be null or a live wait ctx, not used by the caller afterwards.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_free(ctx: *mut CWaitCtx) {
     if ctx.is_null() {
         return;
@@ -529,7 +588,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_free(ctx: *mut CWaitCtx) {
 ///
 /// # Safety
 /// `ctx` null or live; `cleanup` null or callable as OpenSSL describes.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_wait_fd(
     ctx: *mut CWaitCtx,
     key: *const c_void,
@@ -558,7 +617,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_wait_fd(
 ///
 /// # Safety
 /// `ctx` null or live; `fd`, `custom_data` null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_fd(
     ctx: *mut CWaitCtx,
     key: *const c_void,
@@ -605,7 +664,7 @@ unsafe fn put_fds(fds: &[c_int], out: *mut c_int, num: *mut usize) {
 ///
 /// # Safety
 /// `ctx` null or live; `fd` null or large enough; `numfds` null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_all_fds(ctx: *mut CWaitCtx, fd: *mut c_int, numfds: *mut usize) -> c_int {
     guard(0, || {
         // SAFETY: per the contract.
@@ -629,7 +688,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_all_fds(ctx: *mut CWaitCtx, fd: *mut
 ///
 /// # Safety
 /// `ctx` null or live; arrays null or large enough; counts null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_changed_fds(
     ctx: *mut CWaitCtx,
     addfd: *mut c_int,
@@ -655,7 +714,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_changed_fds(
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_clear_fd(ctx: *mut CWaitCtx, key: *const c_void) -> c_int {
     guard(0, || {
         // SAFETY: per the contract.
@@ -669,7 +728,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_clear_fd(ctx: *mut CWaitCtx, key: *const
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_callback(
     ctx: *mut CWaitCtx,
     callback: Option<CallbackFn>,
@@ -688,7 +747,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_callback(
 ///
 /// # Safety
 /// `ctx` null or live; outputs null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_callback(
     ctx: *mut CWaitCtx,
     callback: *mut Option<CallbackFn>,
@@ -716,7 +775,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_callback(
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_status(ctx: *mut CWaitCtx, status: c_int) -> c_int {
     // SAFETY: per the contract.
     match unsafe { wctx(ctx) } {
@@ -733,7 +792,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_status(ctx: *mut CWaitCtx, status: c
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_status(ctx: *mut CWaitCtx) -> c_int {
     // SAFETY: per the contract.
     unsafe { wctx(ctx) }.map_or(0, CWaitCtx::status)
@@ -747,7 +806,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_status(ctx: *mut CWaitCtx) -> c_int 
 ///
 /// # Safety
 /// `out` must be null or writable for 4 `uint64_t`.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn stackjob_openssl_counters(out: *mut u64) {
     if out.is_null() {
         return;
@@ -760,7 +819,7 @@ pub unsafe extern "C" fn stackjob_openssl_counters(out: *mut u64) {
 
 /// `size_t stackjob_openssl_stack_size(void)`: the job stack size in use
 /// (`STACKJOB_STACK_SIZE` or the default). Not part of OpenSSL.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn stackjob_openssl_stack_size() -> usize {
     guard(0, || config::config().stack_size)
 }
@@ -768,7 +827,7 @@ pub extern "C" fn stackjob_openssl_stack_size() -> usize {
 /// `int stackjob_openssl_libctx_swapping(void)`: 1 if libcrypto's
 /// `OSSL_LIB_CTX_set0_default` was found, so the default library context is
 /// swapped around every job segment as OpenSSL does. Not part of OpenSSL.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn stackjob_openssl_libctx_swapping() -> c_int {
     guard(0, || config::libctx_swapping() as c_int)
 }
