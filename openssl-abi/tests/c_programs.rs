@@ -170,6 +170,11 @@ fn c_misuse() {
 }
 
 #[test]
+fn c_threads() {
+    suite_program("threads");
+}
+
+#[test]
 fn c_libctx_swap() {
     // libcrypto is in the process, so OSSL_LIB_CTX_set0_default is found.
     suite_program_with("libctx", &["-lcrypto"]);
