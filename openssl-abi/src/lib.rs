@@ -43,9 +43,8 @@ mod handles;
 mod wait_ctx;
 
 use config::{COUNTERS, count};
-use handles::{PAUSED, RUNNING};
+use handles::{PAUSED, RUNNING, ThreadState};
 use stackjob::{Error, Step};
-use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -77,13 +76,6 @@ pub type JobFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 pub type StackAllocFn = unsafe extern "C" fn(*mut usize) -> *mut c_void;
 /// `ASYNC_stack_free_fn`: `void (*)(void *addr)`.
 pub type StackFreeFn = unsafe extern "C" fn(*mut c_void);
-
-thread_local! {
-    /// The handle of the job running on this thread, or 0.
-    static CURRENT: Cell<usize> = const { Cell::new(0) };
-    /// This thread's pool was set up with the configured stack size.
-    static POOL_READY: Cell<bool> = const { Cell::new(false) };
-}
 
 /// Defines each C name as a one-instruction tail-jump to the Rust function
 /// of the same name (then an ordinary mangled, local symbol).
@@ -147,6 +139,14 @@ exports! {
 /// Set once the first job stack was needed (latches `ASYNC_set_mem_functions`).
 static STACKS_USED: AtomicBool = AtomicBool::new(false);
 
+/// Sets `STACKS_USED`, writing the shared cache line only the first time.
+#[inline]
+fn mark_stacks_used() {
+    if !STACKS_USED.load(Ordering::Relaxed) {
+        STACKS_USED.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs `f`, turning a Rust panic into `default` so it never unwinds into C.
 #[inline(always)]
 fn guard<T>(default: T, f: impl FnOnce() -> T) -> T {
@@ -169,12 +169,12 @@ fn pool_config(max_size: usize, init_size: usize) -> stackjob::PoolConfig {
 
 /// Creates this thread's pool with the configured stack size on first use.
 #[inline]
-fn ensure_pool() -> bool {
-    if POOL_READY.get() {
+fn ensure_pool(t: &ThreadState) -> bool {
+    if t.pool_ready.get() {
         return true;
     }
     let ok = stackjob::init_thread_with(&pool_config(0, 0)).is_ok();
-    POOL_READY.set(ok);
+    t.pool_ready.set(ok);
     ok
 }
 
@@ -191,11 +191,11 @@ pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int 
             return 0;
         }
         if init_size > 0 {
-            STACKS_USED.store(true, Ordering::Relaxed);
+            mark_stacks_used();
         }
         match stackjob::init_thread_with(&pool_config(max_size, init_size)) {
             Ok(()) => {
-                POOL_READY.set(true);
+                handles::with_state(|t| t.pool_ready.set(true));
                 1
             }
             Err(_) => 0,
@@ -209,12 +209,14 @@ pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int 
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_cleanup_thread() {
     guard((), || {
-        if CURRENT.get() != 0 {
-            return; // called from inside a job: the running job cannot be ended under itself
-        }
-        stackjob::cleanup_thread();
-        handles::release_paused_of_this_thread();
-        POOL_READY.set(false);
+        handles::with_state(|t| {
+            if t.current.get() != 0 {
+                return; // called from inside a job: the running job cannot be ended under itself
+            }
+            stackjob::cleanup_thread();
+            handles::release_paused_of_this_thread(t);
+            t.pool_ready.set(false);
+        })
     })
 }
 
@@ -226,39 +228,44 @@ pub extern "C" fn ASYNC_is_capable() -> c_int {
 
 // ------------------------------------------------------------------- jobs
 
-/// Small argument copies live inside the job's closure (on the job stack):
-/// no heap allocation per start.
+/// Small argument copies live on the job's own stack: no heap allocation
+/// per start.
 const INLINE_ARGS: usize = 64;
 
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
 struct Align16([MaybeUninit<u8>; 16]);
 
-/// The job's private copy of `args`.
+/// The job's private copy of `args`, as the job closure carries it.
 enum Args {
+    /// NULL `args` or `size == 0`: the job gets NULL, as in OpenSSL 3.0.x
+    /// today (openssl#29377).
     None,
-    Inline([Align16; INLINE_ARGS / 16]),
+    /// Up to `INLINE_ARGS` bytes, copied by the job itself into a buffer on
+    /// its stack as it starts. That is still inside the `ASYNC_start_job`
+    /// call (a job runs at once, on the caller's thread), where `args` is
+    /// valid; the closure carries 16 bytes instead of 64 through the start.
+    Small { src: *const u8, size: usize },
+    /// Larger arguments, copied before the start (where a failed allocation
+    /// can still return `ASYNC_ERR`).
     Heap(Box<[Align16]>),
 }
 
 impl Args {
-    /// Copies `size` bytes from `args`; `None` if the heap copy fails.
+    /// Takes `size` bytes at `args`; `None` if the heap copy fails.
     ///
     /// # Safety
-    /// `args` must be null or readable for `size` bytes.
-    unsafe fn copy(args: *const c_void, size: usize) -> Option<Args> {
-        // `size == 0` means no copy, as in OpenSSL 3.0.x today (openssl#29377):
-        // the job gets NULL.
+    /// `args` must be null or readable for `size` bytes until the job
+    /// starts (the `ASYNC_start_job` call).
+    #[inline]
+    unsafe fn new(args: *const c_void, size: usize) -> Option<Args> {
         if args.is_null() || size == 0 {
             return Some(Args::None);
         }
-        let blank = Align16([MaybeUninit::uninit(); 16]);
         if size <= INLINE_ARGS {
-            let mut buf = [blank; INLINE_ARGS / 16];
-            // SAFETY: `args` is readable for `size` bytes and `buf` holds 64.
-            unsafe { ptr::copy_nonoverlapping(args.cast::<u8>(), buf.as_mut_ptr().cast::<u8>(), size) };
-            return Some(Args::Inline(buf));
+            return Some(Args::Small { src: args.cast(), size });
         }
+        let blank = Align16([MaybeUninit::uninit(); 16]);
         let mut v: Vec<Align16> = Vec::new();
         v.try_reserve_exact(size.div_ceil(16)).ok()?;
         v.resize(size.div_ceil(16), blank);
@@ -267,10 +274,20 @@ impl Args {
         Some(Args::Heap(v.into_boxed_slice()))
     }
 
-    fn as_ptr(&mut self) -> *mut c_void {
+    /// The pointer the job function gets; a small copy goes to `buf`.
+    ///
+    /// # Safety
+    /// For `Small`: called as the job starts (see there).
+    #[inline(always)]
+    unsafe fn place(&mut self, buf: &mut [Align16; INLINE_ARGS / 16]) -> *mut c_void {
         match self {
             Args::None => ptr::null_mut(),
-            Args::Inline(buf) => buf.as_mut_ptr().cast(),
+            Args::Small { src, size } => {
+                // SAFETY: `src` is readable for `size` <= 64 bytes (the
+                // caller's contract) and `buf` holds 64.
+                unsafe { ptr::copy_nonoverlapping(*src, buf.as_mut_ptr().cast::<u8>(), *size) };
+                buf.as_mut_ptr().cast()
+            }
             Args::Heap(b) => b.as_mut_ptr().cast(),
         }
     }
@@ -279,9 +296,11 @@ impl Args {
 /// Turns a crate result into the C result for the job in record `index`.
 ///
 /// # Safety
-/// The calling thread owns record `index`; `job` and `ret` are the caller's
-/// `ASYNC_start_job` arguments.
+/// The calling thread (state `t`) owns record `index`; `job` and `ret` are
+/// the caller's `ASYNC_start_job` arguments.
+#[inline(always)]
 unsafe fn settle(
+    t: &ThreadState,
     index: u32,
     r: &'static handles::Rec,
     h: usize,
@@ -307,13 +326,13 @@ unsafe fn settle(
             // SAFETY: as above; then the record goes back (job slot empty).
             unsafe {
                 *job = ptr::null_mut();
-                handles::release(index, r);
+                handles::release(t, index, r);
             }
             ASYNC_FINISH
         }
         Err(e) => {
             // SAFETY: owner thread; no job is stored in the record.
-            unsafe { handles::release(index, r) };
+            unsafe { handles::release(t, index, r) };
             match e {
                 Error::NoJobs { .. } | Error::NotCapable { .. } => ASYNC_NO_JOBS,
                 _ => ASYNC_ERR,
@@ -346,46 +365,53 @@ pub unsafe extern "C" fn ASYNC_start_job(
     args: *mut c_void,
     size: usize,
 ) -> c_int {
+    // One thread-local access for the whole call (the job's own calls make
+    // theirs); `t` stays valid across the job's run, which never leaves this
+    // thread while we wait for it.
     guard(ASYNC_ERR, || {
-        if job.is_null() || CURRENT.get() != 0 {
-            return ASYNC_ERR;
-        }
-        // SAFETY: `job` is non-null and the caller's in/out pointer.
-        let h = unsafe { *job } as usize;
-        if h != 0 {
-            // SAFETY: forwarded contract.
-            return unsafe { resume(job, h, ret) };
-        }
-        let Some(func) = func else { return ASYNC_ERR };
-        if !ensure_pool() {
-            return ASYNC_ERR;
-        }
-        STACKS_USED.store(true, Ordering::Relaxed);
-        handles::arm_exit_guard();
-        // SAFETY: `args` is readable for `size` bytes per the contract.
-        let Some(mut copy) = (unsafe { Args::copy(args, size) }) else { return ASYNC_ERR };
-        let Some((index, r)) = handles::acquire() else { return ASYNC_ERR };
-        // SAFETY: `ctx` is null or a live wait ctx per the contract.
-        let wait = unsafe { wctx(ctx) };
-        if let Some(w) = wait {
-            w.retain();
-            r.ctx.store(ctx, Ordering::Release);
-        }
-        r.state.store(RUNNING, Ordering::Release);
-        let h = handles::handle(index, r.generation.load(Ordering::Acquire));
-        count(&COUNTERS.starts);
-        let caller_libctx = config::current_libctx();
-        CURRENT.set(h);
-        let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
-            let p = copy.as_ptr();
-            // SAFETY: `func` is the caller's job function; `p` points at
-            // the job's own copy of the arguments, alive for the call.
-            unsafe { func(p) }
-        });
-        CURRENT.set(0);
-        back_from_job(r, caller_libctx);
-        // SAFETY: this thread owns the record; pointers per the contract.
-        unsafe { settle(index, r, h, result, job, ret) }
+        handles::with_state(|t| {
+            if job.is_null() || t.current.get() != 0 {
+                return ASYNC_ERR;
+            }
+            // SAFETY: `job` is non-null and the caller's in/out pointer.
+            let h = unsafe { *job } as usize;
+            if h != 0 {
+                // SAFETY: forwarded contract.
+                return unsafe { resume(t, job, h, ret) };
+            }
+            let Some(func) = func else { return ASYNC_ERR };
+            if !ensure_pool(t) {
+                return ASYNC_ERR;
+            }
+            mark_stacks_used();
+            t.arm_exit_guard();
+            // SAFETY: `args` is readable for `size` bytes per the contract.
+            let Some(mut copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
+            let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
+            // SAFETY: `ctx` is null or a live wait ctx per the contract.
+            let wait = unsafe { wctx(ctx) };
+            if let Some(w) = wait {
+                w.retain();
+                r.ctx.store(ctx, Ordering::Release);
+            }
+            r.state.store(RUNNING, Ordering::Release);
+            let h = handles::handle(index, r.generation.load(Ordering::Acquire));
+            count(&COUNTERS.starts);
+            let caller_libctx = config::current_libctx();
+            t.enter(h, r);
+            let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
+                let mut buf = [Align16([MaybeUninit::uninit(); 16]); INLINE_ARGS / 16];
+                // SAFETY: the job runs now, inside this `ASYNC_start_job` call.
+                let p = unsafe { copy.place(&mut buf) };
+                // SAFETY: `func` is the caller's job function; `p` points at
+                // the job's own copy of the arguments, alive for the call.
+                unsafe { func(p) }
+            });
+            t.leave();
+            back_from_job(r, caller_libctx);
+            // SAFETY: this thread owns the record; pointers per the contract.
+            unsafe { settle(t, index, r, h, result, job, ret) }
+        })
     })
 }
 
@@ -394,13 +420,15 @@ pub unsafe extern "C" fn ASYNC_start_job(
 ///
 /// # Safety
 /// As `ASYNC_start_job`.
-unsafe fn resume(job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
+#[inline]
+unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
     let Some((index, r)) = handles::lookup(h) else { return ASYNC_ERR };
-    if r.owner.load(Ordering::Relaxed) != handles::thread_id()
-        || r.state.compare_exchange(PAUSED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err()
-    {
+    // Only the owner thread changes a live record's state, so once it is
+    // ours a plain load and store do what a compare-exchange would.
+    if !t.owns(r) || r.state.load(Ordering::Relaxed) != PAUSED {
         return ASYNC_ERR;
     }
+    r.state.store(RUNNING, Ordering::Release);
     // SAFETY: this thread owns the record and the job is switched out.
     let Some(paused) = (unsafe { (*r.job.get()).take() }) else {
         r.state.store(PAUSED, Ordering::Release);
@@ -411,18 +439,18 @@ unsafe fn resume(job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
     if r.libctx.get() != caller_libctx {
         config::set_libctx(r.libctx.get());
     }
-    CURRENT.set(h);
+    t.enter(h, r);
     let result = paused.resume();
-    CURRENT.set(0);
+    t.leave();
     back_from_job(r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(index, r, h, result, job, ret) }
+    unsafe { settle(t, index, r, h, result, job, ret) }
 }
 
 /// Control is back from a job segment: saves the job's default
 /// `OSSL_LIB_CTX` and restores the caller's (OpenSSL 3's swap), skipping
 /// the library call when the job did not change it.
-#[inline]
+#[inline(always)]
 fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
     let job_libctx = config::current_libctx();
     r.libctx.set(job_libctx);
@@ -437,12 +465,8 @@ fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
 /// blocked: returns 1 at once.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_pause_job() -> c_int {
-    let h = CURRENT.get();
-    if h == 0 {
-        return 1;
-    }
-    match handles::lookup(h) {
-        Some((_, r)) if r.blocked.get() == 0 => {}
+    match handles::with_state(|t| t.current_rec()) {
+        Some(r) if r.blocked.get() == 0 => {}
         _ => return 1,
     }
     count(&COUNTERS.pauses);
@@ -458,7 +482,7 @@ pub extern "C" fn ASYNC_pause_job() -> c_int {
 /// value `ASYNC_start_job` puts in `*job`), or NULL outside a job.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_get_current_job() -> *mut AsyncJob {
-    CURRENT.get() as *mut AsyncJob
+    handles::with_state(|t| t.current.get()) as *mut AsyncJob
 }
 
 /// `ASYNC_WAIT_CTX *ASYNC_get_wait_ctx(ASYNC_JOB *job)`: the wait ctx the
@@ -481,7 +505,7 @@ pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
 /// No effect outside a job.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_block_pause() {
-    if let Some((_, r)) = handles::lookup(CURRENT.get()) {
+    if let Some(r) = handles::with_state(|t| t.current_rec()) {
         r.blocked.set(r.blocked.get().saturating_add(1));
     }
 }
@@ -490,7 +514,7 @@ pub extern "C" fn ASYNC_block_pause() {
 /// running job. No effect outside a job or when not blocked.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_unblock_pause() {
-    if let Some((_, r)) = handles::lookup(CURRENT.get()) {
+    if let Some(r) = handles::with_state(|t| t.current_rec()) {
         r.blocked.set(r.blocked.get().saturating_sub(1));
     }
 }
