@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The OpenSSL ABI library (openssl-abi/, issue 6), end to end:
-#   1. builds libstackjob_openssl.{so,a} (release);
+#   1. builds libstackjob_openssl.{so,a} (release) and checks the .so's
+#      exported symbols and their versions (OPENSSL_3.0.0, as libcrypto);
 #   2. cargo test -p stackjob-openssl: the man-page example (shared and static
-#      link, 8 expected lines) and the C suite in openssl-abi/tests/c/;
+#      link, 8 expected lines), the C suite in openssl-abi/tests/c/, the
+#      exported symbol set and LD_PRELOAD of versioned references;
 #   3. LD_PRELOAD under the stock `openssl` binary: `openssl speed
 #      -async_jobs 8` for sha256 and rsa2048 must complete with results and
 #      the library's STACKJOB_DEBUG counters must show it served the jobs;
@@ -33,6 +35,16 @@ echo "==== build (release)"
 cargo build --release -p stackjob-openssl
 LIB=$CARGO_TARGET_DIR/release/libstackjob_openssl.so
 [ -f "$LIB" ] && [ -f "$CARGO_TARGET_DIR/release/libstackjob_openssl.a" ]
+
+echo "==== exported symbols of the release .so"
+# 20 ASYNC_* as OPENSSL_3.0.0, the 2 mem functions as OPENSSL_3.1.0 (as
+# libcrypto >= 3.1 exports them), 3 probes as STACKJOB_OPENSSL_0.1, nothing
+# else (tests/c_programs.rs checks the exact names on the debug build).
+readelf --dyn-syms -W "$LIB" | awk '$1 ~ /^[0-9]+:$/ && $7 != "UND" { print $8 }' | sed -E 's/^[^@]*@*//' \
+    | sort | uniq -c | tee /dev/stderr | tr -s ' ' | paste -sd, - | grep -qx ' 20 OPENSSL_3.0.0, 2 OPENSSL_3.1.0, 3 STACKJOB_OPENSSL_0.1' || {
+    echo "FAIL: $LIB does not export exactly the versioned ASYNC_* set (see openssl-abi/build.rs)" >&2
+    exit 1
+}
 
 echo "==== man-page example + C suite"
 cargo test -p stackjob-openssl

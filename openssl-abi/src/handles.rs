@@ -12,11 +12,11 @@
 
 use crate::wait_ctx::CWaitCtx;
 use stackjob::Job;
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_int, c_void};
 use std::ptr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 const _: () = assert!(usize::BITS == 64, "handles pack a 32-bit index and a 32-bit generation into a pointer");
 
@@ -33,7 +33,7 @@ pub(crate) struct Rec {
     /// Bumped on every release; part of the handle.
     pub(crate) generation: AtomicU32,
     pub(crate) state: AtomicU8,
-    /// The thread that started the job (`thread_id`), 0 while free.
+    /// The thread that started the job (`ThreadState::id`), 0 while free.
     pub(crate) owner: AtomicU64,
     /// The job's wait ctx (one reference held), or null.
     pub(crate) ctx: AtomicPtr<CWaitCtx>,
@@ -44,12 +44,16 @@ pub(crate) struct Rec {
     pub(crate) libctx: Cell<*mut c_void>,
     /// Owner thread only: the paused job.
     pub(crate) job: UnsafeCell<Option<Job<c_int>>>,
+    /// While on a thread's free list: the next free record there (index + 1,
+    /// 0 ends the list). Only that thread touches it.
+    next_free: Cell<u32>,
 }
 
 // SAFETY: the atomics are shared; `blocked`, `libctx` and `job` are only
 // touched by the owner thread, which every entry point checks first
-// (`owner == thread_id()`), and the record is handed to another thread only
-// through a release (FREE) and a new acquisition.
+// (`owner == ThreadState::id`), `next_free` only by the thread whose free list
+// holds the record, and the record is handed to another thread only through
+// the `GLOBAL_FREE` mutex.
 unsafe impl Sync for Rec {}
 
 impl Rec {
@@ -62,6 +66,7 @@ impl Rec {
             blocked: Cell::new(0),
             libctx: Cell::new(ptr::null_mut()),
             job: UnsafeCell::new(None),
+            next_free: Cell::new(0),
         }
     }
 }
@@ -73,31 +78,100 @@ static CREATED: Mutex<u32> = Mutex::new(0);
 static GLOBAL_FREE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
-/// A thread's free records; handed to `GLOBAL_FREE` when the thread exits.
-struct LocalFree(Vec<u32>);
-
-impl Drop for LocalFree {
-    fn drop(&mut self) {
-        GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).append(&mut self.0);
-    }
+/// Everything the entry points keep per thread, in one `thread_local` so
+/// that each call computes its address once (in a shared library every
+/// thread-local access is a `__tls_get_addr` call). Constant-initialised
+/// and without a destructor: always accessible, also from other
+/// thread-local destructors; the thread-exit work is `ExitGuard`'s.
+pub(crate) struct ThreadState {
+    /// The handle of the job running on this thread, or 0.
+    pub(crate) current: Cell<usize>,
+    /// That job's record (meaningful while `current != 0`).
+    current_rec: Cell<*const Rec>,
+    /// This thread's pool was set up with the configured stack size.
+    pub(crate) pool_ready: Cell<bool>,
+    /// A number naming this thread for the process's lifetime; 0 until the
+    /// thread first takes a record (live records never have owner 0).
+    id: Cell<u64>,
+    /// This thread's free records: index + 1 of the first, 0 if none.
+    free: Cell<u32>,
+    /// `ExitGuard` is registered for this thread.
+    armed: Cell<bool>,
+    /// `ExitGuard` has run: records released later go to `GLOBAL_FREE`.
+    exited: Cell<bool>,
 }
 
 thread_local! {
-    static THREAD_ID: Cell<u64> = const { Cell::new(0) };
-    static LOCAL_FREE: RefCell<LocalFree> = const { RefCell::new(LocalFree(Vec::new())) };
+    static STATE: ThreadState = const {
+        ThreadState {
+            current: Cell::new(0),
+            current_rec: Cell::new(ptr::null()),
+            pool_ready: Cell::new(false),
+            id: Cell::new(0),
+            free: Cell::new(0),
+            armed: Cell::new(false),
+            exited: Cell::new(false),
+        }
+    };
 }
 
-/// A number naming the calling thread for this process's lifetime (never 0).
-#[inline]
-pub(crate) fn thread_id() -> u64 {
-    THREAD_ID.with(|id| {
-        let mut v = id.get();
+/// Runs `f` with the calling thread's state.
+#[inline(always)]
+pub(crate) fn with_state<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
+    STATE.with(f)
+}
+
+impl ThreadState {
+    /// This thread's id, assigned on first use.
+    #[inline]
+    fn id(&self) -> u64 {
+        let mut v = self.id.get();
         if v == 0 {
             v = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-            id.set(v);
+            self.id.set(v);
         }
         v
-    })
+    }
+
+    /// Whether this thread owns the live record `r` (false for a thread
+    /// that never took one: its id is still 0).
+    #[inline]
+    pub(crate) fn owns(&self, r: &Rec) -> bool {
+        r.owner.load(Ordering::Relaxed) == self.id.get()
+    }
+
+    /// The job `h` (record `r`) runs on this thread from now on.
+    #[inline]
+    pub(crate) fn enter(&self, h: usize, r: &'static Rec) {
+        self.current.set(h);
+        self.current_rec.set(r);
+    }
+
+    /// Control is back on the caller's side.
+    #[inline]
+    pub(crate) fn leave(&self) {
+        self.current.set(0);
+    }
+
+    /// The record of the job running on this thread, if any.
+    #[inline]
+    pub(crate) fn current_rec(&self) -> Option<&'static Rec> {
+        if self.current.get() == 0 {
+            return None;
+        }
+        // SAFETY: set by `enter` from a `&'static Rec` (records are never
+        // freed) together with `current`.
+        Some(unsafe { &*self.current_rec.get() })
+    }
+
+    /// Registers the thread-exit release (once per thread).
+    #[inline]
+    pub(crate) fn arm_exit_guard(&self) {
+        if !self.armed.get() {
+            self.armed.set(true);
+            let _ = EXIT_GUARD.try_with(|_| ());
+        }
+    }
 }
 
 /// The record at `index`, if its chunk exists.
@@ -139,17 +213,24 @@ pub(crate) fn lookup(h: usize) -> Option<(u32, &'static Rec)> {
 }
 
 /// Takes a free record for a new job of the calling thread.
-pub(crate) fn acquire() -> Option<(u32, &'static Rec)> {
-    let local = LOCAL_FREE.try_with(|f| f.borrow_mut().0.pop()).ok().flatten();
-    let index = match local {
-        Some(i) => i,
-        None => match GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            Some(i) => i,
-            None => new_index()?,
-        },
+#[inline(always)]
+pub(crate) fn acquire(t: &ThreadState) -> Option<(u32, &'static Rec)> {
+    let (index, r) = match t.free.get() {
+        0 => {
+            let index = GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let index = match index {
+                Some(i) => i,
+                None => new_index()?,
+            };
+            (index, rec(index)?)
+        }
+        head => {
+            let r = rec(head - 1)?;
+            t.free.set(r.next_free.get());
+            (head - 1, r)
+        }
     };
-    let r = rec(index)?;
-    r.owner.store(thread_id(), Ordering::Relaxed);
+    r.owner.store(t.id(), Ordering::Relaxed);
     r.blocked.set(0);
     r.libctx.set(ptr::null_mut());
     Some((index, r))
@@ -176,18 +257,31 @@ fn new_index() -> Option<u32> {
 /// the calling thread's next job.
 ///
 /// # Safety
-/// The calling thread must own the record, and its `job` must be empty.
-pub(crate) unsafe fn release(index: u32, r: &'static Rec) {
+/// The calling thread (state `t`) must own the record, and its `job` must be
+/// empty.
+#[inline(always)]
+pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
+    // Only the owner thread writes a live record, so plain loads and stores
+    // do instead of read-modify-writes (each a locked instruction). Other
+    // threads read it as a seqlock (`ASYNC_get_wait_ctx`: validate, read
+    // `ctx` with Acquire, validate again): the fence orders the generation
+    // bump before the `ctx` store, so a reader that sees the new `ctx` also
+    // sees the new generation and gives up.
     r.state.store(FREE, Ordering::Release);
-    r.generation.fetch_add(1, Ordering::AcqRel);
+    r.generation.store(r.generation.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    fence(Ordering::Release);
     r.owner.store(0, Ordering::Relaxed);
-    let ctx = r.ctx.swap(ptr::null_mut(), Ordering::AcqRel);
+    let ctx = r.ctx.load(Ordering::Relaxed);
+    r.ctx.store(ptr::null_mut(), Ordering::Relaxed);
     if !ctx.is_null() {
         // SAFETY: the record held one reference to `ctx`.
         unsafe { CWaitCtx::release(ctx) };
     }
-    if LOCAL_FREE.try_with(|f| f.borrow_mut().0.push(index)).is_err() {
+    if t.exited.get() {
         GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).push(index);
+    } else {
+        r.next_free.set(t.free.get());
+        t.free.set(index + 1);
     }
 }
 
@@ -197,8 +291,11 @@ pub(crate) unsafe fn release(index: u32, r: &'static Rec) {
 /// be unwound, so the stack is quarantined, never reused — and the record
 /// released, so the `ASYNC_JOB *` becomes stale and a later resume returns
 /// `ASYNC_ERR` instead of touching freed memory.
-pub(crate) fn release_paused_of_this_thread() {
-    let me = thread_id();
+pub(crate) fn release_paused_of_this_thread(t: &ThreadState) {
+    if t.id.get() == 0 {
+        return; // never took a record
+    }
+    let me = t.id.get();
     let created = *CREATED.lock().unwrap_or_else(|e| e.into_inner());
     for index in 0..created {
         let Some(r) = rec(index) else { continue };
@@ -209,25 +306,31 @@ pub(crate) fn release_paused_of_this_thread() {
         let job = unsafe { (*r.job.get()).take() };
         drop(job);
         // SAFETY: owned by this thread; `job` was emptied above.
-        unsafe { release(index, r) };
+        unsafe { release(t, index, r) };
     }
 }
 
-/// Releases this thread's paused jobs when the thread exits.
+/// At thread exit: releases this thread's paused jobs and hands its free
+/// records to `GLOBAL_FREE` for other threads.
 pub(crate) struct ExitGuard;
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(release_paused_of_this_thread);
+        let _ = std::panic::catch_unwind(|| {
+            with_state(|t| {
+                release_paused_of_this_thread(t);
+                t.exited.set(true);
+                let mut global = GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner());
+                let mut next = t.free.replace(0);
+                while next != 0 {
+                    global.push(next - 1);
+                    next = rec(next - 1).map_or(0, |r| r.next_free.get());
+                }
+            })
+        });
     }
 }
 
 thread_local! {
     static EXIT_GUARD: ExitGuard = const { ExitGuard };
-}
-
-/// Registers the thread-exit release (cheap after the first call).
-#[inline]
-pub(crate) fn arm_exit_guard() {
-    let _ = EXIT_GUARD.try_with(|_| ());
 }

@@ -43,9 +43,8 @@ mod handles;
 mod wait_ctx;
 
 use config::{COUNTERS, count};
-use handles::{PAUSED, RUNNING};
+use handles::{PAUSED, RUNNING, ThreadState};
 use stackjob::{Error, Step};
-use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -78,15 +77,75 @@ pub type StackAllocFn = unsafe extern "C" fn(*mut usize) -> *mut c_void;
 /// `ASYNC_stack_free_fn`: `void (*)(void *addr)`.
 pub type StackFreeFn = unsafe extern "C" fn(*mut c_void);
 
-thread_local! {
-    /// The handle of the job running on this thread, or 0.
-    static CURRENT: Cell<usize> = const { Cell::new(0) };
-    /// This thread's pool was set up with the configured stack size.
-    static POOL_READY: Cell<bool> = const { Cell::new(false) };
+/// Defines each C name as a one-instruction tail-jump to the Rust function
+/// of the same name (then an ordinary mangled, local symbol).
+///
+/// Only with `stackjob_ossl_symver` (build.rs): rustc's own version script
+/// claims every `#[no_mangle]` function as unversioned, while these
+/// assembly labels are left to `libstackjob_openssl.map`, which gives them
+/// libcrypto's version nodes in the `.so`. In the static library they are
+/// plain global symbols.
+#[cfg(stackjob_ossl_symver)]
+macro_rules! exports {
+    ($($name:ident)*) => {
+        std::arch::global_asm!(
+            ".pushsection .text.stackjob_openssl_exports,\"ax\",%progbits",
+            $(
+                ".p2align 4",
+                concat!(".globl ", stringify!($name)),
+                concat!(".type ", stringify!($name), ",%function"),
+                concat!(stringify!($name), ":"),
+                concat!(tail_jump!(), " {", stringify!($name), "}"),
+                concat!(".size ", stringify!($name), ",.-", stringify!($name)),
+            )*
+            ".popsection",
+            $($name = sym $name,)*
+        );
+    };
+}
+
+#[cfg(all(stackjob_ossl_symver, target_arch = "x86_64"))]
+macro_rules! tail_jump {
+    () => {
+        "jmp"
+    };
+}
+#[cfg(all(stackjob_ossl_symver, target_arch = "aarch64"))]
+macro_rules! tail_jump {
+    () => {
+        "b"
+    };
+}
+#[cfg(all(stackjob_ossl_symver, target_arch = "riscv64"))]
+macro_rules! tail_jump {
+    () => {
+        "tail"
+    };
+}
+
+#[cfg(stackjob_ossl_symver)]
+exports! {
+    ASYNC_init_thread ASYNC_cleanup_thread ASYNC_is_capable
+    ASYNC_start_job ASYNC_pause_job ASYNC_get_current_job ASYNC_get_wait_ctx
+    ASYNC_block_pause ASYNC_unblock_pause
+    ASYNC_set_mem_functions ASYNC_get_mem_functions
+    ASYNC_WAIT_CTX_new ASYNC_WAIT_CTX_free ASYNC_WAIT_CTX_set_wait_fd ASYNC_WAIT_CTX_get_fd
+    ASYNC_WAIT_CTX_get_all_fds ASYNC_WAIT_CTX_get_changed_fds ASYNC_WAIT_CTX_clear_fd
+    ASYNC_WAIT_CTX_set_callback ASYNC_WAIT_CTX_get_callback
+    ASYNC_WAIT_CTX_set_status ASYNC_WAIT_CTX_get_status
+    stackjob_openssl_counters stackjob_openssl_stack_size stackjob_openssl_libctx_swapping
 }
 
 /// Set once the first job stack was needed (latches `ASYNC_set_mem_functions`).
 static STACKS_USED: AtomicBool = AtomicBool::new(false);
+
+/// Sets `STACKS_USED`, writing the shared cache line only the first time.
+#[inline]
+fn mark_stacks_used() {
+    if !STACKS_USED.load(Ordering::Relaxed) {
+        STACKS_USED.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Runs `f`, turning a Rust panic into `default` so it never unwinds into C.
 #[inline(always)]
@@ -110,12 +169,12 @@ fn pool_config(max_size: usize, init_size: usize) -> stackjob::PoolConfig {
 
 /// Creates this thread's pool with the configured stack size on first use.
 #[inline]
-fn ensure_pool() -> bool {
-    if POOL_READY.get() {
+fn ensure_pool(t: &ThreadState) -> bool {
+    if t.pool_ready.get() {
         return true;
     }
     let ok = stackjob::init_thread_with(&pool_config(0, 0)).is_ok();
-    POOL_READY.set(ok);
+    t.pool_ready.set(ok);
     ok
 }
 
@@ -125,18 +184,18 @@ fn ensure_pool() -> bool {
 /// thread's job pool (at most `max_size` jobs, 0 = no limit; `init_size`
 /// created now). Returns 1, or 0 if `init_size > max_size` (with a non-zero
 /// `max_size`), `max_size > INT_MAX`, or the stacks cannot be mapped.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int {
     guard(0, || {
         if max_size > c_int::MAX as usize || (max_size != 0 && init_size > max_size) {
             return 0;
         }
         if init_size > 0 {
-            STACKS_USED.store(true, Ordering::Relaxed);
+            mark_stacks_used();
         }
         match stackjob::init_thread_with(&pool_config(max_size, init_size)) {
             Ok(()) => {
-                POOL_READY.set(true);
+                handles::with_state(|t| t.pool_ready.set(true));
                 1
             }
             Err(_) => 0,
@@ -147,59 +206,66 @@ pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int 
 /// `void ASYNC_cleanup_thread(void)`: frees this thread's pool. Jobs still
 /// paused are ended (their stacks quarantined, never reused) and their
 /// handles become stale: resuming one returns `ASYNC_ERR`.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_cleanup_thread() {
     guard((), || {
-        if CURRENT.get() != 0 {
-            return; // called from inside a job: the running job cannot be ended under itself
-        }
-        stackjob::cleanup_thread();
-        handles::release_paused_of_this_thread();
-        POOL_READY.set(false);
+        handles::with_state(|t| {
+            if t.current.get() != 0 {
+                return; // called from inside a job: the running job cannot be ended under itself
+            }
+            stackjob::cleanup_thread();
+            handles::release_paused_of_this_thread(t);
+            t.pool_ready.set(false);
+        })
     })
 }
 
 /// `int ASYNC_is_capable(void)`: 1 if jobs work here (a cached answer).
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_is_capable() -> c_int {
     stackjob::is_capable() as c_int
 }
 
 // ------------------------------------------------------------------- jobs
 
-/// Small argument copies live inside the job's closure (on the job stack):
-/// no heap allocation per start.
+/// Small argument copies live on the job's own stack: no heap allocation
+/// per start.
 const INLINE_ARGS: usize = 64;
 
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
 struct Align16([MaybeUninit<u8>; 16]);
 
-/// The job's private copy of `args`.
+/// The job's private copy of `args`, as the job closure carries it.
 enum Args {
+    /// NULL `args` or `size == 0`: the job gets NULL, as in OpenSSL 3.0.x
+    /// today (openssl#29377).
     None,
-    Inline([Align16; INLINE_ARGS / 16]),
+    /// Up to `INLINE_ARGS` bytes, copied by the job itself into a buffer on
+    /// its stack as it starts. That is still inside the `ASYNC_start_job`
+    /// call (a job runs at once, on the caller's thread), where `args` is
+    /// valid; the closure carries 16 bytes instead of 64 through the start.
+    Small { src: *const u8, size: usize },
+    /// Larger arguments, copied before the start (where a failed allocation
+    /// can still return `ASYNC_ERR`).
     Heap(Box<[Align16]>),
 }
 
 impl Args {
-    /// Copies `size` bytes from `args`; `None` if the heap copy fails.
+    /// Takes `size` bytes at `args`; `None` if the heap copy fails.
     ///
     /// # Safety
-    /// `args` must be null or readable for `size` bytes.
-    unsafe fn copy(args: *const c_void, size: usize) -> Option<Args> {
-        // `size == 0` means no copy, as in OpenSSL 3.0.x today (openssl#29377):
-        // the job gets NULL.
+    /// `args` must be null or readable for `size` bytes until the job
+    /// starts (the `ASYNC_start_job` call).
+    #[inline]
+    unsafe fn new(args: *const c_void, size: usize) -> Option<Args> {
         if args.is_null() || size == 0 {
             return Some(Args::None);
         }
-        let blank = Align16([MaybeUninit::uninit(); 16]);
         if size <= INLINE_ARGS {
-            let mut buf = [blank; INLINE_ARGS / 16];
-            // SAFETY: `args` is readable for `size` bytes and `buf` holds 64.
-            unsafe { ptr::copy_nonoverlapping(args.cast::<u8>(), buf.as_mut_ptr().cast::<u8>(), size) };
-            return Some(Args::Inline(buf));
+            return Some(Args::Small { src: args.cast(), size });
         }
+        let blank = Align16([MaybeUninit::uninit(); 16]);
         let mut v: Vec<Align16> = Vec::new();
         v.try_reserve_exact(size.div_ceil(16)).ok()?;
         v.resize(size.div_ceil(16), blank);
@@ -208,10 +274,20 @@ impl Args {
         Some(Args::Heap(v.into_boxed_slice()))
     }
 
-    fn as_ptr(&mut self) -> *mut c_void {
+    /// The pointer the job function gets; a small copy goes to `buf`.
+    ///
+    /// # Safety
+    /// For `Small`: called as the job starts (see there).
+    #[inline(always)]
+    unsafe fn place(&mut self, buf: &mut [Align16; INLINE_ARGS / 16]) -> *mut c_void {
         match self {
             Args::None => ptr::null_mut(),
-            Args::Inline(buf) => buf.as_mut_ptr().cast(),
+            Args::Small { src, size } => {
+                // SAFETY: `src` is readable for `size` <= 64 bytes (the
+                // caller's contract) and `buf` holds 64.
+                unsafe { ptr::copy_nonoverlapping(*src, buf.as_mut_ptr().cast::<u8>(), *size) };
+                buf.as_mut_ptr().cast()
+            }
             Args::Heap(b) => b.as_mut_ptr().cast(),
         }
     }
@@ -220,9 +296,11 @@ impl Args {
 /// Turns a crate result into the C result for the job in record `index`.
 ///
 /// # Safety
-/// The calling thread owns record `index`; `job` and `ret` are the caller's
-/// `ASYNC_start_job` arguments.
+/// The calling thread (state `t`) owns record `index`; `job` and `ret` are
+/// the caller's `ASYNC_start_job` arguments.
+#[inline(always)]
 unsafe fn settle(
+    t: &ThreadState,
     index: u32,
     r: &'static handles::Rec,
     h: usize,
@@ -248,13 +326,13 @@ unsafe fn settle(
             // SAFETY: as above; then the record goes back (job slot empty).
             unsafe {
                 *job = ptr::null_mut();
-                handles::release(index, r);
+                handles::release(t, index, r);
             }
             ASYNC_FINISH
         }
         Err(e) => {
             // SAFETY: owner thread; no job is stored in the record.
-            unsafe { handles::release(index, r) };
+            unsafe { handles::release(t, index, r) };
             match e {
                 Error::NoJobs { .. } | Error::NotCapable { .. } => ASYNC_NO_JOBS,
                 _ => ASYNC_ERR,
@@ -278,7 +356,7 @@ unsafe fn settle(
 /// # Safety
 /// Pointers as in OpenSSL: `job` valid, `ctx` null or live, `ret` null or
 /// writable, `args` null or readable for `size` bytes, `func` callable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_start_job(
     job: *mut *mut AsyncJob,
     ctx: *mut CWaitCtx,
@@ -287,46 +365,53 @@ pub unsafe extern "C" fn ASYNC_start_job(
     args: *mut c_void,
     size: usize,
 ) -> c_int {
+    // One thread-local access for the whole call (the job's own calls make
+    // theirs); `t` stays valid across the job's run, which never leaves this
+    // thread while we wait for it.
     guard(ASYNC_ERR, || {
-        if job.is_null() || CURRENT.get() != 0 {
-            return ASYNC_ERR;
-        }
-        // SAFETY: `job` is non-null and the caller's in/out pointer.
-        let h = unsafe { *job } as usize;
-        if h != 0 {
-            // SAFETY: forwarded contract.
-            return unsafe { resume(job, h, ret) };
-        }
-        let Some(func) = func else { return ASYNC_ERR };
-        if !ensure_pool() {
-            return ASYNC_ERR;
-        }
-        STACKS_USED.store(true, Ordering::Relaxed);
-        handles::arm_exit_guard();
-        // SAFETY: `args` is readable for `size` bytes per the contract.
-        let Some(mut copy) = (unsafe { Args::copy(args, size) }) else { return ASYNC_ERR };
-        let Some((index, r)) = handles::acquire() else { return ASYNC_ERR };
-        // SAFETY: `ctx` is null or a live wait ctx per the contract.
-        let wait = unsafe { wctx(ctx) };
-        if let Some(w) = wait {
-            w.retain();
-            r.ctx.store(ctx, Ordering::Release);
-        }
-        r.state.store(RUNNING, Ordering::Release);
-        let h = handles::handle(index, r.generation.load(Ordering::Acquire));
-        count(&COUNTERS.starts);
-        let caller_libctx = config::current_libctx();
-        CURRENT.set(h);
-        let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
-            let p = copy.as_ptr();
-            // SAFETY: `func` is the caller's job function; `p` points at
-            // the job's own copy of the arguments, alive for the call.
-            unsafe { func(p) }
-        });
-        CURRENT.set(0);
-        back_from_job(r, caller_libctx);
-        // SAFETY: this thread owns the record; pointers per the contract.
-        unsafe { settle(index, r, h, result, job, ret) }
+        handles::with_state(|t| {
+            if job.is_null() || t.current.get() != 0 {
+                return ASYNC_ERR;
+            }
+            // SAFETY: `job` is non-null and the caller's in/out pointer.
+            let h = unsafe { *job } as usize;
+            if h != 0 {
+                // SAFETY: forwarded contract.
+                return unsafe { resume(t, job, h, ret) };
+            }
+            let Some(func) = func else { return ASYNC_ERR };
+            if !ensure_pool(t) {
+                return ASYNC_ERR;
+            }
+            mark_stacks_used();
+            t.arm_exit_guard();
+            // SAFETY: `args` is readable for `size` bytes per the contract.
+            let Some(mut copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
+            let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
+            // SAFETY: `ctx` is null or a live wait ctx per the contract.
+            let wait = unsafe { wctx(ctx) };
+            if let Some(w) = wait {
+                w.retain();
+                r.ctx.store(ctx, Ordering::Release);
+            }
+            r.state.store(RUNNING, Ordering::Release);
+            let h = handles::handle(index, r.generation.load(Ordering::Acquire));
+            count(&COUNTERS.starts);
+            let caller_libctx = config::current_libctx();
+            t.enter(h, r);
+            let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
+                let mut buf = [Align16([MaybeUninit::uninit(); 16]); INLINE_ARGS / 16];
+                // SAFETY: the job runs now, inside this `ASYNC_start_job` call.
+                let p = unsafe { copy.place(&mut buf) };
+                // SAFETY: `func` is the caller's job function; `p` points at
+                // the job's own copy of the arguments, alive for the call.
+                unsafe { func(p) }
+            });
+            t.leave();
+            back_from_job(r, caller_libctx);
+            // SAFETY: this thread owns the record; pointers per the contract.
+            unsafe { settle(t, index, r, h, result, job, ret) }
+        })
     })
 }
 
@@ -335,13 +420,15 @@ pub unsafe extern "C" fn ASYNC_start_job(
 ///
 /// # Safety
 /// As `ASYNC_start_job`.
-unsafe fn resume(job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
+#[inline]
+unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
     let Some((index, r)) = handles::lookup(h) else { return ASYNC_ERR };
-    if r.owner.load(Ordering::Relaxed) != handles::thread_id()
-        || r.state.compare_exchange(PAUSED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err()
-    {
+    // Only the owner thread changes a live record's state, so once it is
+    // ours a plain load and store do what a compare-exchange would.
+    if !t.owns(r) || r.state.load(Ordering::Relaxed) != PAUSED {
         return ASYNC_ERR;
     }
+    r.state.store(RUNNING, Ordering::Release);
     // SAFETY: this thread owns the record and the job is switched out.
     let Some(paused) = (unsafe { (*r.job.get()).take() }) else {
         r.state.store(PAUSED, Ordering::Release);
@@ -352,18 +439,18 @@ unsafe fn resume(job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
     if r.libctx.get() != caller_libctx {
         config::set_libctx(r.libctx.get());
     }
-    CURRENT.set(h);
+    t.enter(h, r);
     let result = paused.resume();
-    CURRENT.set(0);
+    t.leave();
     back_from_job(r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(index, r, h, result, job, ret) }
+    unsafe { settle(t, index, r, h, result, job, ret) }
 }
 
 /// Control is back from a job segment: saves the job's default
 /// `OSSL_LIB_CTX` and restores the caller's (OpenSSL 3's swap), skipping
 /// the library call when the job did not change it.
-#[inline]
+#[inline(always)]
 fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
     let job_libctx = config::current_libctx();
     r.libctx.set(job_libctx);
@@ -376,14 +463,10 @@ fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
 /// returns control to the `ASYNC_start_job` caller (which sees
 /// `ASYNC_PAUSE`) and returns 1 once resumed. Outside a job or while
 /// blocked: returns 1 at once.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_pause_job() -> c_int {
-    let h = CURRENT.get();
-    if h == 0 {
-        return 1;
-    }
-    match handles::lookup(h) {
-        Some((_, r)) if r.blocked.get() == 0 => {}
+    match handles::with_state(|t| t.current_rec()) {
+        Some(r) if r.blocked.get() == 0 => {}
         _ => return 1,
     }
     count(&COUNTERS.pauses);
@@ -397,15 +480,15 @@ pub extern "C" fn ASYNC_pause_job() -> c_int {
 
 /// `ASYNC_JOB *ASYNC_get_current_job(void)`: the running job's handle (the
 /// value `ASYNC_start_job` puts in `*job`), or NULL outside a job.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_get_current_job() -> *mut AsyncJob {
-    CURRENT.get() as *mut AsyncJob
+    handles::with_state(|t| t.current.get()) as *mut AsyncJob
 }
 
 /// `ASYNC_WAIT_CTX *ASYNC_get_wait_ctx(ASYNC_JOB *job)`: the wait ctx the
 /// job was started with. Works from any thread; NULL for a NULL, stale or
 /// invalid handle, or a job started without a wait ctx.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
     let h = job as usize;
     let Some((_, r)) = handles::lookup(h) else { return ptr::null_mut() };
@@ -420,18 +503,18 @@ pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
 /// `void ASYNC_block_pause(void)`: makes `ASYNC_pause_job` a no-op in the
 /// running job until a matching `ASYNC_unblock_pause` (nestable, per job).
 /// No effect outside a job.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_block_pause() {
-    if let Some((_, r)) = handles::lookup(CURRENT.get()) {
+    if let Some(r) = handles::with_state(|t| t.current_rec()) {
         r.blocked.set(r.blocked.get().saturating_add(1));
     }
 }
 
 /// `void ASYNC_unblock_pause(void)`: undoes one `ASYNC_block_pause` of the
 /// running job. No effect outside a job or when not blocked.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_unblock_pause() {
-    if let Some((_, r)) = handles::lookup(CURRENT.get()) {
+    if let Some(r) = handles::with_state(|t| t.current_rec()) {
         r.blocked.set(r.blocked.get().saturating_sub(1));
     }
 }
@@ -458,7 +541,7 @@ unsafe extern "C" fn default_stack_free(addr: *mut c_void) {
 /// one). Returns 0 once any job stack was ever needed, 1 otherwise. The
 /// pair is only reported back by `ASYNC_get_mem_functions`: job stacks are
 /// always stackjob's mmap'd, guard-paged stacks (size: `STACKJOB_STACK_SIZE`).
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_set_mem_functions(alloc_fn: Option<StackAllocFn>, free_fn: Option<StackFreeFn>) -> c_int {
     guard(0, || {
         if STACKS_USED.load(Ordering::Relaxed) {
@@ -481,7 +564,7 @@ pub extern "C" fn ASYNC_set_mem_functions(alloc_fn: Option<StackAllocFn>, free_f
 ///
 /// # Safety
 /// Each pointer must be null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_get_mem_functions(
     alloc_fn: *mut Option<StackAllocFn>,
     free_fn: *mut Option<StackFreeFn>,
@@ -503,7 +586,7 @@ pub unsafe extern "C" fn ASYNC_get_mem_functions(
 // --------------------------------------------------------------- wait ctx
 
 /// `ASYNC_WAIT_CTX *ASYNC_WAIT_CTX_new(void)`: an empty wait ctx.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_WAIT_CTX_new() -> *mut CWaitCtx {
     guard(ptr::null_mut(), CWaitCtx::new_raw)
 }
@@ -514,7 +597,7 @@ pub extern "C" fn ASYNC_WAIT_CTX_new() -> *mut CWaitCtx {
 ///
 /// # Safety
 /// `ctx` must be null or a live wait ctx, not used by the caller afterwards.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_free(ctx: *mut CWaitCtx) {
     if ctx.is_null() {
         return;
@@ -529,7 +612,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_free(ctx: *mut CWaitCtx) {
 ///
 /// # Safety
 /// `ctx` null or live; `cleanup` null or callable as OpenSSL describes.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_wait_fd(
     ctx: *mut CWaitCtx,
     key: *const c_void,
@@ -558,7 +641,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_wait_fd(
 ///
 /// # Safety
 /// `ctx` null or live; `fd`, `custom_data` null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_fd(
     ctx: *mut CWaitCtx,
     key: *const c_void,
@@ -605,7 +688,7 @@ unsafe fn put_fds(fds: &[c_int], out: *mut c_int, num: *mut usize) {
 ///
 /// # Safety
 /// `ctx` null or live; `fd` null or large enough; `numfds` null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_all_fds(ctx: *mut CWaitCtx, fd: *mut c_int, numfds: *mut usize) -> c_int {
     guard(0, || {
         // SAFETY: per the contract.
@@ -629,7 +712,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_all_fds(ctx: *mut CWaitCtx, fd: *mut
 ///
 /// # Safety
 /// `ctx` null or live; arrays null or large enough; counts null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_changed_fds(
     ctx: *mut CWaitCtx,
     addfd: *mut c_int,
@@ -655,7 +738,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_changed_fds(
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_clear_fd(ctx: *mut CWaitCtx, key: *const c_void) -> c_int {
     guard(0, || {
         // SAFETY: per the contract.
@@ -669,7 +752,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_clear_fd(ctx: *mut CWaitCtx, key: *const
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_callback(
     ctx: *mut CWaitCtx,
     callback: Option<CallbackFn>,
@@ -688,7 +771,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_callback(
 ///
 /// # Safety
 /// `ctx` null or live; outputs null or writable.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_callback(
     ctx: *mut CWaitCtx,
     callback: *mut Option<CallbackFn>,
@@ -716,7 +799,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_callback(
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_status(ctx: *mut CWaitCtx, status: c_int) -> c_int {
     // SAFETY: per the contract.
     match unsafe { wctx(ctx) } {
@@ -733,7 +816,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_set_status(ctx: *mut CWaitCtx, status: c
 ///
 /// # Safety
 /// `ctx` null or live.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_status(ctx: *mut CWaitCtx) -> c_int {
     // SAFETY: per the contract.
     unsafe { wctx(ctx) }.map_or(0, CWaitCtx::status)
@@ -747,7 +830,7 @@ pub unsafe extern "C" fn ASYNC_WAIT_CTX_get_status(ctx: *mut CWaitCtx) -> c_int 
 ///
 /// # Safety
 /// `out` must be null or writable for 4 `uint64_t`.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub unsafe extern "C" fn stackjob_openssl_counters(out: *mut u64) {
     if out.is_null() {
         return;
@@ -760,7 +843,7 @@ pub unsafe extern "C" fn stackjob_openssl_counters(out: *mut u64) {
 
 /// `size_t stackjob_openssl_stack_size(void)`: the job stack size in use
 /// (`STACKJOB_STACK_SIZE` or the default). Not part of OpenSSL.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn stackjob_openssl_stack_size() -> usize {
     guard(0, || config::config().stack_size)
 }
@@ -768,7 +851,7 @@ pub extern "C" fn stackjob_openssl_stack_size() -> usize {
 /// `int stackjob_openssl_libctx_swapping(void)`: 1 if libcrypto's
 /// `OSSL_LIB_CTX_set0_default` was found, so the default library context is
 /// swapped around every job segment as OpenSSL does. Not part of OpenSSL.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn stackjob_openssl_libctx_swapping() -> c_int {
     guard(0, || config::libctx_swapping() as c_int)
 }

@@ -170,6 +170,11 @@ fn c_misuse() {
 }
 
 #[test]
+fn c_threads() {
+    suite_program("threads");
+}
+
+#[test]
 fn c_libctx_swap() {
     // libcrypto is in the process, so OSSL_LIB_CTX_set0_default is found.
     suite_program_with("libctx", &["-lcrypto"]);
@@ -193,4 +198,112 @@ fn c_stack_size_env() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+/// The `.so`'s exported (defined) dynamic symbols as `name@@version`, or
+/// bare names when it has no version info; `None` without `readelf`.
+fn exported_symbols(lib: &Path) -> Option<Vec<String>> {
+    let o = Command::new("readelf").args(["--dyn-syms", "-W"]).arg(lib).output().ok()?;
+    assert!(o.status.success(), "readelf failed: {}", String::from_utf8_lossy(&o.stderr));
+    let mut names: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|line| {
+            // Num: Value Size Type Bind Vis Ndx Name
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 8 && f[0].ends_with(':') && f[6] != "UND" && f[6] != "Ndx").then(|| f[7].to_string())
+        })
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// The exported set is exactly OpenSSL's 22 `ASYNC_*` functions and this
+/// library's three probes; with symbol versioning (build.rs), under
+/// libcrypto's version nodes (`libstackjob_openssl.map`).
+#[test]
+fn exported_symbols_are_the_async_api() {
+    let lib = lib_dir().join("libstackjob_openssl.so");
+    let Some(got) = exported_symbols(&lib) else {
+        eprintln!("skipped: needs readelf (binutils)");
+        return;
+    };
+    let v31 = ["ASYNC_get_mem_functions", "ASYNC_set_mem_functions"];
+    let ours = ["stackjob_openssl_counters", "stackjob_openssl_libctx_swapping", "stackjob_openssl_stack_size"];
+    let v30 = [
+        "ASYNC_WAIT_CTX_clear_fd",
+        "ASYNC_WAIT_CTX_free",
+        "ASYNC_WAIT_CTX_get_all_fds",
+        "ASYNC_WAIT_CTX_get_callback",
+        "ASYNC_WAIT_CTX_get_changed_fds",
+        "ASYNC_WAIT_CTX_get_fd",
+        "ASYNC_WAIT_CTX_get_status",
+        "ASYNC_WAIT_CTX_new",
+        "ASYNC_WAIT_CTX_set_callback",
+        "ASYNC_WAIT_CTX_set_status",
+        "ASYNC_WAIT_CTX_set_wait_fd",
+        "ASYNC_block_pause",
+        "ASYNC_cleanup_thread",
+        "ASYNC_get_current_job",
+        "ASYNC_get_wait_ctx",
+        "ASYNC_init_thread",
+        "ASYNC_is_capable",
+        "ASYNC_pause_job",
+        "ASYNC_start_job",
+        "ASYNC_unblock_pause",
+    ];
+    let symver = env!("STACKJOB_OSSL_SYMVER");
+    let versioned = symver == "on";
+    let tag = |names: &[&str], v: &str| -> Vec<String> {
+        names.iter().map(|n| if versioned { format!("{n}@@{v}") } else { n.to_string() }).collect()
+    };
+    let mut want =
+        [tag(&v30, "OPENSSL_3.0.0"), tag(&v31, "OPENSSL_3.1.0"), tag(&ours, "STACKJOB_OPENSSL_0.1")].concat();
+    want.sort();
+    assert_eq!(got, want, "exported dynamic symbols of {}", lib.display());
+    // Where rustc links with lld by default (x86_64 Linux, Rust >= 1.90),
+    // the versions must be there: a silent fallback would be a regression.
+    if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+        assert!(versioned, "libstackjob_openssl.so is unversioned: build.rs said {symver:?}");
+    }
+}
+
+/// Under `LD_PRELOAD`, references a program bound to libcrypto's version
+/// nodes (`OPENSSL_3.0.0`, and `OPENSSL_3.1.0` for the mem functions) go to
+/// this library: checked against a stand-in libcrypto with those versions.
+#[test]
+fn preload_serves_versioned_references() {
+    if !have_toolchain() || env!("STACKJOB_OSSL_SYMVER") != "on" {
+        return;
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let stub = tmp.join("libfake_libcrypto.so");
+    let exe = tmp.join("preload_versions");
+    let cc = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new("cc").args(args).output().expect("run cc");
+        assert!(o.status.success(), "cc failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let map = format!("-Wl,--version-script={}", c_dir().join("fake_libcrypto.map").display());
+    let src = c_dir().join("fake_libcrypto.c");
+    cc(&["-shared".as_ref(), "-fPIC".as_ref(), map.as_ref(), "-o".as_ref(), stub.as_os_str(), src.as_os_str()]);
+    let rpath = format!("-Wl,-rpath,{}", tmp.display());
+    let src = c_dir().join("preload_versions.c");
+    let link = format!("-L{}", tmp.display());
+    cc(&["-o".as_ref(), exe.as_os_str(), src.as_os_str(), link.as_ref(), rpath.as_ref(), "-lfake_libcrypto".as_ref()]);
+    // The program's references carry the stub's versions.
+    let o = Command::new("readelf").args(["-V"]).arg(&exe).output().expect("readelf");
+    let vers = String::from_utf8_lossy(&o.stdout);
+    assert!(vers.contains("OPENSSL_3.0.0") && vers.contains("OPENSSL_3.1.0"), "{vers}");
+
+    let out = |preload: bool| {
+        let mut cmd = Command::new(&exe);
+        cmd.env_remove("LD_PRELOAD").env_remove("STACKJOB_DEBUG");
+        if preload {
+            cmd.env("LD_PRELOAD", lib_dir().join("libstackjob_openssl.so"));
+        }
+        let o = cmd.output().expect("run preload_versions");
+        assert!(o.status.success(), "{:?}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(out(false), "42 42\n", "the stand-in libcrypto answers without the preload");
+    assert_eq!(out(true), "1 1\n", "libstackjob_openssl.so answers both versioned references");
 }
