@@ -395,6 +395,7 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         match (*slot).state {
             State::Paused => Segment::Paused,
             _ => {
+                sanitizer::job_finished(|| stack.usable());
                 let outcome = out.assume_init_read();
                 if stack.scrubs() {
                     stack::zero_volatile(out.as_mut_ptr().cast(), size_of::<thread::Result<R>>());

@@ -213,9 +213,29 @@ mod asan {
             bottom_old: *mut *const c_void,
             size_old: *mut usize,
         );
+        // sanitizer/asan_interface.h
+        pub(super) fn __asan_unpoison_memory_region(addr: *const c_void, size: usize);
         pub(super) fn __lsan_register_root_region(p: *const c_void, size: usize);
         pub(super) fn __lsan_unregister_root_region(p: *const c_void, size: usize);
     }
+}
+
+/// Resumer side, once a job has finished: the job's frames ended without
+/// returning (a job leaves its stack by a switch), so the redzones
+/// AddressSanitizer poisoned in them are still poisoned. They are cleared
+/// before the stack is scrubbed or lent to the next job, whose frames
+/// would otherwise run into them.
+#[inline(always)]
+pub(crate) fn job_finished(bounds: impl FnOnce() -> (*mut u8, usize)) {
+    #[cfg(feature = "asan")]
+    {
+        let (bottom, size) = bounds();
+        // SAFETY: changes only ASan's shadow of the job's own usable stack,
+        // on which nothing runs any more.
+        unsafe { asan::__asan_unpoison_memory_region(bottom.cast(), size) };
+    }
+    #[cfg(not(feature = "asan"))]
+    let _ = bounds;
 }
 
 /// The stack a running job switches back to (its latest resumer's), as ASan
