@@ -136,21 +136,24 @@ fn valgrind_deregister(id: usize) {
 }
 
 // Memcheck's requests (memcheck.h): VG_USERREQ_TOOL_BASE('M', 'C') + n.
-const MAKE_MEM_NOACCESS: usize = 0x4d43_0000;
+const MAKE_MEM_UNDEFINED: usize = 0x4d43_0001;
 const MAKE_MEM_DEFINED: usize = 0x4d43_0002;
 
 /// Runs `f`, which reads and overwrites `[from, from + len)`: dead frames
-/// of a switched-out job stack, being scrubbed. Memcheck marks memory below
-/// a stack pointer inaccessible, so it is made accessible for `f` and
-/// inaccessible again afterwards. (Under a Valgrind tool other than
-/// memcheck the two requests go unhandled, and Valgrind may say so.)
+/// of a finished job's stack, being scrubbed. Memcheck may hold memory that
+/// lay below a stack pointer inaccessible, so it is made accessible for
+/// `f`. Afterwards it is left addressable but undefined, as an idle stack's
+/// memory is: the next job's FRESH record is written at its top by the
+/// resumer, and its frames grow down from there. (Under a Valgrind tool
+/// other than memcheck the two requests go unhandled, and Valgrind may say
+/// so.)
 pub(crate) fn scrubbing_dead_stack<T>(from: *mut u8, len: usize, f: impl FnOnce() -> T) -> T {
     // SAFETY: the memcheck requests change only memcheck's view of the
     // range, never its contents.
     unsafe { client_request(0, &[MAKE_MEM_DEFINED, from as usize, len, 0, 0, 0]) };
     let result = f();
     // SAFETY: as above.
-    unsafe { client_request(0, &[MAKE_MEM_NOACCESS, from as usize, len, 0, 0, 0]) };
+    unsafe { client_request(0, &[MAKE_MEM_UNDEFINED, from as usize, len, 0, 0, 0]) };
     result
 }
 
