@@ -13,8 +13,24 @@
 //   * FPCR is "global" thread state (6.1.2: changed only by functions whose
 //     documented purpose is to change it), FPSR and NZCV are not preserved:
 //     neither is saved, so inherit_fp_env is a no-op; TPIDR_EL0 untouched;
-//   * sp is 16-byte aligned at every instruction (the record is 160 bytes,
+//   * sp is 16-byte aligned at every instruction (the record is 32 bytes,
 //     so it stays aligned while the record is pushed and popped).
+//
+// Who saves what (the x86_64 scheme): the inline asm blocks that enter this
+// file (src/arch/aarch64.rs) declare x21-x28 as outputs they clobber, and
+// clobber_abi("C") covers x0-x17, x30 and all of v0-v31 (the upper halves
+// of v8-v15 are caller-saved, so whole registers are clobbered). The
+// compiler therefore saves x21-x28 and d8-d15 itself, only where they are
+// live. The asm saves what an inline asm block cannot declare clobbered
+// (x19, which LLVM may use as base pointer, and x29, the frame pointer),
+// the resume PC, and x20, which carries the entry function of a FRESH
+// record to the trampoline (and fills the record to 32 bytes):
+//
+//   register          saved by                        where
+//   x19, x20, x29     this file                       the record below
+//   x21-x28, d8-d15   the compiler, only if live      the Rust frame
+//   sp                this file                       regs.sp / regs.parent_sp
+//   pc                x30 (resumer) / x1 (job)        the record's +8
 //
 // Operands substituted by `global_asm!` in src/arch/aarch64.rs: the field
 // offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
@@ -69,30 +85,14 @@
 // own would either mark pad-less Rust code (without the flag) or be a second
 // NT_GNU_PROPERTY_TYPE_0 note in the same section (with it).
 //
-// The saved record (160 bytes, 16-aligned; the same for both directions):
+// The saved record (32 bytes, 16-aligned; the same for both directions):
 //
 //   offset  size  content
 //   +0      8     x29 (frame pointer)     \ a conventional AAPCS64 frame
 //   +8      8     resume PC (x30)         / record (fp, lr)
 //   +16     8     x19
 //   +24     8     x20
-//   +32     8     x21
-//   +40     8     x22
-//   +48     8     x23
-//   +56     8     x24
-//   +64     8     x25
-//   +72     8     x26
-//   +80     8     x27
-//   +88     8     x28
-//   +96     8     d8
-//   +104    8     d9
-//   +112    8     d10
-//   +120    8     d11
-//   +128    8     d12
-//   +136    8     d13
-//   +144    8     d14
-//   +152    8     d15
-//   +160          = the CFA of the switched-out frame
+//   +32           = the CFA of the switched-out frame
 //
 // Stack states (addresses grow upwards):
 //
@@ -100,10 +100,9 @@
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | d8..d15 (stale)      |       | job frames         |      | job frames         |
-//   | x21..x28 (stale)     |       |   ...              |      |   ...              |
-//   | x20 = entry fn   +24 |       | d8..d15 +96..+152  |      |   ...   <- sp      |
-//   | x19 = &regs      +16 |       | x19..x28 +16..+88  |      |                    |
+//   | x20 = entry fn   +24 |       | job frames         |      | job frames         |
+//   | x19 = &regs      +16 |       |   ...              |      |   ...   <- sp      |
+//   |                      |       | x19, x20  +16, +24 |      |                    |
 //   | pc = trampoline   +8 |       | pause site     +8  |      |                    |
 //   | x29 = 0           +0 |       | x29            +0  |      |                    |
 //   +----------------------+ <- regs.sp         <- regs.sp      regs.parent_sp points
@@ -120,18 +119,9 @@
 
     .text
 
-// x19-x28 and d8-d15 from the record at sp (the record's +16 .. +160); the
-// same sequence for every direction.
+// x19 and x20 from the record at sp; the same for every direction.
 .macro STACKJOB_LOAD_CALLEE_SAVED
     ldp     x19, x20, [sp, #16]
-    ldp     x21, x22, [sp, #32]
-    ldp     x23, x24, [sp, #48]
-    ldp     x25, x26, [sp, #64]
-    ldp     x27, x28, [sp, #80]
-    ldp     d8, d9, [sp, #96]
-    ldp     d10, d11, [sp, #112]
-    ldp     d12, d13, [sp, #128]
-    ldp     d14, d15, [sp, #144]
 .endm
 
 // ---------------------------------------------------------------------------
@@ -153,30 +143,6 @@ stackjob_switch_in:
     stp     x19, x20, [sp, #16]
     .cfi_offset x19, 16-{RECORD}
     .cfi_offset x20, 24-{RECORD}
-    stp     x21, x22, [sp, #32]
-    .cfi_offset x21, 32-{RECORD}
-    .cfi_offset x22, 40-{RECORD}
-    stp     x23, x24, [sp, #48]
-    .cfi_offset x23, 48-{RECORD}
-    .cfi_offset x24, 56-{RECORD}
-    stp     x25, x26, [sp, #64]
-    .cfi_offset x25, 64-{RECORD}
-    .cfi_offset x26, 72-{RECORD}
-    stp     x27, x28, [sp, #80]
-    .cfi_offset x27, 80-{RECORD}
-    .cfi_offset x28, 88-{RECORD}
-    stp     d8, d9, [sp, #96]
-    .cfi_offset d8, 96-{RECORD}
-    .cfi_offset d9, 104-{RECORD}
-    stp     d10, d11, [sp, #112]
-    .cfi_offset d10, 112-{RECORD}
-    .cfi_offset d11, 120-{RECORD}
-    stp     d12, d13, [sp, #128]
-    .cfi_offset d12, 128-{RECORD}
-    .cfi_offset d13, 136-{RECORD}
-    stp     d14, d15, [sp, #144]
-    .cfi_offset d14, 144-{RECORD}
-    .cfi_offset d15, 152-{RECORD}
     // The resumer's record is complete: publish it.
     mov     x9, sp
     str     x9, [x0, #{PARENT_SP}]
@@ -186,8 +152,8 @@ stackjob_switch_in:
     mov     sp, x9                          // sp = the job's record
     STACKJOB_LOAD_CALLEE_SAVED
     ldp     x29, x17, [sp], #{RECORD}       // x17 = the job's resume PC; pop
-    // sp: the job's stack exactly as it was at its pause site; all job
-    // callee-saved registers restored; x0 = regs; x17 = where the job
+    // sp: the job's stack exactly as it was at its pause site; x19, x20
+    // and x29 are the job's; x0 = regs; x17 = where the job
     // continues (its `bti j` resume label, or the trampoline). x30 still
     // holds the resumer's return address: the job treats x30 as clobbered.
     // The only indirect branch of the round trip; never `ret` into the job
@@ -219,30 +185,6 @@ stackjob_switch_out:
     stp     x19, x20, [sp, #16]
     .cfi_offset x19, 16-{RECORD}
     .cfi_offset x20, 24-{RECORD}
-    stp     x21, x22, [sp, #32]
-    .cfi_offset x21, 32-{RECORD}
-    .cfi_offset x22, 40-{RECORD}
-    stp     x23, x24, [sp, #48]
-    .cfi_offset x23, 48-{RECORD}
-    .cfi_offset x24, 56-{RECORD}
-    stp     x25, x26, [sp, #64]
-    .cfi_offset x25, 64-{RECORD}
-    .cfi_offset x26, 72-{RECORD}
-    stp     x27, x28, [sp, #80]
-    .cfi_offset x27, 80-{RECORD}
-    .cfi_offset x28, 88-{RECORD}
-    stp     d8, d9, [sp, #96]
-    .cfi_offset d8, 96-{RECORD}
-    .cfi_offset d9, 104-{RECORD}
-    stp     d10, d11, [sp, #112]
-    .cfi_offset d10, 112-{RECORD}
-    .cfi_offset d11, 120-{RECORD}
-    stp     d12, d13, [sp, #128]
-    .cfi_offset d12, 128-{RECORD}
-    .cfi_offset d13, 136-{RECORD}
-    stp     d14, d15, [sp, #144]
-    .cfi_offset d14, 144-{RECORD}
-    .cfi_offset d15, 152-{RECORD}
     mov     x9, sp
     str     x9, [x0, #{SP}]                 // publish the job's record
     // From here on: CFA = regs.sp + RECORD.
@@ -305,22 +247,24 @@ stackjob_trampoline:
     .cfi_offset x30, 8-{RECORD}
     .cfi_offset x19, 16-{RECORD}
     .cfi_offset x20, 24-{RECORD}
-    .cfi_offset x21, 32-{RECORD}
-    .cfi_offset x22, 40-{RECORD}
-    .cfi_offset x23, 48-{RECORD}
-    .cfi_offset x24, 56-{RECORD}
-    .cfi_offset x25, 64-{RECORD}
-    .cfi_offset x26, 72-{RECORD}
-    .cfi_offset x27, 80-{RECORD}
-    .cfi_offset x28, 88-{RECORD}
-    .cfi_offset d8, 96-{RECORD}
-    .cfi_offset d9, 104-{RECORD}
-    .cfi_offset d10, 112-{RECORD}
-    .cfi_offset d11, 120-{RECORD}
-    .cfi_offset d12, 128-{RECORD}
-    .cfi_offset d13, 136-{RECORD}
-    .cfi_offset d14, 144-{RECORD}
-    .cfi_offset d15, 152-{RECORD}
+    // x21-x28 and d8-d15 hold nothing of the resumer's here (its inline
+    // asm clobbers them).
+    .cfi_undefined x21
+    .cfi_undefined x22
+    .cfi_undefined x23
+    .cfi_undefined x24
+    .cfi_undefined x25
+    .cfi_undefined x26
+    .cfi_undefined x27
+    .cfi_undefined x28
+    .cfi_undefined d8
+    .cfi_undefined d9
+    .cfi_undefined d10
+    .cfi_undefined d11
+    .cfi_undefined d12
+    .cfi_undefined d13
+    .cfi_undefined d14
+    .cfi_undefined d15
     bti     j
     mov     x0, x19                         // arg0 = regs
     mov     x16, x20

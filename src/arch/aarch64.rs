@@ -13,9 +13,9 @@ pub(crate) const CAPABLE: bool = true;
 pub(crate) const BACKEND: &str = "aarch64-aapcs64";
 
 /// Size of the saved record (see the table in `arch/aarch64.s`): x29, the
-/// resume PC, x19-x28 and d8-d15, eight bytes each. A multiple of 16, so sp
-/// stays 16-byte aligned while a record is pushed or popped.
-const RECORD: usize = 160;
+/// resume PC, x19 and x20, eight bytes each. A multiple of 16, so sp stays
+/// 16-byte aligned while a record is pushed or popped.
+const RECORD: usize = 32;
 
 // Record offsets, named once (the asm spells the same layout in its table;
 // `record_layout_matches_asm` below runs the asm over a record laid here).
@@ -49,6 +49,7 @@ fn eh_frame_anchor() {}
 static EH_FRAME_ANCHOR: fn() = eh_frame_anchor;
 
 unsafe extern "C" {
+    // Called only from the inline asm in `switch_in`.
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: a branch target with its own register convention.
     fn stackjob_switch_out();
@@ -59,8 +60,7 @@ unsafe extern "C" {
 
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
 /// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
-/// four stores; the other callee-saved slots keep stale values, which the
-/// entry, a function that never returns, never reads).
+/// four stores).
 ///
 /// # Safety
 /// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
@@ -99,10 +99,22 @@ pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
 /// stack, and this thread must be the one that owns the job.
 #[inline(always)]
 pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
-    // SAFETY: the asm saves and restores x19-x29, sp and d8-d15 and returns
-    // to x30 (see the record table), so it behaves like an ordinary
-    // AAPCS64 call to its caller.
-    unsafe { stackjob_switch_in(regs) }
+    // SAFETY: the asm saves x19, x20, x29 and the return address (see the
+    // record table) and returns to it; x21-x28 are declared clobbered here,
+    // so the compiler keeps nothing live in them across the switch and
+    // saves the ones it needs itself; clobber_abi("C") covers x0-x17, x30
+    // and all of v0-v31 (d8-d15 included: their upper halves are
+    // caller-saved). A direct `bl` from inline asm, like x86_64's `call`.
+    unsafe {
+        asm!(
+            "bl {switch_in}",
+            switch_in = sym stackjob_switch_in,
+            in("x0") regs,
+            out("x21") _, out("x22") _, out("x23") _, out("x24") _,
+            out("x25") _, out("x26") _, out("x27") _, out("x28") _,
+            clobber_abi("C"),
+        );
+    }
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
@@ -113,11 +125,12 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
 pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
-    // SAFETY: stackjob_switch_out saves x19-x29, sp, d8-d15 and the resume PC
-    // (x1); everything caller-saved (x0-x17, x30, all of v0-v31 beyond
-    // d8-d15's low halves) is declared clobbered. sp is 16-aligned here as
-    // everywhere on aarch64. switch_in comes back with `br x17`, so the
-    // resume label carries a `bti j` landing pad (a NOP without BTI).
+    // SAFETY: stackjob_switch_out saves x19, x20, x29, sp and the resume PC
+    // (x1); x21-x28 and everything caller-saved (x0-x17, x30, all of
+    // v0-v31) are declared clobbered, so the compiler saves what it needs of
+    // them itself. sp is 16-aligned here as everywhere on aarch64. switch_in
+    // comes back with `br x17`, so the resume label carries a `bti j`
+    // landing pad (a NOP without BTI).
     unsafe {
         asm!(
             "adr x1, 2f",
@@ -126,6 +139,8 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
             "bti j",
             switch_out = sym stackjob_switch_out,
             in("x0") regs,
+            out("x21") _, out("x22") _, out("x23") _, out("x24") _,
+            out("x25") _, out("x26") _, out("x27") _, out("x28") _,
             clobber_abi("C"),
         );
     }
@@ -178,7 +193,7 @@ mod tests {
         // SAFETY: `regs` is live and only the probe (not running) shares it.
         let saved_sp = || unsafe { (*regs_ptr).sp };
         assert_eq!(saved_sp() as usize, top as usize - RECORD);
-        // SAFETY: regs.sp points at the 160-byte record inside `stack`.
+        // SAFETY: regs.sp points at the 32-byte record inside `stack`.
         let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
         assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
         assert_eq!(word(REC_X19), regs_ptr as usize);
