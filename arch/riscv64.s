@@ -8,9 +8,9 @@
 //   * callee-saved: s0-s11 (x8, x9, x18-x27) and sp; ra (x1) carries the
 //     return address, so it is saved as the record's resume PC;
 //   * fs0-fs11 (f8, f9, f18-f27) are callee-saved up to the ABI's FLEN:
-//     64 bits under LP64D (fsd/fld), 32 bits under LP64F (fsw/flw), none
-//     under LP64. The Rust side passes FLEN = 8, 4 or 0 (build.rs finds
-//     the float ABI; global_asm has no preprocessor, so `.if` selects);
+//     64 bits under LP64D, 32 bits under LP64F, none under LP64 (the Rust
+//     side declares them clobbered only under a float ABI; build.rs finds
+//     it);
 //   * gp and tp are "unallocatable": never touched;
 //   * fcsr has "thread storage duration": not saved, so inherit_fp_env is a
 //     no-op;
@@ -18,7 +18,7 @@
 //     16, so it stays aligned.
 //
 // Operands substituted by `global_asm!` in src/arch/riscv64.rs: the field
-// offsets of `Regs` (SP, PARENT_SP), the record size (RECORD) and FLEN.
+// offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
 //
 //   stackjob_switch_in(regs: *mut Regs)      extern "C", called by Rust
 //       (`call`, i.e. `jalr ra`). a0 = regs, ra = return address. Saves the
@@ -56,28 +56,30 @@
 // `j` reaches only +-1 MiB). When Zicfilp lands, the resume label and the
 // trampoline are where its `lpad` goes.
 //
-// The saved record (RECORD = 112 + 12 * FLEN bytes: 208 for LP64D, 160 for
-// LP64F, 112 for LP64; the same for both directions):
+// Who saves what (the x86_64 scheme): the inline asm blocks that enter this
+// file (src/arch/riscv64.rs) declare s3-s11 and, under a float ABI,
+// fs0-fs11 as outputs they clobber, plus clobber_abi("C") for every
+// caller-saved register. The compiler therefore saves those itself, only
+// where they are live. The asm saves what an inline asm block cannot
+// declare clobbered (s0, the frame pointer, and s1, which LLVM may use as
+// base pointer), the resume PC, and s2, which carries the entry function of
+// a FRESH record to the trampoline (and fills the record to 32 bytes):
+//
+//   register          saved by                        where
+//   s0, s1, s2        this file                       the record below
+//   s3-s11, fs0-fs11  the compiler, only if live      the Rust frame
+//   sp                this file                       regs.sp / regs.parent_sp
+//   pc                ra (resumer) / t1 (job)         the record's +0
+//
+// The saved record (RECORD = 32 bytes, 16-aligned; the same for both
+// directions):
 //
 //   offset       size  content
 //   +0           8     resume PC (ra)
 //   +8           8     s0 (frame pointer)
 //   +16          8     s1
 //   +24          8     s2
-//   +32          8     s3
-//   +40          8     s4
-//   +48          8     s5
-//   +56          8     s6
-//   +64          8     s7
-//   +72          8     s8
-//   +80          8     s9
-//   +88          8     s10
-//   +96          8     s11
-//   +104         8     zero (padding to 16; written, so that a record never
-//                      carries stale bytes of deeper, dead frames into the
-//                      live part of a stack, which scrubbing leaves alone)
-//   +112+i*FLEN  FLEN  fs<i>, i = 0..11 (absent when FLEN = 0)
-//   +RECORD            = the CFA of the switched-out frame
+//   +32                = the CFA of the switched-out frame
 //
 // Stack states (addresses grow upwards):
 //
@@ -85,12 +87,11 @@
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | fs0..fs11 (stale)    |       | job frames         |      | job frames         |
-//   | s3..s11 (stale)      |       |   ...              |      |   ...              |
-//   | s2 = entry fn    +24 |       | fs0..fs11   +112.. |      |   ...   <- sp      |
-//   | s1 = &regs       +16 |       | s0..s11  +8..+96   |      |                    |
-//   | s0 = 0            +8 |       | pause site     +0  |      |                    |
-//   | pc = trampoline   +0 |       +--------------------+      |                    |
+//   | s2 = entry fn    +24 |       | job frames         |      | job frames         |
+//   | s1 = &regs       +16 |       |   ...              |      |   ...   <- sp      |
+//   | s0 = 0            +8 |       | s0..s2  +8..+24    |      |                    |
+//   | pc = trampoline   +0 |       | pause site     +0  |      |                    |
+//   |                      |       +--------------------+      |                    |
 //   +----------------------+ <- regs.sp         <- regs.sp      regs.parent_sp points
 //   |  (unused)            |       |  (unused)          |      at the record on the
 //   +----------------------+       +--------------------+      resumer's stack
@@ -103,71 +104,24 @@
 // padded encoding is valid ULEB128 when RECORD < 128). DWARF register numbers:
 // x0-x31 0-31, f0-f31 32-63; a0 (x10) is 0x7a as a base register, s1 (x9) 0x79.
 
-// The floating-point part of the record, selected by FLEN. Each macro takes
-// the register and its index i (offset 112 + i * FLEN).
-.macro STACKJOB_FSAVE freg, i
-.if {FLEN} == 8
-    fsd     \freg, 112 + 8 * \i(sp)
-    .cfi_offset \freg, 112 + 8 * \i - {RECORD}
-.elseif {FLEN} == 4
-    fsw     \freg, 112 + 4 * \i(sp)
-    .cfi_offset \freg, 112 + 4 * \i - {RECORD}
-.endif
-.endm
-
-.macro STACKJOB_FLOAD freg, i
-.if {FLEN} == 8
-    fld     \freg, 112 + 8 * \i(sp)
-.elseif {FLEN} == 4
-    flw     \freg, 112 + 4 * \i(sp)
-.endif
-.endm
-
-// s0-s11 and fs0-fs11 from the record at sp; the same sequence for every
-// direction.
+// s0-s2 from the record at sp; the same for every direction.
 .macro STACKJOB_LOAD_CALLEE_SAVED
     ld      s0, 8(sp)
     ld      s1, 16(sp)
     ld      s2, 24(sp)
-    ld      s3, 32(sp)
-    ld      s4, 40(sp)
-    ld      s5, 48(sp)
-    ld      s6, 56(sp)
-    ld      s7, 64(sp)
-    ld      s8, 72(sp)
-    ld      s9, 80(sp)
-    ld      s10, 88(sp)
-    ld      s11, 96(sp)
-    STACKJOB_FLOAD fs0, 0
-    STACKJOB_FLOAD fs1, 1
-    STACKJOB_FLOAD fs2, 2
-    STACKJOB_FLOAD fs3, 3
-    STACKJOB_FLOAD fs4, 4
-    STACKJOB_FLOAD fs5, 5
-    STACKJOB_FLOAD fs6, 6
-    STACKJOB_FLOAD fs7, 7
-    STACKJOB_FLOAD fs8, 8
-    STACKJOB_FLOAD fs9, 9
-    STACKJOB_FLOAD fs10, 10
-    STACKJOB_FLOAD fs11, 11
 .endm
 
-.macro STACKJOB_FCFI freg, i
-.if {FLEN} != 0
-    .cfi_offset \freg, 112 + {FLEN} * \i - {RECORD}
-.endif
+// s0-s2 into the record at sp, with their CFI.
+.macro STACKJOB_SAVE_CALLEE_SAVED
+    sd      s0, 8(sp)
+    .cfi_offset s0, 8-{RECORD}
+    sd      s1, 16(sp)
+    .cfi_offset s1, 16-{RECORD}
+    sd      s2, 24(sp)
+    .cfi_offset s2, 24-{RECORD}
 .endm
 
     .text
-    // Under (fat) LTO rustc assembles module-level asm without the crate's
-    // float extensions, and `fsd` would be refused: name the extension the
-    // record needs. Safe, since FLEN is the float ABI's, so the CPU has it.
-    .option push
-.if {FLEN} == 8
-    .option arch, +d
-.elseif {FLEN} == 4
-    .option arch, +f
-.endif
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_in(regs: *mut Regs /* a0 */)
@@ -180,47 +134,12 @@ stackjob_switch_in:
     .cfi_startproc
     // sp: resumer stack; ra = return address into the Rust resumer.
     // a0: regs of the job to resume; regs.sp = the job's saved record.
+    // s3-s11, fs0-fs11 and all caller-saved registers: free (clobbered).
     addi    sp, sp, -{RECORD}
     .cfi_def_cfa_offset {RECORD}
     sd      ra, 0(sp)
     .cfi_offset ra, -{RECORD}
-    sd      s0, 8(sp)
-    .cfi_offset s0, 8-{RECORD}
-    sd      s1, 16(sp)
-    .cfi_offset s1, 16-{RECORD}
-    sd      s2, 24(sp)
-    .cfi_offset s2, 24-{RECORD}
-    sd      s3, 32(sp)
-    .cfi_offset s3, 32-{RECORD}
-    sd      s4, 40(sp)
-    .cfi_offset s4, 40-{RECORD}
-    sd      s5, 48(sp)
-    .cfi_offset s5, 48-{RECORD}
-    sd      s6, 56(sp)
-    .cfi_offset s6, 56-{RECORD}
-    sd      s7, 64(sp)
-    .cfi_offset s7, 64-{RECORD}
-    sd      s8, 72(sp)
-    .cfi_offset s8, 72-{RECORD}
-    sd      s9, 80(sp)
-    .cfi_offset s9, 80-{RECORD}
-    sd      s10, 88(sp)
-    .cfi_offset s10, 88-{RECORD}
-    sd      s11, 96(sp)
-    .cfi_offset s11, 96-{RECORD}
-    sd      zero, 104(sp)                   // no stale stack bytes in the record
-    STACKJOB_FSAVE fs0, 0
-    STACKJOB_FSAVE fs1, 1
-    STACKJOB_FSAVE fs2, 2
-    STACKJOB_FSAVE fs3, 3
-    STACKJOB_FSAVE fs4, 4
-    STACKJOB_FSAVE fs5, 5
-    STACKJOB_FSAVE fs6, 6
-    STACKJOB_FSAVE fs7, 7
-    STACKJOB_FSAVE fs8, 8
-    STACKJOB_FSAVE fs9, 9
-    STACKJOB_FSAVE fs10, 10
-    STACKJOB_FSAVE fs11, 11
+    STACKJOB_SAVE_CALLEE_SAVED
     // The resumer's record is complete: publish it.
     sd      sp, {PARENT_SP}(a0)
     // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
@@ -229,10 +148,10 @@ stackjob_switch_in:
     STACKJOB_LOAD_CALLEE_SAVED
     ld      t1, 0(sp)                       // the job's resume PC
     addi    sp, sp, {RECORD}                // pop the record
-    // sp: the job's stack exactly as it was at its pause site; all job
-    // callee-saved registers restored; a0 = regs; t1 = where the job
-    // continues (its resume label, or the trampoline). ra still holds the
-    // resumer's return address: the job treats ra as clobbered.
+    // sp: the job's stack exactly as it was at its pause site; s0-s2 are
+    // the job's; a0 = regs; t1 = where the job continues (its resume label,
+    // or the trampoline). ra still holds the resumer's return address: the
+    // job treats ra as clobbered.
     // The only indirect jump of the round trip: through t1, never ra or t0
     // (see the header: those would be predicted as a return).
     jr      t1
@@ -242,7 +161,8 @@ stackjob_switch_in:
 // ---------------------------------------------------------------------------
 // stackjob_switch_out: a0 = regs, t1 = job resume PC, sp = job stack
 // (16-byte aligned: the inline asm block that jumps here is placed like a
-// call); ra and t2 are dead (clobbered by that inline asm).
+// call); ra and t2 are dead (clobbered by that inline asm), as are s3-s11,
+// fs0-fs11 and every caller-saved register.
 // ---------------------------------------------------------------------------
     .globl  stackjob_switch_out
     .hidden stackjob_switch_out
@@ -258,43 +178,7 @@ stackjob_switch_out:
     .cfi_def_cfa_offset {RECORD}
     sd      t1, 0(sp)                       // +0: resume PC
     .cfi_offset ra, -{RECORD}
-    sd      s0, 8(sp)
-    .cfi_offset s0, 8-{RECORD}
-    sd      s1, 16(sp)
-    .cfi_offset s1, 16-{RECORD}
-    sd      s2, 24(sp)
-    .cfi_offset s2, 24-{RECORD}
-    sd      s3, 32(sp)
-    .cfi_offset s3, 32-{RECORD}
-    sd      s4, 40(sp)
-    .cfi_offset s4, 40-{RECORD}
-    sd      s5, 48(sp)
-    .cfi_offset s5, 48-{RECORD}
-    sd      s6, 56(sp)
-    .cfi_offset s6, 56-{RECORD}
-    sd      s7, 64(sp)
-    .cfi_offset s7, 64-{RECORD}
-    sd      s8, 72(sp)
-    .cfi_offset s8, 72-{RECORD}
-    sd      s9, 80(sp)
-    .cfi_offset s9, 80-{RECORD}
-    sd      s10, 88(sp)
-    .cfi_offset s10, 88-{RECORD}
-    sd      s11, 96(sp)
-    .cfi_offset s11, 96-{RECORD}
-    sd      zero, 104(sp)                   // no stale stack bytes in the record
-    STACKJOB_FSAVE fs0, 0
-    STACKJOB_FSAVE fs1, 1
-    STACKJOB_FSAVE fs2, 2
-    STACKJOB_FSAVE fs3, 3
-    STACKJOB_FSAVE fs4, 4
-    STACKJOB_FSAVE fs5, 5
-    STACKJOB_FSAVE fs6, 6
-    STACKJOB_FSAVE fs7, 7
-    STACKJOB_FSAVE fs8, 8
-    STACKJOB_FSAVE fs9, 9
-    STACKJOB_FSAVE fs10, 10
-    STACKJOB_FSAVE fs11, 11
+    STACKJOB_SAVE_CALLEE_SAVED
     sd      sp, {SP}(a0)                    // publish the job's record
     // From here on: CFA = regs.sp + RECORD.
     .cfi_escape 0x0f, 6, 0x7a, {SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
@@ -324,6 +208,9 @@ stackjob_switch_exit:
     // From here on this is the resumer's switch_in frame.
     .cfi_def_cfa sp, {RECORD}
     .cfi_offset ra, -{RECORD}
+    .cfi_offset s0, 8-{RECORD}
+    .cfi_offset s1, 16-{RECORD}
+    .cfi_offset s2, 24-{RECORD}
     STACKJOB_LOAD_CALLEE_SAVED
     ld      ra, 0(sp)
     addi    sp, sp, {RECORD}
@@ -354,27 +241,17 @@ stackjob_trampoline:
     .cfi_offset s0, 8-{RECORD}
     .cfi_offset s1, 16-{RECORD}
     .cfi_offset s2, 24-{RECORD}
-    .cfi_offset s3, 32-{RECORD}
-    .cfi_offset s4, 40-{RECORD}
-    .cfi_offset s5, 48-{RECORD}
-    .cfi_offset s6, 56-{RECORD}
-    .cfi_offset s7, 64-{RECORD}
-    .cfi_offset s8, 72-{RECORD}
-    .cfi_offset s9, 80-{RECORD}
-    .cfi_offset s10, 88-{RECORD}
-    .cfi_offset s11, 96-{RECORD}
-    STACKJOB_FCFI fs0, 0
-    STACKJOB_FCFI fs1, 1
-    STACKJOB_FCFI fs2, 2
-    STACKJOB_FCFI fs3, 3
-    STACKJOB_FCFI fs4, 4
-    STACKJOB_FCFI fs5, 5
-    STACKJOB_FCFI fs6, 6
-    STACKJOB_FCFI fs7, 7
-    STACKJOB_FCFI fs8, 8
-    STACKJOB_FCFI fs9, 9
-    STACKJOB_FCFI fs10, 10
-    STACKJOB_FCFI fs11, 11
+    // s3-s11 and fs0-fs11 hold nothing of the resumer's here (its inline
+    // asm clobbers them).
+    .cfi_undefined s3
+    .cfi_undefined s4
+    .cfi_undefined s5
+    .cfi_undefined s6
+    .cfi_undefined s7
+    .cfi_undefined s8
+    .cfi_undefined s9
+    .cfi_undefined s10
+    .cfi_undefined s11
     mv      a0, s1                          // arg0 = regs
     // A return address inside this FDE, set by hand: the entry's frame then
     // unwinds through the CFI above into the resumer, and no `jalr ra`
@@ -386,4 +263,4 @@ stackjob_trampoline:
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline
 
-    .option pop
+    

@@ -9,13 +9,12 @@ use core::mem::offset_of;
 /// This target has a context-switch backend.
 pub(crate) const CAPABLE: bool = true;
 
-/// Bytes of each saved fs0-fs11 register: the float ABI's FLEN (8 for
-/// LP64D, 4 for LP64F, 0 for LP64). build.rs tells it through the
+/// Bytes of each callee-saved fs0-fs11 register: the float ABI's FLEN (8
+/// for LP64D, 4 for LP64F, 0 for LP64). build.rs tells it through the
 /// `stackjob_riscv_flen` cfg, from the "d"/"f" target features where rustc
 /// shows them (nightly) and from the target's ISA string otherwise: stable
-/// rustc hides those two features from `cfg(target_feature)`. The asm has
-/// no preprocessor, so the value reaches it as a `const` operand and `.if`
-/// picks fsd/fld, fsw/flw or nothing.
+/// rustc hides those two features from `cfg(target_feature)`. Under a float
+/// ABI the inline asm below declares fs0-fs11 clobbered.
 #[cfg(stackjob_riscv_flen = "8")]
 const FLEN: usize = 8;
 #[cfg(stackjob_riscv_flen = "4")]
@@ -31,8 +30,8 @@ pub(crate) const BACKEND: &str = match FLEN {
 };
 
 /// Size of the saved record (see the table in `arch/riscv64.s`): the resume
-/// PC, s0-s11 and a padding word, then fs0-fs11 at FLEN bytes each.
-const RECORD: usize = 112 + 12 * FLEN;
+/// PC, s0, s1 and s2, eight bytes each.
+const RECORD: usize = 32;
 
 // Record offsets, named once (the asm spells the same layout in its table;
 // `record_layout_matches_asm` below runs the asm over a record laid here).
@@ -51,8 +50,37 @@ global_asm!(
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
     RECORD = const RECORD,
-    FLEN = const FLEN,
 );
+
+/// `asm!` with every callee-saved register the asm does not save itself
+/// declared clobbered: s3-s11, fs0-fs11 under a float ABI, and through
+/// clobber_abi("C") everything caller-saved. The compiler then keeps
+/// nothing live in them across a switch and saves the ones it needs.
+#[cfg(not(stackjob_riscv_flen = "0"))]
+macro_rules! asm_clobbering_callee_saved {
+    ($($args:tt)*) => {
+        asm!(
+            $($args)*,
+            out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            out("fs0") _, out("fs1") _, out("fs2") _, out("fs3") _,
+            out("fs4") _, out("fs5") _, out("fs6") _, out("fs7") _,
+            out("fs8") _, out("fs9") _, out("fs10") _, out("fs11") _,
+            clobber_abi("C"),
+        )
+    };
+}
+#[cfg(stackjob_riscv_flen = "0")]
+macro_rules! asm_clobbering_callee_saved {
+    ($($args:tt)*) => {
+        asm!(
+            $($args)*,
+            out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            clobber_abi("C"),
+        )
+    };
+}
 
 /// Keeps one Rust function with unwind tables in this module's codegen unit,
 /// next to the `global_asm!` above. LLVM writes a unit's CFI to `.eh_frame`
@@ -67,6 +95,7 @@ fn eh_frame_anchor() {}
 static EH_FRAME_ANCHOR: fn() = eh_frame_anchor;
 
 unsafe extern "C" {
+    // Called only from the inline asm in `switch_in`.
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: a jump target with its own register convention.
     fn stackjob_switch_out();
@@ -77,8 +106,7 @@ unsafe extern "C" {
 
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
 /// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
-/// four stores; the other callee-saved slots keep stale values, which the
-/// entry, a function that never returns, never reads).
+/// four stores).
 ///
 /// # Safety
 /// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
@@ -117,10 +145,11 @@ pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
 /// stack, and this thread must be the one that owns the job.
 #[inline(always)]
 pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
-    // SAFETY: the asm saves and restores s0-s11, sp and fs0-fs11 (to FLEN)
-    // and returns to ra (see the record table), so it behaves like an
-    // ordinary psABI call to its caller.
-    unsafe { stackjob_switch_in(regs) }
+    // SAFETY: the asm saves s0, s1, s2 and the return address (see the
+    // record table) and returns to it; every other callee-saved register is
+    // declared clobbered (see the macro). `call` links through ra, which the
+    // return-address stack pairs with switch_out's `ret`.
+    unsafe { asm_clobbering_callee_saved!("call {switch_in}", switch_in = sym stackjob_switch_in, in("a0") regs) }
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
@@ -131,21 +160,21 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
 pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
-    // SAFETY: stackjob_switch_out saves s0-s11, sp, fs0-fs11 (to FLEN) and
-    // the resume PC (t1); everything caller-saved (ra, t0-t6, a0-a7, ft*,
-    // fa*, vector state) is declared clobbered. The block is entered and
+    // SAFETY: stackjob_switch_out saves s0, s1, s2, sp and the resume PC
+    // (t1); every other callee-saved register and everything caller-saved
+    // (ra, t0-t6, a0-a7, ft*, fa*, vector state) is declared clobbered (see
+    // the macro). The block is entered and
     // left like a call (no `nostack`), so sp is 16-byte aligned. switch_in
     // comes back with `jr t1`, a plain jump (t1 is not a link register, so
     // the return-address stack is untouched). `jump` uses t2 as its scratch
     // register and reaches the whole address space, unlike a bare `j`.
     unsafe {
-        asm!(
+        asm_clobbering_callee_saved!(
             "lla t1, 2f",
             "jump {switch_out}, t2",
             "2:",
             switch_out = sym stackjob_switch_out,
-            in("a0") regs,
-            clobber_abi("C"),
+            in("a0") regs
         );
     }
 }
