@@ -1,32 +1,63 @@
-//! The job running on this thread, as the top address of its stack (which
-//! is where its slot begins), or null outside any job.
+//! The per-thread state the hot paths touch, in one thread-local: the
+//! running job, the pool's idle-stack list, the job-id counter and the
+//! newest parked job.
 //!
-//! Written on every switch, read by `pause` and the current-job queries, and
-//! read by the overflow handler inside a signal handler; hence a plain
-//! `Cell` with a constant initialiser and no destructor: one TLS load or
-//! store, no lazy initialisation, nothing that is unsafe in a signal handler.
+//! One `const`-initialised thread-local with no destructor: in an
+//! executable each field is one `fs`-relative load or store; in a shared
+//! library (the OpenSSL-ABI `cdylib`) every distinct thread-local costs a
+//! `__tls_get_addr` call, so keeping the hot fields together lets a
+//! function find all of them with one. No lazy initialisation and nothing
+//! to destroy: usable from a signal handler (the overflow handler reads the
+//! running job) and while the thread's other thread-locals are destroyed.
 
 use std::cell::Cell;
 use std::ptr;
 
+/// `epoch` when the thread has no pool: never issued to a pool, and never a
+/// stack's epoch (stacks outside any pool have epoch 0).
+pub(crate) const NO_POOL: u64 = u64::MAX;
+
+/// See the module docs. Each field belongs to the module named beside it.
+pub(crate) struct Hot {
+    /// The running job's stack top, or null (job.rs, overflow.rs).
+    pub(crate) current: Cell<*mut u8>,
+    /// The most recently released idle stack of the pool (LIFO), or null
+    /// (pool.rs).
+    pub(crate) idle: Cell<*mut u8>,
+    /// How many stacks the `idle` list holds (pool.rs).
+    pub(crate) idle_len: Cell<usize>,
+    /// The epoch of the installed pool, or `NO_POOL` (pool.rs).
+    pub(crate) epoch: Cell<u64>,
+    /// The next job id (job.rs).
+    pub(crate) next_id: Cell<u64>,
+    /// The most recently parked job's slot, or null (job.rs).
+    pub(crate) newest_parked: Cell<*mut u8>,
+}
+
 thread_local! {
-    static CURRENT: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
+    static HOT: Hot = const {
+        Hot {
+            current: Cell::new(ptr::null_mut()),
+            idle: Cell::new(ptr::null_mut()),
+            idle_len: Cell::new(0),
+            epoch: Cell::new(NO_POOL),
+            next_id: Cell::new(1),
+            newest_parked: Cell::new(ptr::null_mut()),
+        }
+    };
+}
+
+/// The calling thread's hot state.
+#[inline(always)]
+pub(crate) fn hot() -> &'static Hot {
+    // SAFETY: a `const` thread-local without a destructor lives as long as
+    // its thread and is never torn down before it; `Hot` is not `Sync`, so
+    // the reference can never reach another thread (`&Hot` is not `Send`).
+    HOT.with(|h| unsafe { &*(h as *const Hot) })
 }
 
 /// The running job's stack top, or null.
 #[inline(always)]
 pub(crate) fn get() -> *mut u8 {
-    CURRENT.get()
-}
-
-/// Makes `top` the running job and returns the previous one.
-#[inline(always)]
-pub(crate) fn replace(top: *mut u8) -> *mut u8 {
-    CURRENT.replace(top)
-}
-
-/// Sets the running job (null: none).
-#[inline(always)]
-pub(crate) fn set(top: *mut u8) {
-    CURRENT.set(top)
+    hot().current.get()
 }

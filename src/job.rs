@@ -104,10 +104,6 @@ struct Slot {
 const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
 const _: () = assert!(std::mem::offset_of!(Slot, regs) == 0);
 
-thread_local! {
-    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
-}
-
 /// The private payload used to unwind a cancelled job.
 struct ForcedUnwind;
 
@@ -269,12 +265,12 @@ impl Drop for Wipe {
     }
 }
 
+#[inline(always)]
 fn next_id() -> u64 {
-    NEXT_ID.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    })
+    let next = &current::hot().next_id;
+    let id = next.get();
+    next.set(id + 1);
+    id
 }
 
 /// Where this thread's `errno` lives.
@@ -376,7 +372,8 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
         }
         (*slot).out = out.as_mut_ptr().cast();
         (*slot).state = State::Running;
-        let prev = current::replace(slot.cast());
+        let hot = current::hot();
+        let prev = hot.current.replace(slot.cast());
         let departure = sanitizer::switching_to_job(|| stack.usable());
         let regs = addr_of_mut!((*slot).regs);
         // One branch on the pool's choice, and each arm inlines its asm.
@@ -391,7 +388,7 @@ fn run_segment<R>(stack: &Stack) -> Segment<R> {
             arch::switch_in(regs, false);
         }
         sanitizer::back_from_job(departure);
-        current::set(prev);
+        hot.current.set(prev);
         match (*slot).state {
             State::Paused => Segment::Paused,
             _ => {
@@ -583,16 +580,21 @@ fn bury(stack: Stack) {
 /// resources unnoticed. A job enters on its first pause and leaves when it
 /// finishes: jobs that never pause never touch the list.
 ///
-/// `NEWEST` has no destructor, so the list stays usable while the thread's
+/// The list head has no destructor, so the list stays usable while the thread's
 /// other thread-locals are destroyed (cancelling a job runs its
 /// destructors, which may finish other parked jobs); the separate
 /// `EXIT_GUARD` is what cancels the list at thread exit.
 struct ExitGuard;
 
 thread_local! {
-    /// The most recently parked job (the list's newest end), or null.
-    static NEWEST: Cell<*mut Slot> = const { Cell::new(ptr::null_mut()) };
     static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
+
+/// The most recently parked job (the list's newest end), or null; kept in
+/// the thread's hot state (`current::Hot::newest_parked`).
+#[inline(always)]
+fn newest() -> &'static Cell<*mut u8> {
+    &current::hot().newest_parked
 }
 
 impl Drop for ExitGuard {
@@ -605,7 +607,8 @@ impl Drop for ExitGuard {
 fn park(slot: *mut Slot) {
     // Registers the thread-exit cancellation (once per thread).
     let _ = EXIT_GUARD.try_with(|_| ());
-    let newest = NEWEST.get();
+    let head = newest();
+    let newest = head.get().cast::<Slot>();
     // SAFETY: the job is switched out, so its slot is ours; `newest` is a
     // live parked slot of this thread (the list holds only those).
     unsafe {
@@ -616,7 +619,7 @@ fn park(slot: *mut Slot) {
             (*newest).parked_next = slot;
         }
     }
-    NEWEST.set(slot);
+    head.set(slot.cast());
 }
 
 /// # Safety
@@ -630,7 +633,7 @@ unsafe fn unpark(slot: *mut Slot) {
             (*prev).parked_next = next;
         }
         if next.is_null() {
-            NEWEST.set(prev);
+            newest().set(prev.cast());
         } else {
             (*next).parked_prev = prev;
         }
@@ -645,7 +648,7 @@ unsafe fn unpark(slot: *mut Slot) {
 /// destructors of a cancelled job) are seen as the list changes.
 fn cancel_parked() {
     loop {
-        let slot = NEWEST.get();
+        let slot = newest().get().cast::<Slot>();
         if slot.is_null() {
             return;
         }

@@ -7,6 +7,7 @@
 //! `cleanup_thread` never frees memory a paused job lives on.
 
 use crate::Error;
+use crate::current::{self, NO_POOL};
 use crate::stack::{self, Stack};
 use std::cell::{Cell, RefCell};
 use std::ptr;
@@ -168,40 +169,30 @@ struct Pool {
     epoch: u64,
 }
 
-/// `EPOCH` when the thread has no pool: never issued by `next_epoch`, and
-/// never a stack's epoch (stacks outside any pool have epoch 0).
-const NO_POOL: u64 = u64::MAX;
-
 thread_local! {
     /// The pool's configuration and its slow paths (creating the pool,
     /// growing it, statistics). Its destructor unmaps the idle stacks when
     /// the thread exits.
     static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
-    // The hot path: the idle stacks as an intrusive LIFO list threaded
-    // through the stacks' own headers, and the epoch of the pool that owns
-    // them. Plain cells with constant initialisers and no destructor: one
-    // TLS access each, no lazy-initialisation check, no borrow flag, and
-    // still usable while the thread's other thread-locals are destroyed.
-    /// The most recently released idle stack (LIFO: the warmest in cache
-    /// and TLB), or null.
-    static IDLE: Cell<*mut u8> = const { Cell::new(ptr::null_mut()) };
-    /// How many stacks the `IDLE` list holds.
-    static IDLE_LEN: Cell<usize> = const { Cell::new(0) };
-    /// The epoch of the installed pool, or `NO_POOL`.
-    static EPOCH: Cell<u64> = const { Cell::new(NO_POOL) };
 }
+// The hot path keeps the idle stacks as an intrusive LIFO list threaded
+// through the stacks' own headers, with its length and the epoch of the pool
+// that owns them, in the thread's hot state (`current::Hot`: plain cells, no
+// borrow flag, no lazy-initialisation check, still usable while the thread's
+// other thread-locals are destroyed).
 
 fn next_epoch() -> u64 {
     static EPOCH: AtomicU64 = AtomicU64::new(1);
     EPOCH.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Puts an idle stack of the installed pool on the `IDLE` list.
+/// Puts an idle stack of the installed pool on the idle list.
 #[inline(always)]
 fn push_idle(stack: Stack) {
-    stack.set_next_idle(IDLE.get());
-    IDLE.set(stack.into_top());
-    IDLE_LEN.set(IDLE_LEN.get() + 1);
+    let hot = current::hot();
+    stack.set_next_idle(hot.idle.get());
+    hot.idle.set(stack.into_top());
+    hot.idle_len.set(hot.idle_len.get() + 1);
 }
 
 impl Pool {
@@ -243,8 +234,8 @@ impl Pool {
     /// Makes this pool the thread's (the previous one must be gone) and
     /// lists its pre-created stacks as idle.
     fn install(self, stacks: Vec<Stack>, slot: &mut Option<Pool>) {
-        debug_assert!(slot.is_none() && IDLE.get().is_null());
-        EPOCH.set(self.epoch);
+        debug_assert!(slot.is_none() && current::hot().idle.get().is_null());
+        current::hot().epoch.set(self.epoch);
         for stack in stacks {
             push_idle(stack);
         }
@@ -266,12 +257,13 @@ impl Drop for Pool {
     /// Unmaps the idle stacks; stacks still lent out no longer match any
     /// pool's epoch and are unmapped when their jobs end.
     fn drop(&mut self) {
-        if EPOCH.get() != self.epoch {
+        let hot = current::hot();
+        if hot.epoch.get() != self.epoch {
             return; // never installed: it has no idle list
         }
-        EPOCH.set(NO_POOL);
-        let mut top = IDLE.replace(ptr::null_mut());
-        IDLE_LEN.set(0);
+        hot.epoch.set(NO_POOL);
+        let mut top = hot.idle.replace(ptr::null_mut());
+        hot.idle_len.set(0);
         while !top.is_null() {
             // SAFETY: every top on the list is an idle stack of this pool,
             // owned by the list alone; it is taken off before it is dropped.
@@ -286,15 +278,16 @@ impl Drop for Pool {
 /// the default configuration on first use.
 #[inline(always)]
 pub(crate) fn acquire() -> Result<Stack, Error> {
-    let top = IDLE.get();
+    let hot = current::hot();
+    let top = hot.idle.get();
     if top.is_null() {
         return acquire_slow();
     }
     // SAFETY: the list holds only idle stacks of the installed pool, owned
     // by the list; this one is taken off it before it is handed out.
     let stack = unsafe { Stack::from_top(top) };
-    IDLE.set(stack.next_idle());
-    IDLE_LEN.set(IDLE_LEN.get() - 1);
+    hot.idle.set(stack.next_idle());
+    hot.idle_len.set(hot.idle_len.get() - 1);
     Ok(stack)
 }
 
@@ -329,7 +322,7 @@ pub(crate) fn release(stack: Stack, live_from: *mut u8) {
     if stack.scrubs() {
         stack.scrub_below(live_from);
     }
-    if stack.epoch() == EPOCH.get() {
+    if stack.epoch() == current::hot().epoch.get() {
         push_idle(stack);
     } else {
         // Not our pool any more (re-initialised, cleaned up, the thread is
@@ -437,8 +430,8 @@ pub(crate) fn destroy() {
 pub fn pool_stats() -> PoolStats {
     let stats = POOL.try_with(|p| {
         p.borrow().as_ref().map(|pool| PoolStats {
-            idle: IDLE_LEN.get(),
-            in_use: pool.created - IDLE_LEN.get(),
+            idle: current::hot().idle_len.get(),
+            in_use: pool.created - current::hot().idle_len.get(),
             max_size: pool.max_size,
             stack_size: pool.stack_size,
             scrub: pool.scrub,
