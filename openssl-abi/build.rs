@@ -38,6 +38,9 @@ fn main() {
         println!("cargo::rustc-env=STACKJOB_OSSL_SYMVER=off: not Linux on x86_64, aarch64 or riscv64");
         return;
     }
+    // The library's own name as its soname: programs linked against it record
+    // this name (not the build path), and it names the base version node.
+    println!("cargo::rustc-cdylib-link-arg=-Wl,-soname,libstackjob_openssl.so");
     let map = Path::new(&env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join(MAP);
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     match probe(&out) {
