@@ -150,6 +150,52 @@
 
     .text
 
+// The control-word steps of the *_fpenv variants, written once.
+//
+// STACKJOB_FPENV_SAVE off: store this side's MXCSR and x87 CW into the
+// record at rsp + off (+4 and +0) and read them back at the widths they
+// were stored: eax = MXCSR, cx = x87 CW.
+.macro STACKJOB_FPENV_SAVE off
+    stmxcsr dword ptr [rsp + \off + 4]
+    fnstcw  word ptr [rsp + \off]
+    mov     eax, dword ptr [rsp + \off + 4]
+    movzx   ecx, word ptr [rsp + \off]
+.endm
+
+// STACKJOB_FPENV_CHECK name: rsp = the other side's record; branch to the
+// out-of-line reloads when its words differ from eax / cx.
+.macro STACKJOB_FPENV_CHECK name
+    cmp     eax, dword ptr [rsp + 4]
+    jne     .L\name\()_mxcsr
+.L\name\()_mxcsr_done:
+    cmp     cx, word ptr [rsp]
+    jne     .L\name\()_fcw
+.L\name\()_fcw_done:
+.endm
+
+// STACKJOB_FPENV_RELOAD name: the out-of-line half of the check. The raw
+// MXCSR words differ: reload only if a control bit does.
+.macro STACKJOB_FPENV_RELOAD name
+.L\name\()_mxcsr:
+    xor     eax, dword ptr [rsp + 4]
+    test    eax, {MXCSR_CONTROL}
+    jz      .L\name\()_mxcsr_done
+    ldmxcsr dword ptr [rsp + 4]
+    jmp     .L\name\()_mxcsr_done
+.L\name\()_fcw:
+    fldcw   word ptr [rsp]
+    jmp     .L\name\()_fcw_done
+.endm
+
+// rsp = the resumer's record: restore rbx and rbp, pop the record and
+// `ret` to the resumer's `call stackjob_switch_in_*`, which this pairs with.
+.macro STACKJOB_RETURN_TO_RESUMER
+    mov     rbx, qword ptr [rsp + 8]
+    mov     rbp, qword ptr [rsp + 16]
+    lea     rsp, [rsp + 24]
+    ret
+.endm
+
 // ---------------------------------------------------------------------------
 // stackjob_switch_in_*(regs: *mut Regs /* rdi */)
 // ---------------------------------------------------------------------------
@@ -173,10 +219,7 @@
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
 .if \fpenv
-    stmxcsr dword ptr [rsp + 4]
-    fnstcw  word ptr [rsp]
-    mov     eax, dword ptr [rsp + 4]        // eax = the resumer's MXCSR
-    movzx   ecx, word ptr [rsp]             // cx = the resumer's x87 CW
+    STACKJOB_FPENV_SAVE 0                   // eax, cx = the resumer's words
 .endif
     // The resumer's record is complete: publish it.
     mov     qword ptr [rdi + {PARENT_SP}], rsp
@@ -184,12 +227,7 @@
     .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
 .if \fpenv
-    cmp     eax, dword ptr [rsp + 4]
-    jne     .L\name\()_mxcsr
-.L\name\()_mxcsr_done:
-    cmp     cx, word ptr [rsp]
-    jne     .L\name\()_fcw
-.L\name\()_fcw_done:
+    STACKJOB_FPENV_CHECK \name
 .endif
     // rsp: the job's record; its control words are in force.
     mov     rbx, qword ptr [rsp + 8]
@@ -201,16 +239,7 @@
     // branch of the round trip (its target has endbr64).
     jmp     rcx
 .if \fpenv
-.L\name\()_mxcsr:
-    // The raw MXCSR words differ; reload only if a control bit does.
-    xor     eax, dword ptr [rsp + 4]
-    test    eax, {MXCSR_CONTROL}
-    jz      .L\name\()_mxcsr_done
-    ldmxcsr dword ptr [rsp + 4]
-    jmp     .L\name\()_mxcsr_done
-.L\name\()_fcw:
-    fldcw   word ptr [rsp]
-    jmp     .L\name\()_fcw_done
+    STACKJOB_FPENV_RELOAD \name
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -244,39 +273,20 @@
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
 .if \fpenv
-    stmxcsr dword ptr [rsp + 4]
-    fnstcw  word ptr [rsp]
-    mov     eax, dword ptr [rsp + 4]        // eax = the job's MXCSR
-    movzx   ecx, word ptr [rsp]             // cx = the job's x87 CW
+    STACKJOB_FPENV_SAVE 0                   // eax, cx = the job's words
 .endif
     mov     qword ptr [rdi + {SP}], rsp     // publish the job's record
     // From here on: CFA = regs.sp + 32.
     .cfi_escape 0x0f, 5, 0x75, {SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
 .if \fpenv
-    cmp     eax, dword ptr [rsp + 4]
-    jne     .L\name\()_mxcsr
-.L\name\()_mxcsr_done:
-    cmp     cx, word ptr [rsp]
-    jne     .L\name\()_fcw
-.L\name\()_fcw_done:
+    STACKJOB_FPENV_CHECK \name
 .endif
-    mov     rbx, qword ptr [rsp + 8]
-    mov     rbp, qword ptr [rsp + 16]
-    lea     rsp, [rsp + 24]
-    // rsp: the resumer's stack, [rsp] = return address of its
-    // `call stackjob_switch_in_*`. This `ret` pairs with that `call`.
-    ret
+    // rsp: the resumer's record, above it the return address of its
+    // `call stackjob_switch_in_*`.
+    STACKJOB_RETURN_TO_RESUMER
 .if \fpenv
-.L\name\()_mxcsr:
-    xor     eax, dword ptr [rsp + 4]
-    test    eax, {MXCSR_CONTROL}
-    jz      .L\name\()_mxcsr_done
-    ldmxcsr dword ptr [rsp + 4]
-    jmp     .L\name\()_mxcsr_done
-.L\name\()_fcw:
-    fldcw   word ptr [rsp]
-    jmp     .L\name\()_fcw_done
+    STACKJOB_FPENV_RELOAD \name
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -297,10 +307,7 @@
     .cfi_undefined rip
 .if \fpenv
     // The job's control words, in the red zone of its own stack (dead).
-    stmxcsr dword ptr [rsp - 4]
-    fnstcw  word ptr [rsp - 8]
-    mov     eax, dword ptr [rsp - 4]
-    movzx   ecx, word ptr [rsp - 8]
+    STACKJOB_FPENV_SAVE -8
 .endif
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
     // From here on this is the resumer's switch_in frame.
@@ -309,28 +316,11 @@
     .cfi_offset rbp, -16
     .cfi_offset rbx, -24
 .if \fpenv
-    cmp     eax, dword ptr [rsp + 4]
-    jne     .L\name\()_mxcsr
-.L\name\()_mxcsr_done:
-    cmp     cx, word ptr [rsp]
-    jne     .L\name\()_fcw
-.L\name\()_fcw_done:
+    STACKJOB_FPENV_CHECK \name
 .endif
-    mov     rbx, qword ptr [rsp + 8]
-    mov     rbp, qword ptr [rsp + 16]
-    lea     rsp, [rsp + 24]
-    // As in switch_out: this `ret` pairs with the resumer's call.
-    ret
+    STACKJOB_RETURN_TO_RESUMER
 .if \fpenv
-.L\name\()_mxcsr:
-    xor     eax, dword ptr [rsp + 4]
-    test    eax, {MXCSR_CONTROL}
-    jz      .L\name\()_mxcsr_done
-    ldmxcsr dword ptr [rsp + 4]
-    jmp     .L\name\()_mxcsr_done
-.L\name\()_fcw:
-    fldcw   word ptr [rsp]
-    jmp     .L\name\()_fcw_done
+    STACKJOB_FPENV_RELOAD \name
 .endif
     .cfi_endproc
     .size   \name, . - \name
