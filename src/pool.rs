@@ -7,7 +7,7 @@
 //! `cleanup_thread` never frees memory a paused job lives on.
 
 use crate::Error;
-use crate::current::{self, NO_POOL};
+use crate::current::{self, Hot, NO_POOL};
 use crate::stack::{self, Stack};
 use std::cell::{Cell, RefCell};
 use std::ptr;
@@ -188,8 +188,7 @@ fn next_epoch() -> u64 {
 
 /// Puts an idle stack of the installed pool on the idle list.
 #[inline(always)]
-fn push_idle(stack: Stack) {
-    let hot = current::hot();
+fn push_idle(hot: &Hot, stack: Stack) {
     stack.set_next_idle(hot.idle.get());
     hot.idle.set(stack.into_top());
     hot.idle_len.set(hot.idle_len.get() + 1);
@@ -234,10 +233,11 @@ impl Pool {
     /// Makes this pool the thread's (the previous one must be gone) and
     /// lists its pre-created stacks as idle.
     fn install(self, stacks: Vec<Stack>, slot: &mut Option<Pool>) {
-        debug_assert!(slot.is_none() && current::hot().idle.get().is_null());
-        current::hot().epoch.set(self.epoch);
+        let hot = current::hot();
+        debug_assert!(slot.is_none() && hot.idle.get().is_null());
+        hot.epoch.set(self.epoch);
         for stack in stacks {
-            push_idle(stack);
+            push_idle(hot, stack);
         }
         *slot = Some(self);
     }
@@ -322,8 +322,9 @@ pub(crate) fn release(stack: Stack, live_from: *mut u8) {
     if stack.scrubs() {
         stack.scrub_below(live_from);
     }
-    if stack.epoch() == current::hot().epoch.get() {
-        push_idle(stack);
+    let hot = current::hot();
+    if stack.epoch() == hot.epoch.get() {
+        push_idle(hot, stack);
     } else {
         // Not our pool any more (re-initialised, cleaned up, the thread is
         // exiting, or a stack of its own): unmapped here.
@@ -429,9 +430,10 @@ pub(crate) fn destroy() {
 /// ```
 pub fn pool_stats() -> PoolStats {
     let stats = POOL.try_with(|p| {
+        let idle = current::hot().idle_len.get();
         p.borrow().as_ref().map(|pool| PoolStats {
-            idle: current::hot().idle_len.get(),
-            in_use: pool.created - current::hot().idle_len.get(),
+            idle,
+            in_use: pool.created - idle,
             max_size: pool.max_size,
             stack_size: pool.stack_size,
             scrub: pool.scrub,

@@ -17,6 +17,27 @@
 //! [`CAPABLE`] = `false`; nothing there is ever reached because the safe
 //! layer checks `is_capable()` before touching a stack.
 
+/// `global_asm!` for a backend's `arch/<arch>.s`, plus one Rust function
+/// with unwind tables in the same module (so in the same codegen unit).
+/// LLVM writes a unit's CFI to `.eh_frame` only if some function in it
+/// needs unwind tables; otherwise (a unit holding nothing but the asm and,
+/// say, AddressSanitizer's module constructor) it writes `.debug_frame`
+/// alone, which unwinders at run time never read, and backtraces taken
+/// inside a job would stop at the trampoline.
+#[cfg(any(stackjob_backend = "x86_64", stackjob_backend = "aarch64", stackjob_backend = "riscv64"))]
+macro_rules! backend_asm {
+    ($($args:tt)*) => {
+        core::arch::global_asm!($($args)*);
+
+        /// See `backend_asm!` in `src/arch/mod.rs`.
+        #[inline(never)]
+        fn eh_frame_anchor() {}
+
+        #[used]
+        static EH_FRAME_ANCHOR: fn() = eh_frame_anchor;
+    };
+}
+
 cfg_if::cfg_if! {
     if #[cfg(stackjob_backend = "x86_64")] {
         mod x86_64;

@@ -3,7 +3,7 @@
 //! saved record, the stack states and the CFI.
 
 use super::{Entry, Regs};
-use core::arch::{asm, global_asm};
+use core::arch::asm;
 use core::mem::offset_of;
 
 /// This target has a context-switch backend.
@@ -31,24 +31,12 @@ const REC_PC: usize = 24;
 // The CFI escapes encode these offsets as one SLEB128 byte each.
 const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64);
 
-global_asm!(
+backend_asm!(
     include_str!("../../arch/x86_64.s"),
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
     MXCSR_CONTROL = const MXCSR_CONTROL,
 );
-
-/// Keeps one Rust function with unwind tables in this module's codegen unit,
-/// next to the `global_asm!` above. LLVM writes a unit's CFI to `.eh_frame`
-/// only if some function in it needs unwind tables; otherwise (a unit holding
-/// nothing but the asm and, say, AddressSanitizer's module constructor) it
-/// writes `.debug_frame` alone, which unwinders at run time never read, and
-/// backtraces taken inside a job would stop at the trampoline.
-#[inline(never)]
-fn eh_frame_anchor() {}
-
-#[used]
-static EH_FRAME_ANCHOR: fn() = eh_frame_anchor;
 
 unsafe extern "sysv64" {
     // Called only from the inline asm in `switch_in`.
