@@ -336,15 +336,10 @@ fn interleaved_jobs_each_keep_their_own_rounding_mode() {
     assert_eq!(rounding::observed(), (fe::TONEAREST, fe::TONEAREST));
 }
 
-/// On aarch64 (FPCR) and riscv64 (fcsr) the rounding mode is thread-global
-/// by ABI and the switch leaves it alone: it behaves like any other thread
-/// state, so what one side sets the other sees.
-#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
-#[test]
-fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
-    if !jobs_available("rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch") {
-        return;
-    }
+/// Checks that the rounding mode behaves as shared thread state: what one
+/// side sets the other sees, and a job starts with whatever is in force.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     let _reset = rounding::ResetToNearest;
     rounding::set(fe::UPWARD);
     let job = paused(
@@ -366,6 +361,18 @@ fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
     assert_eq!(rounding::observed(), (fe::TONEAREST, fe::TONEAREST), "the job's last mode stays");
 }
 
+/// On aarch64 (FPCR) and riscv64 (fcsr) the rounding mode is thread-global
+/// by ABI and the switch leaves it alone: it behaves like any other thread
+/// state, so what one side sets the other sees.
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+#[test]
+fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
+    if !jobs_available("rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch") {
+        return;
+    }
+    assert_rounding_mode_is_shared_by_job_and_resumer();
+}
+
 /// With `isolate_thread_state(false)` the x86_64 switch leaves the control
 /// words alone: the rounding mode is shared, as on aarch64 and riscv64.
 #[cfg(target_arch = "x86_64")]
@@ -374,21 +381,8 @@ fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
     if !jobs_available("rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state") {
         return;
     }
-    let _reset = rounding::ResetToNearest;
     stackjob::init_thread_with(&stackjob::PoolConfig::new().isolate_thread_state(false)).unwrap();
-    rounding::set(fe::UPWARD);
-    let job = paused(
-        start(None, || {
-            rounding::set(fe::DOWNWARD);
-            pause();
-            rounding::observed()
-        })
-        .unwrap(),
-    );
-    assert_eq!(rounding::observed(), (fe::DOWNWARD, fe::DOWNWARD), "shared: the job's mode reaches the resumer");
-    rounding::set(fe::TOWARDZERO);
-    let after_resume = finished(job.resume().unwrap());
-    assert_eq!(after_resume, (fe::TOWARDZERO, fe::TOWARDZERO), "shared: the job sees the resumer's mode");
+    assert_rounding_mode_is_shared_by_job_and_resumer();
     stackjob::cleanup_thread();
 }
 
