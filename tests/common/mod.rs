@@ -2,6 +2,7 @@
 //! `#[macro_use] mod common;`; not every file uses every helper).
 #![allow(dead_code, unused_macros)]
 
+pub mod child;
 pub mod example;
 
 use stackjob::{Job, Step};
