@@ -273,26 +273,6 @@ fn next_id() -> u64 {
     id
 }
 
-/// Where this thread's `errno` lives.
-#[inline]
-fn errno_location() -> *mut libc::c_int {
-    // SAFETY: these libc functions have no preconditions and return the
-    // calling thread's errno address.
-    unsafe {
-        cfg_if::cfg_if! {
-            if #[cfg(any(target_os = "linux", target_os = "emscripten", target_os = "redox"))] {
-                libc::__errno_location()
-            } else if #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))] {
-                libc::__errno()
-            } else if #[cfg(any(target_os = "freebsd", target_os = "dragonfly", target_vendor = "apple"))] {
-                libc::__error()
-            } else {
-                compile_error!("stackjob: unknown errno location for this OS")
-            }
-        }
-    }
-}
-
 /// Initialises the slot of a never-used stack.
 ///
 /// # Safety
@@ -319,7 +299,7 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
             orphaned: false,
             cancel_fn: cancel_erased::<()>,
             isolate: stack.isolates(),
-            errno_at: errno_location(),
+            errno_at: crate::errno::location(),
             errno: 0,
             resumer: ResumerStack::UNKNOWN,
         });

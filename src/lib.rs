@@ -44,6 +44,7 @@
 
 mod arch;
 mod current;
+mod errno;
 mod error;
 mod job;
 mod overflow;
@@ -106,6 +107,9 @@ fn runtime_capable() -> bool {
 fn runtime_blocker() -> Option<&'static str> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
+        // The probe fails with EINVAL on kernels without shadow stacks: the
+        // caller's errno must survive it.
+        let _errno = errno::Keep::new();
         // arch_prctl(ARCH_SHSTK_STATUS): bit 0 = shadow stack enabled. The
         // switch moves rsp without `rstorssp`, so a shadow stack would fault.
         const ARCH_SHSTK_STATUS: libc::c_long = 0x5005;

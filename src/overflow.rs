@@ -42,6 +42,7 @@ static INSTALL: Once = Once::new();
 /// calling thread has an alternate signal stack (once per thread; not if
 /// the thread is exiting and its record of the stack is already gone).
 pub(crate) fn prepare_thread() {
+    let _errno = crate::errno::Keep::new();
     INSTALL.call_once(install);
     let _ = ALT_STACK.try_with(AltStack::ensure);
 }

@@ -8,6 +8,7 @@
 
 use crate::Error;
 use crate::current::{self, Hot, NO_POOL};
+use crate::errno;
 use crate::stack::{self, Stack};
 use std::cell::{Cell, RefCell};
 use std::ptr;
@@ -295,6 +296,7 @@ pub(crate) fn acquire() -> Result<Stack, Error> {
 #[cold]
 #[inline(never)]
 fn acquire_slow() -> Result<Stack, Error> {
+    let _errno = errno::Keep::new();
     let lent = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.is_none() {
@@ -399,6 +401,7 @@ pub fn init_thread(max_size: usize, init_size: usize) -> Result<(), Error> {
 /// keep a pool any more, and jobs started then each get a stack of their
 /// own, as they do without it.
 pub fn init_thread_with(config: &PoolConfig) -> Result<(), Error> {
+    let _errno = errno::Keep::new();
     if POOL.try_with(|_| ()).is_err() {
         return Pool::check(config).map(drop);
     }
@@ -412,6 +415,7 @@ pub fn init_thread_with(config: &PoolConfig) -> Result<(), Error> {
 
 /// Frees the calling thread's pool and its idle stacks.
 pub(crate) fn destroy() {
+    let _errno = errno::Keep::new();
     let old = POOL.try_with(|p| p.borrow_mut().take());
     drop(old);
 }

@@ -21,6 +21,7 @@
 //! computed (key material) out of core dumps.
 
 use crate::Error;
+use crate::errno;
 use crate::sanitizer::{self, StackRegistration};
 use memmap2::{Advice, MmapMut, MmapOptions};
 use std::io;
@@ -102,6 +103,7 @@ impl Stack {
     /// [`round_stack_size`]) above one `PROT_NONE` guard page, owned by the
     /// pool instance `epoch`.
     pub(crate) fn new(size: usize, epoch: u64, scrub: bool, isolate: bool) -> Result<Stack, Error> {
+        let _errno = errno::Keep::new();
         let page = page_size();
         debug_assert!(size.is_multiple_of(page) && size >= MIN_STACK_SIZE);
         let total = size + page;
@@ -261,6 +263,8 @@ impl Stack {
     /// registers of the release path.
     #[inline(never)]
     pub(crate) fn scrub_below(&self, live_from: *mut u8) {
+        // `mincore` must not leave its errno to the job's resumer.
+        let _errno = errno::Keep::new();
         let page = page_size();
         let bottom = self.bottom() as usize;
         let end = live_from as usize;
@@ -380,6 +384,7 @@ impl Drop for Stack {
 #[cold]
 #[inline(never)]
 unsafe fn unmap(top: NonNull<u8>) {
+    let _errno = errno::Keep::new();
     // SAFETY: per the contract the header above `top` is intact. The range
     // deregistered is the one `new` registered: from above the guard page to
     // the end of the mapping (`above_guard` bytes, as `guard_of` counts).
