@@ -29,7 +29,7 @@ use stackjob::{
     Step, WaitCtx, WaitKey, block_pause, cleanup_thread, current_wait_ctx, in_job, init_thread_with, pause, pool_stats,
     quarantined_jobs, start,
 };
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe, catch_unwind, panic_any, resume_unwind};
 use std::rc::Rc;
 use std::sync::{Arc, Once};
@@ -49,16 +49,6 @@ const MAX_TRY_DEPTH: usize = 2;
 const SLOTS: usize = 3;
 /// Keys come from a small range so that duplicates and clears hit.
 const KEYS: usize = 4;
-/// Whether `Adopt` may take a job while `cleanup_thread` is cancelling one
-/// (the thread is unwinding inside a `cleanup_thread` call). Off because of
-/// a crate bug (fuzz/regressions/README.md,
-/// `cleanup-cancelled-job-reaches-its-own-handle`): the handle of the job
-/// being cancelled is still in the driver's list, and a job run from its
-/// destructors could adopt it and then drop or resume it, which switches
-/// into the running job's own stack. With this off, `Adopt` records
-/// `Nothing` there, on both sides.
-const ADOPT_IN_CLEANUP: bool = false;
-
 /// Stack sizes the pool is re-initialised with: valid ones (some needing
 /// rounding) and invalid ones, which must fail with `InvalidStackSize`.
 const STACK_SIZES: [usize; 12] = [
@@ -168,8 +158,8 @@ enum Action {
         idx: usize,
     },
     /// Take a job from the driver's list / hand a held job to it. Inside a
-    /// cancellation that `cleanup_thread` runs, `Adopt` takes nothing (see
-    /// `ADOPT_IN_CLEANUP`).
+    /// cancellation that `cleanup_thread` runs, `Adopt` may take the handle
+    /// of the very job being cancelled (see `MDead::Cancelling`).
     Adopt {
         aid: u32,
         idx: usize,
@@ -614,6 +604,25 @@ struct MJob {
     paused: Option<PausedAt>,
 }
 
+/// What `cleanup_thread` did to a job whose handle is still held
+/// somewhere (the crate's `Dead`; the harness never makes a job refuse its
+/// cancellation, so there is no quarantined state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MDead {
+    /// Nothing: the handle is live.
+    No,
+    /// `cleanup_thread` is cancelling the job right now, and code its
+    /// unwind runs may reach the handle: resuming it gives
+    /// `Error::Cancelled`, dropping it does nothing, and neither enters the
+    /// job nor lets go of its stack or ctx clone. `orphaned`: the handle went
+    /// (dropped or resumed), so when the cancellation ends the canceller
+    /// frees the stack and lets go of the ctx clone.
+    Cancelling { orphaned: bool },
+    /// Cancelled: the handle is dead, and keeps the stack and the ctx clone
+    /// until it is dropped or resumed.
+    Cancelled,
+}
+
 /// How a run segment of a model job ended.
 enum Seg {
     Paused,
@@ -657,9 +666,9 @@ struct Model {
     /// when `cleanup_thread` meets it (a running job it meets enters again,
     /// as the newest, at its next pause).
     parked: Vec<u32>,
-    /// Indexed by serial: `cleanup_thread` cancelled the job while it was
-    /// paused, and its handle, still held somewhere, is dead.
-    dead: Vec<bool>,
+    /// Indexed by serial: whether `cleanup_thread` is cancelling or has
+    /// cancelled the job while it was paused (see `MDead`).
+    dead: Vec<MDead>,
     /// The ctx a dead handle still holds: released when the handle is
     /// dropped or resumed (a borrow from `Job::wait_ctx` may outlive the
     /// cancellation, so the crate keeps the clone until then).
@@ -667,8 +676,6 @@ struct Model {
     /// Unwinds in flight (the thread is panicking while > 0; `pause` does
     /// nothing then).
     unwinding: usize,
-    /// `cleanup_thread` calls in progress.
-    cleaning: usize,
 }
 
 impl Model {
@@ -684,10 +691,9 @@ impl Model {
             top: Vec::new(),
             running: Vec::new(),
             parked: Vec::new(),
-            dead: vec![false; ids as usize + 1],
+            dead: vec![MDead::No; ids as usize + 1],
             dead_ctx: vec![None; ids as usize + 1],
             unwinding: 0,
-            cleaning: 0,
         }
     }
 
@@ -723,7 +729,7 @@ impl Model {
         self.ev(Ev::OpDone(usize::MAX));
         assert!(self.jobs.iter().all(Option::is_none), "model: every job ended");
         assert!(self.parked.is_empty(), "model: no job is parked");
-        assert!(!self.dead.iter().any(|&d| d), "model: every dead handle was dropped");
+        assert!(self.dead.iter().all(|&d| d == MDead::No), "model: every dead handle was dropped");
         assert!(self.ctxs.iter().all(|c| c.gone), "model: every ctx was let go");
     }
 
@@ -779,7 +785,7 @@ impl Model {
                 for i in 0..self.top.len() {
                     let j = self.top[i];
                     // A dead handle keeps its ctx clone until it is dropped.
-                    let ctx = if self.dead[j as usize] {
+                    let ctx = if self.dead[j as usize] == MDead::Cancelled {
                         self.mask(self.dead_ctx[j as usize])
                     } else {
                         self.mask(self.job(j).ctx)
@@ -999,14 +1005,32 @@ impl Model {
         self.segment(spec.serial, true)
     }
 
-    /// Resumes the paused job `j`; a dead handle runs nothing (its stack
-    /// is unmapped) and reports `Error::Cancelled`.
+    /// Resumes the paused job `j`; a dead handle runs nothing (see
+    /// `handle_goes`) and reports `Error::Cancelled`.
     fn resume(&mut self, j: u32) -> Result<Started, u32> {
-        if std::mem::take(&mut self.dead[j as usize]) {
-            self.release_dead_ctx(j);
+        if self.handle_goes(j) {
             return Ok(Started::Dead);
         }
         self.segment(j, false)
+    }
+
+    /// The handle of job `j` is dropped or resumed: if it is dead, that is
+    /// all it does (returns true). The handle of a cancelled job unmaps its
+    /// stack and lets go of its ctx clone; that of a job being cancelled
+    /// leaves both to the canceller.
+    fn handle_goes(&mut self, j: u32) -> bool {
+        match self.dead[j as usize] {
+            MDead::No => false,
+            MDead::Cancelling { .. } => {
+                self.dead[j as usize] = MDead::Cancelling { orphaned: true };
+                true
+            }
+            MDead::Cancelled => {
+                self.dead[j as usize] = MDead::No;
+                self.release_dead_ctx(j);
+                true
+            }
+        }
     }
 
     /// Runs job `j` from its start or from where it paused.
@@ -1162,10 +1186,10 @@ impl Model {
     }
 
     /// Drops the handle of the paused job `j`: it is resumed once more and
-    /// unwinds, then it ends. A dead handle runs nothing.
+    /// unwinds, then it ends. A dead handle runs nothing (see
+    /// `handle_goes`).
     fn cancel(&mut self, j: u32) {
-        if std::mem::take(&mut self.dead[j as usize]) {
-            self.release_dead_ctx(j);
+        if self.handle_goes(j) {
             return;
         }
         self.unwind(j);
@@ -1191,20 +1215,29 @@ impl Model {
     /// `cleanup_thread`: cancels the parked jobs that are paused, always
     /// the newest first (cancelling one may end others: dropping the paused
     /// jobs it holds); running ones leave the list and are left alone. A
-    /// cancelled job's handle is dead: its stack and its ctx clone stay
-    /// with it until it is dropped or resumed. Then the pool is destroyed.
+    /// cancelled job's handle is dead from the start of its cancellation
+    /// (code the unwind runs may reach it, see `MDead::Cancelling`): its
+    /// stack and its ctx clone stay with it until it is dropped or resumed,
+    /// or, if that happened during the unwind, go at its end. Then the pool
+    /// is destroyed.
     fn cleanup_thread(&mut self) {
-        self.cleaning += 1;
         while let Some(p) = self.parked.pop() {
             if self.running.contains(&p) {
                 continue;
             }
+            self.dead[p as usize] = MDead::Cancelling { orphaned: false };
             self.unwind(p);
             let job = self.jobs[p as usize].take().expect("model: job is alive");
-            self.dead[p as usize] = true;
             self.dead_ctx[p as usize] = job.ctx;
+            match self.dead[p as usize] {
+                MDead::Cancelling { orphaned: false } => self.dead[p as usize] = MDead::Cancelled,
+                MDead::Cancelling { orphaned: true } => {
+                    self.dead[p as usize] = MDead::No;
+                    self.release_dead_ctx(p);
+                }
+                d => unreachable!("model: job {p} being cancelled is {d:?}"),
+            }
         }
-        self.cleaning -= 1;
         self.pool = None;
     }
 
@@ -1267,9 +1300,6 @@ impl Model {
                     self.ev(Ev::Cancelled { aid: *aid, job: h });
                 }
             },
-            Action::Adopt { aid, .. } if !ADOPT_IN_CLEANUP && self.cleaning > 0 && self.unwinding > 0 => {
-                self.ev(Ev::Nothing(*aid));
-            }
             Action::Adopt { aid, idx } => match take_at(&mut self.top, *idx) {
                 None => self.ev(Ev::Nothing(*aid)),
                 Some(h) => {
@@ -1338,8 +1368,6 @@ struct Env {
     slots: Rc<RefCell<[Option<WaitCtx>; SLOTS]>>,
     top: Rc<RefCell<Held>>,
     quarantined: u64,
-    /// `cleanup_thread` calls in progress.
-    cleaning: Rc<Cell<usize>>,
 }
 
 /// Records the drop of a job's closure.
@@ -1474,11 +1502,6 @@ impl Body {
                     record(Ev::Cancelled { aid: *aid, job: serial });
                 }
             },
-            Action::Adopt { aid, .. }
-                if !ADOPT_IN_CLEANUP && self.env.cleaning.get() > 0 && std::thread::panicking() =>
-            {
-                record(Ev::Nothing(*aid));
-            }
             Action::Adopt { aid, idx } => {
                 let adopted = take_at(&mut self.env.top.borrow_mut(), *idx);
                 match adopted {
@@ -1588,9 +1611,7 @@ fn pool_op(aid: u32, op: &PoolOp, env: &Env) {
             }
         }
         PoolOp::Cleanup => {
-            env.cleaning.set(env.cleaning.get() + 1);
             cleanup_thread();
-            env.cleaning.set(env.cleaning.get() - 1);
             PoolRes::Cleaned
         }
         PoolOp::Stats => {
@@ -1629,8 +1650,7 @@ fn probe(aid: u32, env: &Env) {
 /// after every top-level operation.
 fn run_real(program: &Program, expected: &[Ev]) {
     TRACE.with(|t| t.borrow_mut().clear());
-    let env =
-        Env { slots: Rc::default(), top: Rc::default(), quarantined: quarantined_jobs(), cleaning: Rc::default() };
+    let env = Env { slots: Rc::default(), top: Rc::default(), quarantined: quarantined_jobs() };
     let mut checked = 0;
     for (i, op) in program.ops.iter().enumerate() {
         driver_op(op, &env);
