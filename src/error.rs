@@ -30,7 +30,7 @@ pub enum Error {
         /// The pool's limit.
         max_size: usize,
     },
-    /// Mapping a job stack or its guard page failed (out of memory, or the
+    /// Mapping a job stack or its guard region failed (out of memory, or the
     /// kernel's `vm.max_map_count` limit: each stack costs two mappings).
     StackAlloc {
         /// Usable bytes requested for the stack.
@@ -54,6 +54,12 @@ pub enum Error {
         /// The size that was asked for.
         requested: usize,
     },
+    /// The requested guard size is 0 or larger than
+    /// [`MAX_GUARD_SIZE`](crate::MAX_GUARD_SIZE).
+    InvalidGuardSize {
+        /// The size that was asked for.
+        requested: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -68,7 +74,7 @@ impl fmt::Display for Error {
                  (retry after a job finishes, or raise max_size in init_thread)"
             ),
             Error::StackAlloc { size, source } => {
-                write!(f, "could not map a {size}-byte job stack with its guard page: {source}")?;
+                write!(f, "could not map a {size}-byte job stack with its guard region: {source}")?;
                 if source.raw_os_error() == Some(libc::ENOMEM) {
                     write!(
                         f,
@@ -94,6 +100,13 @@ impl fmt::Display for Error {
                 "invalid job stack size {requested} bytes: it must be between {} and {} bytes",
                 crate::MIN_STACK_SIZE,
                 crate::MAX_STACK_SIZE
+            ),
+            Error::InvalidGuardSize { requested } => write!(
+                f,
+                "invalid job stack guard size {requested} bytes: it must be between 1 and {} bytes \
+                 (rounded up to whole pages; default {})",
+                crate::MAX_GUARD_SIZE,
+                crate::DEFAULT_GUARD_SIZE
             ),
         }
     }

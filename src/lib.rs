@@ -6,7 +6,7 @@
 //! stopped. The contract is OpenSSL's `ASYNC_start_job(3)` — a job pool per
 //! thread, start/resume, pause, the current job, wait contexts with fds and
 //! a completion callback, nestable pause blocking, `is_capable` — with its
-//! known failures fixed: guard pages instead of silent heap corruption,
+//! known failures fixed: guard regions instead of silent heap corruption,
 //! configurable stack sizes, a per-job pause block, typed errors, jobs that
 //! cannot be resumed from another thread, and cancellation of dropped jobs.
 //!
@@ -55,8 +55,9 @@ mod wait_ctx;
 
 pub use error::Error;
 pub use job::{BlockGuard, Job, Step, block_pause, cleanup_thread, current_wait_ctx, in_job, pause, start};
+pub use overflow::set_overflow_advice;
 pub use pool::{PoolConfig, PoolStats, init_thread, init_thread_with, pool_stats, quarantined_jobs};
-pub use stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
+pub use stack::{DEFAULT_GUARD_SIZE, DEFAULT_STACK_SIZE, MAX_GUARD_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 pub use wait_ctx::{Callback, ChangedFds, Cleanup, RawFd, Status, WaitCtx, WaitKey};
 
 /// Whether jobs can run on this platform (OpenSSL's `ASYNC_is_capable`).

@@ -1,9 +1,9 @@
 //! Stack-overflow reports for job stacks.
 //!
 //! A job that runs off the bottom of its stack touches the `PROT_NONE`
-//! guard page and gets SIGSEGV (SIGBUS on some kernels). One process-wide
+//! guard region and gets SIGSEGV (SIGBUS on some kernels). One process-wide
 //! handler for both signals, installed the first time a thread creates a job
-//! pool, checks whether the fault address is in the guard page of the job
+//! pool, checks whether the fault address is in the guard region of the job
 //! running on the faulting thread. If so it writes one line to stderr and
 //! aborts; otherwise it hands the signal to whatever action was installed
 //! before it, for that signal, so Rust's own "thread has overflowed its
@@ -24,7 +24,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Once;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 const SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
 
@@ -78,17 +78,48 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mu
     if !top.is_null() {
         // SAFETY: a non-null current job means its stack is mapped and its
         // header intact (the header is above everything the job writes).
-        let (guard, usable) = unsafe { stack::guard_of(top) };
-        if addr >= guard && addr < guard + stack::page_size() {
-            report_overflow(usable);
+        let guard = unsafe { stack::guard_of(top) };
+        if addr >= guard.start && addr - guard.start < guard.len {
+            report_overflow(guard.size);
         }
     }
     chain(sig, info, context);
 }
 
+/// What the report says after the stack size when no one set the advice.
+const DEFAULT_ADVICE: &str = "raise it with stackjob::PoolConfig::stack_size and init_thread_with";
+
+/// The advice set with [`set_overflow_advice`], or null for the default.
+static ADVICE: AtomicPtr<&'static str> = AtomicPtr::new(ptr::null_mut());
+
+/// Sets how the stack-overflow report tells the user to get a bigger stack,
+/// for the whole process. The report is one line on stderr, written just
+/// before the process aborts:
+///
+/// ```text
+/// stackjob: job stack overflow (stack 65536 bytes; <advice>)
+/// ```
+///
+/// The default advice names [`PoolConfig::stack_size`](crate::PoolConfig::stack_size)
+/// and [`init_thread_with`](crate::init_thread_with). A library that sizes
+/// the pools on its users' behalf says how its users do it instead: the
+/// OpenSSL-ABI C library names its `STACKJOB_STACK_SIZE` environment
+/// variable, since a C program cannot call `init_thread_with`. The text is
+/// truncated to 400 bytes.
+///
+/// ```
+/// stackjob::set_overflow_advice("set MYLIB_STACK_SIZE to a larger value");
+/// ```
+pub fn set_overflow_advice(advice: &'static str) {
+    // One small allocation per call: the handler needs a thin pointer it
+    // can read with one atomic load. Calls are rare (once per library).
+    let advice: &'static &'static str = Box::leak(Box::new(advice));
+    ADVICE.store(ptr::from_ref(advice).cast_mut(), Ordering::Release);
+}
+
 /// Writes the one-line report with `write(2)` only, then aborts.
 fn report_overflow(usable: usize) -> ! {
-    let mut buf = [0u8; 192];
+    let mut buf = [0u8; 512];
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
         let n = bytes.len().min(buf.len() - len);
@@ -108,7 +139,13 @@ fn report_overflow(usable: usize) -> ! {
         }
     }
     put(&digits[i..]);
-    put(b" bytes; raise it with stackjob::PoolConfig::stack_size and init_thread_with)\n");
+    put(b" bytes; ");
+    let advice = ADVICE.load(Ordering::Acquire);
+    // SAFETY: a non-null ADVICE came from `Box::leak` in
+    // `set_overflow_advice`: a `&'static &'static str`, never freed.
+    let advice: &str = if advice.is_null() { DEFAULT_ADVICE } else { unsafe { *advice } };
+    put(&advice.as_bytes()[..advice.len().min(400)]);
+    put(b")\n");
     // SAFETY: write and abort are async-signal-safe; `buf` is valid for `len`.
     unsafe {
         libc::write(2, buf.as_ptr().cast(), len);

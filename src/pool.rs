@@ -9,7 +9,7 @@
 use crate::Error;
 use crate::current::{self, Hot, NO_POOL};
 use crate::errno;
-use crate::stack::{self, Stack};
+use crate::stack::{self, Shape, Stack};
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,7 @@ pub struct PoolConfig {
     max_size: usize,
     init_size: usize,
     stack_size: usize,
+    guard_size: usize,
     scrub: bool,
     isolate: bool,
 }
@@ -42,10 +43,18 @@ impl Default for PoolConfig {
 
 impl PoolConfig {
     /// No limit, nothing pre-created, [`DEFAULT_STACK_SIZE`](crate::DEFAULT_STACK_SIZE)
-    /// stacks, no scrubbing, thread state isolated: what a thread gets if it
-    /// never calls `init_thread`.
+    /// stacks above [`DEFAULT_GUARD_SIZE`](crate::DEFAULT_GUARD_SIZE) guard
+    /// regions, no scrubbing, thread state isolated: what a thread gets if
+    /// it never calls `init_thread`.
     pub const fn new() -> PoolConfig {
-        PoolConfig { max_size: 0, init_size: 0, stack_size: stack::DEFAULT_STACK_SIZE, scrub: false, isolate: true }
+        PoolConfig {
+            max_size: 0,
+            init_size: 0,
+            stack_size: stack::DEFAULT_STACK_SIZE,
+            guard_size: stack::DEFAULT_GUARD_SIZE,
+            scrub: false,
+            isolate: true,
+        }
     }
 
     /// The most jobs that may exist on the thread at once (idle, paused or
@@ -61,10 +70,39 @@ impl PoolConfig {
         self
     }
 
-    /// Usable bytes per job stack, rounded up to whole pages; one guard page
-    /// comes on top.
+    /// Usable bytes per job stack, rounded up to whole pages, from
+    /// [`MIN_STACK_SIZE`](crate::MIN_STACK_SIZE) to
+    /// [`MAX_STACK_SIZE`](crate::MAX_STACK_SIZE); the guard region comes on
+    /// top (see [`guard_size`](Self::guard_size)).
     pub const fn stack_size(mut self, stack_size: usize) -> PoolConfig {
         self.stack_size = stack_size;
+        self
+    }
+
+    /// Bytes of inaccessible (`PROT_NONE`) address space below each job
+    /// stack, rounded up to whole pages, from one page to
+    /// [`MAX_GUARD_SIZE`](crate::MAX_GUARD_SIZE); default
+    /// [`DEFAULT_GUARD_SIZE`](crate::DEFAULT_GUARD_SIZE) (1 MiB on 64-bit
+    /// targets), which says why it is that large and what it costs.
+    ///
+    /// A job whose stack use reaches up to this many bytes below its stack,
+    /// even in one large frame that no stack probe walks down (riscv64
+    /// Rust code, C code built without `-fstack-clash-protection`), faults
+    /// in the guard region and is reported as a stack overflow; it never
+    /// reaches the memory below, such as another job's stack. 0 is refused
+    /// ([`Error::InvalidGuardSize`](crate::Error::InvalidGuardSize)): a job
+    /// stack always has a guard.
+    ///
+    /// ```
+    /// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
+    /// use stackjob::PoolConfig;
+    /// stackjob::init_thread_with(&PoolConfig::new().guard_size(64 * 1024)).unwrap();
+    /// assert_eq!(stackjob::pool_stats().guard_size, 64 * 1024);
+    /// assert!(stackjob::init_thread_with(&PoolConfig::new().guard_size(0)).is_err());
+    /// # stackjob::cleanup_thread();
+    /// ```
+    pub const fn guard_size(mut self, guard_size: usize) -> PoolConfig {
+        self.guard_size = guard_size;
         self
     }
 
@@ -151,6 +189,8 @@ pub struct PoolStats {
     pub max_size: usize,
     /// Usable bytes per stack.
     pub stack_size: usize,
+    /// Bytes of the guard region below each stack.
+    pub guard_size: usize,
     /// Whether stacks are scrubbed between jobs.
     pub scrub: bool,
     /// Whether switches keep errno and the FP control state per side
@@ -162,7 +202,7 @@ struct Pool {
     /// Stacks of this pool in existence: idle + running + paused.
     created: usize,
     max_size: usize,
-    stack_size: usize,
+    shape: Shape,
     scrub: bool,
     isolate: bool,
     /// Identifies this pool instance; a stack comes back only to the pool
@@ -196,22 +236,22 @@ fn push_idle(hot: &Hot, stack: Stack) {
 }
 
 impl Pool {
-    /// Checks the sizes of `cfg`; returns the page-rounded stack size.
-    fn check(cfg: &PoolConfig) -> Result<usize, Error> {
+    /// Checks the sizes of `cfg`; returns the page-rounded stack shape.
+    fn check(cfg: &PoolConfig) -> Result<Shape, Error> {
         if cfg.max_size != 0 && cfg.init_size > cfg.max_size {
             return Err(Error::InvalidPoolSize { max_size: cfg.max_size, init_size: cfg.init_size });
         }
-        stack::round_stack_size(cfg.stack_size)
+        Shape::new(cfg.stack_size, cfg.guard_size)
     }
 
     /// A pool for `cfg` and its `init_size` pre-created stacks, not yet
     /// installed (see [`install`](Self::install)).
     fn new(cfg: &PoolConfig) -> Result<(Pool, Vec<Stack>), Error> {
-        let stack_size = Pool::check(cfg)?;
+        let shape = Pool::check(cfg)?;
         let mut pool = Pool {
             created: 0,
             max_size: cfg.max_size,
-            stack_size,
+            shape,
             scrub: cfg.scrub,
             isolate: cfg.isolate,
             epoch: next_epoch(),
@@ -220,11 +260,11 @@ impl Pool {
         if crate::is_capable() {
             crate::overflow::prepare_thread();
             stacks.try_reserve_exact(cfg.init_size).map_err(|_| Error::StackAlloc {
-                size: stack_size,
+                size: shape.size,
                 source: std::io::Error::from_raw_os_error(libc::ENOMEM),
             })?;
             for _ in 0..cfg.init_size {
-                stacks.push(Stack::new(stack_size, pool.epoch, pool.scrub, pool.isolate)?);
+                stacks.push(Stack::new(shape, pool.epoch, pool.scrub, pool.isolate)?);
                 pool.created += 1;
             }
         }
@@ -248,7 +288,7 @@ impl Pool {
         if self.max_size != 0 && self.created >= self.max_size {
             return Err(Error::NoJobs { in_use: self.created, max_size: self.max_size });
         }
-        let stack = Stack::new(self.stack_size, self.epoch, self.scrub, self.isolate)?;
+        let stack = Stack::new(self.shape, self.epoch, self.scrub, self.isolate)?;
         self.created += 1;
         Ok(stack)
     }
@@ -310,10 +350,7 @@ fn acquire_slow() -> Result<Stack, Error> {
         // The thread is tearing down its thread-locals: serve the job with a
         // stack of its own, freed when the job ends. Whether the pool that
         // is gone scrubbed is unknown, so this one does (once per such job).
-        Err(_) => {
-            let size = stack::round_stack_size(stack::DEFAULT_STACK_SIZE)?;
-            Stack::new(size, 0, true, true)
-        }
+        Err(_) => Stack::new(Shape::default_shape(), 0, true, true),
     }
 }
 
@@ -439,7 +476,8 @@ pub fn pool_stats() -> PoolStats {
             idle,
             in_use: pool.created - idle,
             max_size: pool.max_size,
-            stack_size: pool.stack_size,
+            stack_size: pool.shape.size,
+            guard_size: pool.shape.guard,
             scrub: pool.scrub,
             isolate_thread_state: pool.isolate,
         })
@@ -451,6 +489,7 @@ pub fn pool_stats() -> PoolStats {
             in_use: 0,
             max_size: cfg.max_size,
             stack_size: cfg.stack_size,
+            guard_size: cfg.guard_size,
             scrub: cfg.scrub,
             isolate_thread_state: cfg.isolate,
         }

@@ -11,14 +11,18 @@
 //!         |  usable stack, grows down |    `size` bytes (rounded to pages)
 //!         |                           |
 //!         +---------------------------+ <- bottom()
-//!         | guard page  (PROT_NONE)   |
+//!         |                           |
+//!         | guard region (PROT_NONE)  |    `guard` bytes (whole pages,
+//!         |                           |    default 1 MiB on 64-bit)
 //!   low   +---------------------------+ <- map start
 //! ```
 //!
 //! The map is `MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE`:
 //! pages cost memory only once touched, so a paused job that used 8 KiB of
 //! a 256 KiB stack holds 8 KiB. `MADV_DONTDUMP` keeps whatever the job
-//! computed (key material) out of core dumps.
+//! computed (key material) out of core dumps. The guard region is part of
+//! the same mapping (made `PROT_NONE` with `mprotect`), so a stack costs
+//! two kernel mappings whatever the guard's size.
 
 use crate::Error;
 use crate::errno;
@@ -38,6 +42,34 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 /// certainly a unit mistake and would exhaust address space in a pool.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
 
+/// Default size of the `PROT_NONE` guard region below every job stack:
+/// 1 MiB on 64-bit targets, 16 KiB on 32-bit ones.
+///
+/// A guard page catches a job that runs off its stack only if the job
+/// touches it; one function whose frame is larger than the guard jumps over
+/// it into whatever is mapped below (another job's stack, say), silently.
+/// Rust inserts stack probes (which touch every page of a large frame) on
+/// x86_64 and aarch64, not on riscv64, and C code gets them only when it is
+/// built with `-fstack-clash-protection`. So the guard is sized like the
+/// gap Linux keeps below its own stacks since Stack Clash
+/// (`stack_guard_gap`, 256 pages = 1 MiB): a frame would have to reach
+/// more than 1 MiB below the stack to skip it.
+///
+/// Reserved `PROT_NONE` address space costs no memory and no page tables,
+/// and the guard is part of the stack's own mapping, so it costs no extra
+/// entry of `vm.max_map_count` either (two per stack, whatever the guard's
+/// size). What it costs is address space: 10,000 jobs of 256 KiB take
+/// 12.5 GiB of it with the default guard instead of 2.5 GiB, a trifle of a
+/// 64-bit address space but it counts against `ulimit -v` (`RLIMIT_AS`);
+/// and under strict overcommit (`vm.overcommit_memory = 2`, where
+/// `MAP_NORESERVE` is ignored) it counts against the commit limit too.
+/// Lower it there with [`PoolConfig::guard_size`](crate::PoolConfig::guard_size).
+/// On 32-bit targets 10,000 jobs of 256 KiB already fill 2.5 GiB of a 3 or
+/// 4 GiB address space, so the default is four pages there.
+pub const DEFAULT_GUARD_SIZE: usize = if cfg!(target_pointer_width = "64") { 1 << 20 } else { 16 * 1024 };
+/// Largest accepted guard region: 1 GiB.
+pub const MAX_GUARD_SIZE: usize = 1 << 30;
+
 /// Bytes below the header reserved for the job slot (the Rust bookkeeping
 /// of the job that owns the stack); the slot starts at [`Stack::top`].
 pub(crate) const SLOT_RESERVE: usize = 192;
@@ -51,6 +83,8 @@ struct Header {
     map: ManuallyDrop<MmapMut>,
     /// The pool instance the stack belongs to (0: none).
     epoch: u64,
+    /// Bytes of the `PROT_NONE` guard region at the start of `map`.
+    guard: usize,
     /// Scrub after every job (so before reuse and before unmapping).
     scrub: bool,
     /// Jobs on this stack keep errno and the FP control state per side
@@ -83,13 +117,34 @@ pub(crate) fn page_size() -> usize {
     p
 }
 
-/// Rounds a requested usable size up to whole pages and checks its bounds.
-pub(crate) fn round_stack_size(requested: usize) -> Result<usize, Error> {
-    let page = page_size();
-    if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&requested) {
-        return Err(Error::InvalidStackSize { requested });
+/// The sizes of a stack mapping, both in whole pages: what a pool's
+/// configuration comes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Usable bytes.
+    pub(crate) size: usize,
+    /// Bytes of the guard region below them.
+    pub(crate) guard: usize,
+}
+
+impl Shape {
+    /// Rounds the requested usable and guard sizes up to whole pages and
+    /// checks their bounds.
+    pub(crate) fn new(stack_size: usize, guard_size: usize) -> Result<Shape, Error> {
+        let page = page_size();
+        if !(MIN_STACK_SIZE..=MAX_STACK_SIZE).contains(&stack_size) {
+            return Err(Error::InvalidStackSize { requested: stack_size });
+        }
+        if !(1..=MAX_GUARD_SIZE).contains(&guard_size) {
+            return Err(Error::InvalidGuardSize { requested: guard_size });
+        }
+        Ok(Shape { size: stack_size.div_ceil(page) * page, guard: guard_size.div_ceil(page) * page })
     }
-    Ok(requested.div_ceil(page) * page)
+
+    /// The shape of a pool that was never configured.
+    pub(crate) fn default_shape() -> Shape {
+        Shape::new(DEFAULT_STACK_SIZE, DEFAULT_GUARD_SIZE).unwrap_or_else(|_| unreachable!("the defaults are in range"))
+    }
 }
 
 /// One guard-paged stack mapping, as a single pointer to its top (where the
@@ -99,20 +154,21 @@ pub(crate) struct Stack {
 }
 
 impl Stack {
-    /// Maps a stack with `size` usable bytes (already page-rounded by
-    /// [`round_stack_size`]) above one `PROT_NONE` guard page, owned by the
-    /// pool instance `epoch`.
-    pub(crate) fn new(size: usize, epoch: u64, scrub: bool, isolate: bool) -> Result<Stack, Error> {
+    /// Maps a stack of `shape` (usable bytes above a `PROT_NONE` guard
+    /// region), owned by the pool instance `epoch`.
+    pub(crate) fn new(shape: Shape, epoch: u64, scrub: bool, isolate: bool) -> Result<Stack, Error> {
         let _errno = errno::Keep::new();
         let page = page_size();
-        debug_assert!(size.is_multiple_of(page) && size >= MIN_STACK_SIZE);
-        let total = size + page;
+        let Shape { size, guard } = shape;
+        debug_assert!(size.is_multiple_of(page) && size >= MIN_STACK_SIZE && guard.is_multiple_of(page) && guard > 0);
         let fail = |source: io::Error| Error::StackAlloc { size, source };
+        // Both are at most 1 GiB: no overflow even on 32-bit targets.
+        let total = size + guard;
         let map = MmapOptions::new().len(total).stack().no_reserve_swap().map_anon().map_err(fail)?;
-        // SAFETY: the first page lies inside `map`, which we own exclusively;
-        // making it inaccessible cannot invalidate any Rust reference because
-        // none into the mapping exists yet.
-        let rc = unsafe { libc::mprotect(map.as_ptr() as *mut libc::c_void, page, libc::PROT_NONE) };
+        // SAFETY: the guard region lies inside `map`, which we own
+        // exclusively; making it inaccessible cannot invalidate any Rust
+        // reference because none into the mapping exists yet.
+        let rc = unsafe { libc::mprotect(map.as_ptr() as *mut libc::c_void, guard, libc::PROT_NONE) };
         if rc != 0 {
             // Never hand out a stack without its guard: drop (unmap) and fail.
             return Err(fail(io::Error::last_os_error()));
@@ -122,10 +178,10 @@ impl Stack {
         // SAFETY: the header's HEADER_RESERVE bytes at the end of the mapping
         // are writable, suitably aligned (page-aligned end minus 64) and
         // unused; from here on the mapping owns itself through the header.
-        // `lowest` and `end` stay inside the mapping (it is a page plus at
-        // least MIN_STACK_SIZE long).
+        // `lowest` and `end` stay inside the mapping (it is the guard plus
+        // at least MIN_STACK_SIZE long).
         unsafe {
-            let lowest = map.as_ptr().add(page) as *mut u8;
+            let lowest = map.as_ptr().add(guard) as *mut u8;
             let end = map.as_ptr().add(total) as *mut u8;
             let header = end.sub(HEADER_RESERVE) as *mut Header;
             let top = NonNull::new_unchecked(header.cast::<u8>().sub(SLOT_RESERVE));
@@ -134,6 +190,7 @@ impl Stack {
             header.write(Header {
                 map: ManuallyDrop::new(map),
                 epoch,
+                guard,
                 scrub,
                 isolate,
                 low,
@@ -208,16 +265,14 @@ impl Stack {
         Stack { top: unsafe { NonNull::new_unchecked(top) } }
     }
 
-    /// Lowest address of the mapping (the guard page).
-    pub(crate) fn guard(&self) -> *mut u8 {
-        // SAFETY: as in `epoch`.
-        unsafe { (*self.header()).map.as_ptr() as *mut u8 }
-    }
-
-    /// Lowest usable address (just above the guard page).
+    /// Lowest usable address (just above the guard region).
     pub(crate) fn bottom(&self) -> *mut u8 {
-        // SAFETY: the mapping is at least one page plus MIN_STACK_SIZE long.
-        unsafe { self.guard().add(page_size()) }
+        // SAFETY: as in `epoch`; the mapping is the guard plus at least
+        // MIN_STACK_SIZE long.
+        unsafe {
+            let header = self.header();
+            ((*header).map.as_ptr() as *mut u8).add((*header).guard)
+        }
     }
 
     /// The usable stack as `(bottom(), bytes up to top())`: what a job's
@@ -249,7 +304,7 @@ impl Stack {
     /// (one byte per page, a fraction of a nanosecond per KiB) grows with
     /// the stack size.
     ///
-    /// If `mincore` fails, everything down to the guard page is scanned
+    /// If `mincore` fails, everything down to the guard region is scanned
     /// (reading untouched pages maps the shared zero page: no memory, but
     /// every later scrub of this stack scans it all too).
     ///
@@ -352,17 +407,29 @@ unsafe fn first_nonzero(from: usize, end: usize) -> usize {
     p
 }
 
-/// The guard page address and the usable size of the stack whose
-/// [`Stack::top`] is `top`. Async-signal-safe (plain loads).
+/// Where a stack's guard region is, and how much lies above it.
+pub(crate) struct GuardOf {
+    /// The guard region's lowest address.
+    pub(crate) start: usize,
+    /// Its length in bytes.
+    pub(crate) len: usize,
+    /// Bytes from the guard's end to the mapping's end: the stack size the
+    /// pool was configured with (usable stack, slot and header).
+    pub(crate) size: usize,
+}
+
+/// The guard region and sizes of the stack whose [`Stack::top`] is `top`.
+/// Async-signal-safe (plain loads).
 ///
 /// # Safety
 /// `top` must be the top of a live [`Stack`].
-pub(crate) unsafe fn guard_of(top: *mut u8) -> (usize, usize) {
+pub(crate) unsafe fn guard_of(top: *mut u8) -> GuardOf {
     // SAFETY: per the contract the header above `top` is intact.
     unsafe {
         let header = top.add(SLOT_RESERVE).cast::<Header>();
-        let map = &(*header).map;
-        (map.as_ptr() as usize, map.len() - page_size())
+        let (map, guard) = (&(*header).map, (*header).guard);
+        let start = map.as_ptr() as usize;
+        GuardOf { start, len: guard, size: map.len() - guard }
     }
 }
 
@@ -386,15 +453,15 @@ impl Drop for Stack {
 unsafe fn unmap(top: NonNull<u8>) {
     let _errno = errno::Keep::new();
     // SAFETY: per the contract the header above `top` is intact. The range
-    // deregistered is the one `new` registered: from above the guard page to
+    // deregistered is the one `new` registered: from above the guard region to
     // the end of the mapping (`above_guard` bytes, as `guard_of` counts).
     // Then we move the mapping out of the header (which is never read
     // again) and drop it, which unmaps everything, the header included.
     unsafe {
         let header = top.as_ptr().add(SLOT_RESERVE).cast::<Header>();
-        let (_, above_guard) = guard_of(top.as_ptr());
-        let lowest = (*header).map.as_ptr().add(page_size()).cast_mut();
-        sanitizer::stack_destroyed(&(*header).registration, lowest, lowest.add(above_guard));
+        let guard = guard_of(top.as_ptr());
+        let lowest = (guard.start + guard.len) as *mut u8;
+        sanitizer::stack_destroyed(&(*header).registration, lowest, lowest.add(guard.size));
         drop(ManuallyDrop::take(&mut (*header).map));
     }
 }
@@ -434,7 +501,7 @@ mod tests {
     const SIZE: usize = 64 * 1024;
 
     fn stack() -> Stack {
-        Stack::new(round_stack_size(SIZE).unwrap(), 0, true, true).unwrap()
+        Stack::new(Shape::new(SIZE, DEFAULT_GUARD_SIZE).unwrap(), 0, true, true).unwrap()
     }
 
     /// Pretend live data (a switched-out record, say) sits here; everything

@@ -1,29 +1,28 @@
 //! Stack overflow in a job is reported, not a bare SIGSEGV; faults that are
 //! not job-stack overflows keep their usual outcome.
 //!
-//! Everything that must crash runs in a child process: this test binary
-//! re-executes itself with `STACKJOB_CHILD=<scenario>` and exactly one test
-//! selected, and the parent checks how the child died and what it printed.
-//! Under QEMU user emulation set `STACKJOB_TEST_RUNNER` to the emulator
-//! command (scripts/test-cross.sh does) so the child runs emulated too.
+//! Everything that must crash runs in a child process (`common::child`):
+//! this test binary re-executes itself with `STACKJOB_CHILD=<scenario>` and
+//! exactly one test selected, under the same emulator as the parent, and
+//! the parent checks how the child died and what it printed.
+//!
+//! The guard region: a job whose stack use reaches up to the guard size
+//! below its stack, in one frame that no stack probe walks down (riscv64
+//! Rust, C without `-fstack-clash-protection`), faults in the guard and is
+//! reported; a paused neighbour job's stack, mapped just below, keeps every
+//! byte. The child checks the neighbour from a SIGABRT handler, after the
+//! report and just before the process dies.
 
+#[macro_use]
+mod common;
+use common::{child, paused};
+use stackjob::{PoolConfig, init_thread_with, pause, pool_stats, start};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-const CHILD_ENV: &str = "STACKJOB_CHILD";
-
-/// Runs this test binary again, only the test `child_entry`, in `scenario`.
 fn run_child(scenario: &str) -> Output {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut words: Vec<String> =
-        std::env::var("STACKJOB_TEST_RUNNER").unwrap_or_default().split_whitespace().map(String::from).collect();
-    words.push(exe.to_string_lossy().into_owned());
-    let mut cmd = Command::new(&words[0]);
-    cmd.args(&words[1..])
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, scenario)
-        .env("RUST_BACKTRACE", "0");
-    cmd.output().expect("spawn child")
+    child::run("child_entry", scenario, &[])
 }
 
 fn stderr(out: &Output) -> String {
@@ -40,11 +39,142 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1) + frame[(depth % 1024) as usize] as u64
 }
 
+/// The byte a neighbour job fills its marks with.
+const MARK: u8 = 0xa5;
+/// Bytes of marks each job of the overshoot scenarios keeps on its stack.
+const MARKS: usize = 8 * 1024;
+/// The usable stack size of the overshoot scenarios.
+const SMALL_STACK: usize = 64 * 1024;
+
+/// Per job of an overshoot scenario: its stack pointer while paused and
+/// where its marks are.
+static JOB_SP: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+static JOB_MARKS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+/// Which job overshoots when resumed (the other is the neighbour).
+static OVERSHOOTER: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// The neighbour's marks, for the SIGABRT handler.
+static NEIGHBOUR_MARKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs after the overflow report, as the process aborts: says whether the
+/// neighbour's marks survived, with `write(2)` only.
+extern "C" fn check_neighbour(_: libc::c_int) {
+    let at = NEIGHBOUR_MARKS.load(Ordering::SeqCst) as *const u8;
+    let mut intact = !at.is_null();
+    for i in 0..MARKS {
+        // SAFETY: the neighbour job is paused and its stack mapped; its
+        // marks are MARKS bytes at `at`, which only it writes.
+        intact &= !at.is_null() && unsafe { at.add(i).read_volatile() } == MARK;
+    }
+    let line: &[u8] = if intact { b"\nneighbour intact\n" } else { b"\nneighbour CORRUPTED\n" };
+    // SAFETY: write(2) is async-signal-safe; the buffer is valid.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+/// The body of both jobs of an overshoot scenario: marks its stack, pauses,
+/// and when resumed either overshoots its stack by `reach` bytes (`how`) or
+/// keeps its marks alive and returns.
+fn overshoot_job(index: usize, how: &'static str, reach: usize) -> u8 {
+    let marks = std::hint::black_box([MARK; MARKS]);
+    JOB_MARKS[index].store(marks.as_ptr() as usize, Ordering::SeqCst);
+    JOB_SP[index].store(common::stack_pointer(), Ordering::SeqCst);
+    pause();
+    if OVERSHOOTER.load(Ordering::SeqCst) == index {
+        match how {
+            "frame" => return big_frame(),
+            _ => wild_write(reach),
+        }
+    }
+    std::hint::black_box(&marks)[0]
+}
+
+/// A frame of 160 KiB on a 64 KiB stack, as in a riscv64 job with a large
+/// local array: where the target has no stack probes, its first store lands
+/// 100 KiB below the stack.
+#[inline(never)]
+fn big_frame() -> u8 {
+    let mut frame = [0u8; 160 * 1024];
+    std::hint::black_box(&mut frame);
+    for i in (0..frame.len()).step_by(4096) {
+        // SAFETY: in bounds; volatile so every page is written.
+        unsafe { frame.as_mut_ptr().add(i).write_volatile(1) };
+    }
+    std::hint::black_box(&frame)[4096]
+}
+
+/// The first store of a frame that reaches `reach` bytes below the bottom
+/// of the job's stack without probing the pages in between (C code built
+/// without `-fstack-clash-protection`).
+#[inline(never)]
+fn wild_write(reach: usize) {
+    let target = stack_bottom(common::stack_pointer()) - reach;
+    // SAFETY: none: this is the out-of-bounds store being tested, in a
+    // child process that must die of it.
+    unsafe { (target as *mut u8).write_volatile(1) };
+}
+
+/// The lowest address of the read-write mapping that holds `sp`: the
+/// bottom of the job stack, just above its guard region.
+fn stack_bottom(sp: usize) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    for line in maps.lines() {
+        let range = line.split_whitespace().next().unwrap_or_default();
+        let (lo, hi) = range.split_once('-').expect("a maps line starts with its range");
+        let (lo, hi) = (usize::from_str_radix(lo, 16).unwrap(), usize::from_str_radix(hi, 16).unwrap());
+        if (lo..hi).contains(&sp) {
+            return lo;
+        }
+    }
+    panic!("no mapping holds the stack pointer {sp:#x}");
+}
+
+/// The overshoot scenarios: two jobs on neighbouring stacks, the upper one
+/// overshoots. `STACKJOB_TEST_GUARD` sets the guard size (default: the
+/// crate's default), `STACKJOB_TEST_HOW` what the overshoot is.
+fn overshoot_scenario() {
+    let mut cfg = PoolConfig::new().stack_size(SMALL_STACK).init_size(2).max_size(2);
+    if let Ok(guard) = std::env::var("STACKJOB_TEST_GUARD") {
+        cfg = cfg.guard_size(guard.parse().expect("STACKJOB_TEST_GUARD is a number"));
+    }
+    init_thread_with(&cfg).unwrap();
+    let guard = pool_stats().guard_size;
+    let how: &'static str = match std::env::var("STACKJOB_TEST_HOW").as_deref() {
+        Ok("frame") => "frame",
+        _ => "wild",
+    };
+    // Into the guard's last (lowest) 64 bytes.
+    let reach = guard - 64;
+    let jobs = [
+        paused(start(None, move || overshoot_job(0, how, reach)).unwrap()),
+        paused(start(None, move || overshoot_job(1, how, reach)).unwrap()),
+    ];
+    let sp = [JOB_SP[0].load(Ordering::SeqCst), JOB_SP[1].load(Ordering::SeqCst)];
+    // The job on the higher stack overshoots down towards the lower one.
+    let (upper, lower) = if sp[0] > sp[1] { (0, 1) } else { (1, 0) };
+    println!("layout: stacks {} bytes apart, guard {guard} bytes, reach {reach} bytes", sp[upper] - sp[lower]);
+    NEIGHBOUR_MARKS.store(JOB_MARKS[lower].load(Ordering::SeqCst), Ordering::SeqCst);
+    // The SIGABRT handler runs on top of the SIGSEGV handler's frames, on
+    // the thread's alternate signal stack; std's is a few KiB, too small
+    // for both in a debug build. Give the thread a roomy one.
+    let alt: &'static mut [u8] = Vec::leak(vec![0u8; 256 * 1024]);
+    let alt = libc::stack_t { ss_sp: alt.as_mut_ptr().cast(), ss_flags: 0, ss_size: alt.len() };
+    // SAFETY: a leaked (never freed) buffer becomes the alternate signal
+    // stack; then a plain extern "C" handler is installed for SIGABRT.
+    unsafe {
+        assert_eq!(libc::sigaltstack(&alt, std::ptr::null_mut()), 0);
+        libc::signal(libc::SIGABRT, check_neighbour as *const () as libc::sighandler_t);
+    }
+    OVERSHOOTER.store(upper, Ordering::SeqCst);
+    let [a, b] = jobs;
+    let overshooter = if upper == 0 { a } else { b };
+    let _ = overshooter.resume();
+}
+
 /// The child side: does what the scenario says, and should not come back.
 #[test]
 fn child_entry() {
-    let Ok(scenario) = std::env::var(CHILD_ENV) else { return };
+    let Some(scenario) = child::scenario() else { return };
     match scenario.as_str() {
+        "overshoot" => overshoot_scenario(),
         "job-overflow" => {
             stackjob::init_thread_with(&stackjob::PoolConfig::new().stack_size(64 * 1024)).unwrap();
             let _ = stackjob::start(None, || recurse(0));
@@ -78,6 +208,76 @@ fn child_entry() {
         other => panic!("unknown scenario {other}"),
     }
     panic!("scenario {scenario} should not have returned");
+}
+
+/// Runs an overshoot scenario and checks that it was reported as an
+/// overflow and the neighbour kept every byte.
+fn assert_overshoot_caught(how: &str, guard: Option<usize>) {
+    let guard = guard.map(|g| g.to_string());
+    let mut env = vec![("STACKJOB_TEST_HOW", how)];
+    if let Some(g) = &guard {
+        env.push(("STACKJOB_TEST_GUARD", g.as_str()));
+    }
+    let out = child::run("child_entry", "overshoot", &env);
+    let err = stderr(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let layout = stdout.lines().find(|l| l.contains("layout:")).unwrap_or("(no layout line)");
+    assert!(
+        err.contains("stackjob: job stack overflow (stack 65536 bytes"),
+        "{how} overshoot (guard {guard:?}) must be reported as an overflow; {layout}\nstderr:\n{err}"
+    );
+    assert!(err.contains("neighbour intact"), "the neighbour's stack must keep every byte; {layout}\nstderr:\n{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "stderr:\n{err}");
+}
+
+#[test]
+fn a_store_up_to_the_default_guard_size_below_the_stack_is_an_overflow_and_spares_the_neighbour() {
+    if skip_without_backend() {
+        return;
+    }
+    assert_overshoot_caught("wild", None);
+}
+
+#[test]
+fn a_configured_guard_size_is_honoured() {
+    if skip_without_backend() {
+        return;
+    }
+    assert_overshoot_caught("wild", Some(256 * 1024));
+    // Not a whole number of pages: rounded up.
+    assert_overshoot_caught("wild", Some(100 * 1024 + 1));
+}
+
+#[test]
+fn a_frame_larger_than_the_stack_is_an_overflow_and_spares_the_neighbour() {
+    if skip_without_backend() {
+        return;
+    }
+    if cfg!(feature = "asan") {
+        // ASan moves address-taken arrays to its fake stack on the heap.
+        eprintln!("skipped under AddressSanitizer: the frame's array is not on the job stack");
+        return;
+    }
+    assert_overshoot_caught("frame", None);
+}
+
+#[test]
+fn guard_sizes_are_checked_and_rounded_to_pages() {
+    if skip_without_backend() {
+        return;
+    }
+    let err = init_thread_with(&PoolConfig::new().guard_size(0)).unwrap_err();
+    assert!(matches!(err, stackjob::Error::InvalidGuardSize { requested: 0 }), "{err}");
+    assert!(err.to_string().contains("guard size"), "{err}");
+    let err = init_thread_with(&PoolConfig::new().guard_size(stackjob::MAX_GUARD_SIZE + 1)).unwrap_err();
+    assert!(matches!(err, stackjob::Error::InvalidGuardSize { .. }), "{err}");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    init_thread_with(&PoolConfig::new().guard_size(1)).unwrap();
+    assert_eq!(pool_stats().guard_size, page);
+    init_thread_with(&PoolConfig::new()).unwrap();
+    assert_eq!(pool_stats().guard_size, stackjob::DEFAULT_GUARD_SIZE);
+    stackjob::cleanup_thread();
 }
 
 fn skip_without_backend() -> bool {

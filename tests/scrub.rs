@@ -5,7 +5,7 @@
 //!
 //! The tests look at the memory itself. A job reports the address of one of
 //! its locals; `/proc/self/maps` gives the job stack's mapping around it
-//! (the guard page is a separate `PROT_NONE` mapping below, never read);
+//! (the guard region is a separate `PROT_NONE` mapping below, never read);
 //! the stack stays mapped while it waits in the pool, so the test reads it
 //! from outside afterwards. Only pages `mincore` reports resident are read,
 //! so the check itself never faults pages in (which would hide a scrub that
@@ -107,7 +107,7 @@ impl Fingerprint {
 }
 
 /// The read-write part of the job-stack mapping that contains `addr`:
-/// usable stack, job slot and header. The guard page is the separate
+/// usable stack, job slot and header. The guard region is the separate
 /// `PROT_NONE` mapping just below `lo`.
 #[derive(Clone, Copy, Debug)]
 struct Region {
@@ -717,6 +717,8 @@ mod unmap_watch {
 
     /// Length of the mappings to inspect (0: none).
     static LEN: AtomicUsize = AtomicUsize::new(0);
+    /// Length of their guard region (PROT_NONE) at the start.
+    static GUARD: AtomicUsize = AtomicUsize::new(0);
     /// The aligned words of the secret, sorted.
     static WORDS: [AtomicU64; 512] = [const { AtomicU64::new(0) }; 512];
     /// Inspected mappings, and the secret's words found in them.
@@ -725,8 +727,10 @@ mod unmap_watch {
     /// One watching test at a time.
     pub static LOCK: Mutex<()> = Mutex::new(());
 
-    /// Watch mappings of `len` bytes for the 4 KiB secret of `seed`.
-    pub fn arm(len: usize, seed: u64) {
+    /// Watch mappings of `len` bytes, the first `guard` of them
+    /// inaccessible, for the 4 KiB secret of `seed`.
+    pub fn arm(len: usize, guard: usize, seed: u64) {
+        GUARD.store(guard, Ordering::SeqCst);
         let mut bytes = [0u8; 4096];
         super::fill(seed, &mut bytes);
         let mut words: Vec<u64> = bytes.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
@@ -750,10 +754,9 @@ mod unmap_watch {
         for (w, slot) in words.iter_mut().zip(WORDS.iter()) {
             *w = slot.load(Ordering::SeqCst);
         }
-        // Skip the guard page (PROT_NONE) at the start of the mapping.
-        let page = super::page_size();
+        // Skip the guard region (PROT_NONE) at the start of the mapping.
         let mut hits = 0;
-        let mut p = addr + page;
+        let mut p = addr + GUARD.load(Ordering::SeqCst);
         while p < addr + len {
             // SAFETY: the page is still mapped read-write (we are about to
             // unmap it) and no code uses it any more.
@@ -789,19 +792,20 @@ mod unmap_watch {
 fn unmapped_secrets(scrub: bool, seed: u64) -> [(usize, usize); 2] {
     // A size no other test here uses, so only this test's stacks match.
     const SIZE: usize = 72 * KIB;
-    let len = SIZE + page_size();
+    let guard = stackjob::DEFAULT_GUARD_SIZE;
+    let len = SIZE + guard;
     let _one_at_a_time = unmap_watch::LOCK.lock().unwrap_or_else(|e| e.into_inner());
 
     pool(SIZE, scrub);
     finished(start(None, move || write_deep(40, seed)).unwrap());
-    unmap_watch::arm(len, seed);
+    unmap_watch::arm(len, guard, seed);
     cleanup_thread();
     let by_cleanup = unmap_watch::disarm();
 
     pool(SIZE, scrub);
     let job = paused(start(None, move || pause_deep(40, seed)).unwrap());
     pool(SIZE, scrub); // replaces the pool; the paused job keeps its stack
-    unmap_watch::arm(len, seed);
+    unmap_watch::arm(len, guard, seed);
     finished(job.resume().unwrap());
     let by_release = unmap_watch::disarm();
     cleanup_thread();

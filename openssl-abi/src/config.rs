@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub(crate) struct Config {
     /// Usable bytes per job stack (`STACKJOB_STACK_SIZE`).
     pub(crate) stack_size: usize,
+    /// Bytes of the guard region below each stack (`STACKJOB_GUARD_SIZE`).
+    pub(crate) guard_size: usize,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -27,29 +29,47 @@ pub(crate) fn parse_size(text: &str) -> Option<usize> {
     digits.parse::<usize>().ok()?.checked_mul(unit)
 }
 
+/// The size in the environment variable `name`, or `default` when it is
+/// unset or out of `min..=max` (which is said on stderr).
+fn size_from_env(name: &str, default: usize, min: usize, max: usize) -> usize {
+    let Ok(text) = std::env::var(name) else { return default };
+    match parse_size(&text) {
+        Some(n) if (min..=max).contains(&n) => n,
+        _ => {
+            eprintln!(
+                "stackjob-openssl: ignoring {name}={text:?} (want bytes, or a k/M suffix, \
+                 between {min} and {max}); using {default}"
+            );
+            default
+        }
+    }
+}
+
+/// What the stack-overflow report tells a C program to do.
+const OVERFLOW_ADVICE: &str = "raise it with the STACKJOB_STACK_SIZE environment variable, \
+     in bytes or with a k/M suffix, e.g. STACKJOB_STACK_SIZE=1M";
+
 /// The settings, read from the environment the first time.
 pub(crate) fn config() -> &'static Config {
     CONFIG.get_or_init(|| {
         let debug = std::env::var("STACKJOB_DEBUG").map(|v| !v.is_empty() && v != "0").unwrap_or(false);
-        let mut stack_size = stackjob::DEFAULT_STACK_SIZE;
-        if let Ok(text) = std::env::var("STACKJOB_STACK_SIZE") {
-            match parse_size(&text) {
-                Some(n) if (stackjob::MIN_STACK_SIZE..=stackjob::MAX_STACK_SIZE).contains(&n) => stack_size = n,
-                _ => eprintln!(
-                    "stackjob-openssl: ignoring STACKJOB_STACK_SIZE={text:?} (want bytes, or a k/M suffix, \
-                     between {} and {}); using {stack_size}",
-                    stackjob::MIN_STACK_SIZE,
-                    stackjob::MAX_STACK_SIZE
-                ),
-            }
-        }
+        let stack_size = size_from_env(
+            "STACKJOB_STACK_SIZE",
+            stackjob::DEFAULT_STACK_SIZE,
+            stackjob::MIN_STACK_SIZE,
+            stackjob::MAX_STACK_SIZE,
+        );
+        let guard_size =
+            size_from_env("STACKJOB_GUARD_SIZE", stackjob::DEFAULT_GUARD_SIZE, 1, stackjob::MAX_GUARD_SIZE);
+        stackjob::set_overflow_advice(OVERFLOW_ADVICE);
         DEBUG.store(debug, Ordering::Relaxed);
         if debug {
             eprintln!(
-                "stackjob-openssl: serving ASYNC_* (backend {}, capable {}, stack {} bytes + guard page, pid {})",
+                "stackjob-openssl: serving ASYNC_* (backend {}, capable {}, stack {} bytes + {}-byte guard, pid {})",
                 stackjob::backend(),
                 stackjob::is_capable(),
                 stack_size,
+                guard_size,
                 std::process::id()
             );
             // SAFETY: `report_at_exit` is a plain extern "C" fn that stays
@@ -57,7 +77,7 @@ pub(crate) fn config() -> &'static Config {
             // library is never unloaded before exit handlers run).
             unsafe { libc::atexit(report_at_exit) };
         }
-        Config { stack_size }
+        Config { stack_size, guard_size }
     })
 }
 

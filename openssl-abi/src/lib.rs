@@ -12,6 +12,13 @@
 //! Environment (read once, at load time):
 //! * `STACKJOB_STACK_SIZE` — usable bytes per job stack (`262144`, `256k`,
 //!   `1M`); default [`stackjob::DEFAULT_STACK_SIZE`] (OpenSSL: 32 KiB).
+//!   A job that overflows it is reported on stderr, naming this variable,
+//!   and the process aborts.
+//! * `STACKJOB_GUARD_SIZE` — bytes of `PROT_NONE` guard region below each
+//!   stack (same syntax, at least one page after rounding); default
+//!   [`stackjob::DEFAULT_GUARD_SIZE`] (1 MiB on 64-bit), so that C code
+//!   built without `-fstack-clash-protection` cannot jump over the guard
+//!   into the memory below with one large frame. OpenSSL has no guard.
 //! * `STACKJOB_DEBUG=1` — prints one line to stderr when the library loads
 //!   and a line of job counters at exit (proof the library serves the calls).
 //!
@@ -164,7 +171,12 @@ unsafe fn wctx<'a>(ctx: *mut CWaitCtx) -> Option<&'a CWaitCtx> {
 }
 
 fn pool_config(max_size: usize, init_size: usize) -> stackjob::PoolConfig {
-    stackjob::PoolConfig::new().max_size(max_size).init_size(init_size).stack_size(config::config().stack_size)
+    let config = config::config();
+    stackjob::PoolConfig::new()
+        .max_size(max_size)
+        .init_size(init_size)
+        .stack_size(config.stack_size)
+        .guard_size(config.guard_size)
 }
 
 /// Creates this thread's pool with the configured stack size on first use.
