@@ -200,6 +200,38 @@ fn c_stack_size_env() {
     }
 }
 
+/// A C job that overflows its stack is reported, naming `STACKJOB_STACK_SIZE`
+/// (not the Rust API a C program cannot call), and the process aborts. One
+/// unprobed frame reaching up to `STACKJOB_GUARD_SIZE` below the stack is
+/// reported too, and the paused job on the stack below keeps every byte.
+#[test]
+fn c_stack_overflow_is_reported_with_the_c_setting_and_the_guard_holds() {
+    if !have_toolchain() {
+        return;
+    }
+    let exe = build("overflow", true, &["-fno-stack-clash-protection"]);
+    let default_guard = stackjob::DEFAULT_GUARD_SIZE.to_string();
+    for (mode, guard_env, guard) in
+        [("recurse", None, default_guard.as_str()), ("frame", None, &default_guard), ("frame", Some("256k"), "262144")]
+    {
+        let mut env = vec![("STACKJOB_STACK_SIZE", "64k")];
+        if let Some(g) = guard_env {
+            env.push(("STACKJOB_GUARD_SIZE", g));
+        }
+        let o = run(&exe, &[mode, guard], &env);
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let what = format!("overflow {mode} (guard {guard}): {:?}\n{stdout}{stderr}", o.status);
+        let report = stderr.lines().find(|l| l.starts_with("stackjob: job stack overflow")).unwrap_or_else(|| {
+            panic!("no overflow report: {what}");
+        });
+        assert!(report.contains("stack 65536 bytes"), "{what}");
+        assert!(report.contains("STACKJOB_STACK_SIZE"), "the report names the C setting: {what}");
+        assert!(!report.contains("PoolConfig"), "a C program cannot use the Rust API: {what}");
+        assert!(stderr.contains("neighbour intact"), "the neighbour job's stack must keep every byte: {what}");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&o.status), Some(libc::SIGABRT), "{what}");
+    }
+}
+
 /// The `.so`'s exported (defined) dynamic symbols as `name@@version`, or
 /// bare names when it has no version info; `None` without `readelf`.
 fn exported_symbols(lib: &Path) -> Option<Vec<String>> {
