@@ -9,8 +9,8 @@
 //! into false reports when the stack is reused.)
 //!
 //! The failing programs run in child processes: this binary re-executes
-//! itself with `STACKJOB_ASAN_CHILD=<scenario>` and only `child_entry`
-//! selected, and the parent checks the child's report.
+//! itself with `STACKJOB_CHILD=<scenario>` and only `child_entry` selected
+//! (`common::child`), and the parent checks the child's report.
 
 mod common;
 
@@ -18,9 +18,8 @@ use stackjob::{Step, pause, start};
 use std::ffi::c_void;
 use std::hint::black_box;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const CHILD_ENV: &str = "STACKJOB_ASAN_CHILD";
 const IGNORED_NO_RETURN: &str = "ASan is ignoring requested __asan_handle_no_return";
 
 unsafe extern "C" {
@@ -32,18 +31,11 @@ unsafe extern "C" {
 /// Runs this test binary again, only `child_entry`, in `scenario`, with
 /// `asan_options` added to the inherited `ASAN_OPTIONS`.
 fn run_child(scenario: &str, asan_options: &str) -> Output {
-    let exe = std::env::current_exe().expect("current_exe");
     let options = match std::env::var("ASAN_OPTIONS") {
         Ok(inherited) if !inherited.is_empty() => format!("{inherited}:{asan_options}"),
         _ => asan_options.to_string(),
     };
-    Command::new(exe)
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, scenario)
-        .env("ASAN_OPTIONS", options)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("spawn child")
+    common::child::run("child_entry", scenario, &[("ASAN_OPTIONS", &options)])
 }
 
 fn stderr(out: &Output) -> String {
@@ -91,7 +83,7 @@ fn poison_frames_and_panic(depth: u32, top: usize) -> u32 {
 /// The child side: does what the scenario says.
 #[test]
 fn child_entry() {
-    let Ok(scenario) = std::env::var(CHILD_ENV) else { return };
+    let Some(scenario) = common::child::scenario() else { return };
     match scenario.as_str() {
         "heap-overflow" => {
             let step = start(None, || {

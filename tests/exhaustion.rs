@@ -6,24 +6,21 @@
 //! Scenarios that change process-wide limits, exhaust the mapping table or
 //! could abort run in a child process: this test binary re-executes itself
 //! with `STACKJOB_CHILD=<scenario>` and only the test `child_entry`
-//! selected; the child asserts and prints what it saw, the parent checks
-//! that it exited cleanly. Under QEMU user emulation set
-//! `STACKJOB_TEST_RUNNER` to the emulator command, as for tests/overflow.rs.
+//! selected (`common::child`, which also runs the child under the parent's
+//! emulator); the child asserts and prints what it saw, the parent checks
+//! that it exited cleanly.
 
 #[macro_use]
 mod common;
-use common::{finished, paused};
+use common::{child, finished, paused};
 use stackjob::{
     Error, Job, MAX_STACK_SIZE, PoolConfig, Status, WaitCtx, WaitKey, cleanup_thread, current_wait_ctx, in_job,
     init_thread, init_thread_with, pause, pool_stats, start,
 };
 use std::cell::RefCell;
 use std::io::Read;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-const CHILD_ENV: &str = "STACKJOB_CHILD";
 
 /// Like `require_backend!`, and also needs Linux (`/proc/self/maps`).
 macro_rules! require_linux_backend {
@@ -39,7 +36,7 @@ macro_rules! require_linux_backend {
             eprintln!("skipped under AddressSanitizer: its own memory needs defeat the exhaustion");
             return;
         }
-        if std::env::var_os("STACKJOB_TEST_RUNNER").is_some_and(|r| !r.is_empty()) {
+        if child::emulated() {
             // qemu-user maps the guest's memory inside its own process: the
             // guest's mappings, its address-space limit and the kernel's
             // mapping count are not the ones these scenarios exhaust.
@@ -49,24 +46,10 @@ macro_rules! require_linux_backend {
     };
 }
 
-/// Runs this test binary again, only the test `child_entry`, in `scenario`.
-fn run_child(scenario: &str) -> Output {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut words: Vec<String> =
-        std::env::var("STACKJOB_TEST_RUNNER").unwrap_or_default().split_whitespace().map(String::from).collect();
-    words.push(exe.to_string_lossy().into_owned());
-    let mut cmd = Command::new(&words[0]);
-    cmd.args(&words[1..])
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, scenario)
-        .env("RUST_BACKTRACE", "0");
-    cmd.output().expect("spawn child")
-}
-
 /// Runs `scenario` in a child and returns its stdout; fails the test with
 /// the child's output unless it exited with status 0.
 fn child_succeeds(scenario: &str) -> String {
-    let out = run_child(scenario);
+    let out = child::run("child_entry", scenario, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "child {scenario} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
@@ -159,9 +142,11 @@ fn assert_out_of_memory_or_mappings(err: &Error) {
     assert!(std::error::Error::source(err).is_some(), "the OS error is the source");
 }
 
-/// Child: under an address-space limit 64 MiB above the current size, start
-/// paused jobs until `start` fails; drop them all and check that every
-/// mapping went away and that a job starts again, still under the limit.
+/// Child: under an address-space limit room for 250 default stacks (each
+/// with its guard region, which counts as address space) above the current
+/// size, start paused jobs until `start` fails; drop them all and check
+/// that every mapping went away and that a job starts again, still under
+/// the limit.
 fn scenario_address_space() {
     let mut maps = Vec::with_capacity(4 << 20);
     let mut jobs = Vec::with_capacity(100_000);
@@ -169,7 +154,8 @@ fn scenario_address_space() {
     finished(start(None, || ()).unwrap()); // the pool, its first stack, the signal stack
     cleanup_thread();
     let before = maps_count(&mut maps);
-    let old = set_address_space_limit(vm_size() + (64 << 20));
+    let per_stack = (stackjob::DEFAULT_STACK_SIZE + stackjob::DEFAULT_GUARD_SIZE) as u64;
+    let old = set_address_space_limit(vm_size() + 250 * per_stack);
     let err = start_until_failure(&mut jobs, 100_000);
     let started = jobs.len();
     jobs.clear(); // cancels every job (their stacks go back to the pool), keeps the buffer
@@ -181,7 +167,7 @@ fn scenario_address_space() {
     cleanup_thread();
     restore_address_space_limit(old);
     assert_out_of_memory_or_mappings(&err);
-    assert!(started >= 100, "64 MiB hold about 250 default stacks, only {started} started");
+    assert!(started >= 100, "the limit holds about 250 default stacks, only {started} started");
     assert_eq!(after, before, "every job stack mapping must be gone");
     println!("jobs started: {started}");
     println!("error: {err}");
@@ -353,7 +339,7 @@ fn scenario_thread_exit() {
 /// The child side: does what the scenario says and prints `done`.
 #[test]
 fn child_entry() {
-    let Ok(scenario) = std::env::var(CHILD_ENV) else { return };
+    let Some(scenario) = child::scenario() else { return };
     match scenario.as_str() {
         "address-space" => scenario_address_space(),
         "mapping-limit" => scenario_mapping_limit(),

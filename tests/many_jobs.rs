@@ -57,20 +57,10 @@ fn rss_is_meaningless() -> Option<String> {
     if cfg!(feature = "asan") {
         return Some("under AddressSanitizer, resident memory includes its shadow memory and fake stacks".into());
     }
-    if let Some(runner) = std::env::var_os("STACKJOB_TEST_RUNNER").filter(|r| !r.is_empty()) {
-        return Some(format!("under the emulator {runner:?}, resident memory is the emulator's process"));
-    }
-    // `cargo test --target ...` with the runner from .cargo/config.toml sets
-    // no variable: compare the kernel's architecture with ours (QEMU user
-    // mode fakes uname, not this sysctl).
-    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/arch")
-        && host.trim() != std::env::consts::ARCH
-    {
-        return Some(format!(
-            "this {} binary runs under user-mode emulation on the {} kernel; resident memory is the emulator's",
-            std::env::consts::ARCH,
-            host.trim()
-        ));
+    if common::child::emulated() {
+        let why =
+            common::child::emulation().unwrap_or_else(|| format!("{} names an emulator", common::child::RUNNER_ENV));
+        return Some(format!("{why}: resident memory is the emulator's process"));
     }
     None
 }

@@ -1,7 +1,8 @@
 //! Running an example from a test: `cargo run --example NAME` with the
 //! profile, `--target` and target directory the calling test was built with
 //! (so a cross test runs the example under the same QEMU runner), falling
-//! back to the example binary next to the test.
+//! back to the example binary next to the test (under the emulator this
+//! test runs under, if any).
 
 use std::env;
 use std::ffi::OsString;
@@ -86,7 +87,14 @@ impl BuildDir {
              (same profile and --target as the tests)",
             exe.display()
         );
-        Command::new(&exe).args(args).output().unwrap_or_else(|e| panic!("could not run {}: {e}", exe.display()))
+        // Under the emulator this test runs under, if any (super::child).
+        let mut words = super::child::runner();
+        words.push(exe.to_string_lossy().into_owned());
+        Command::new(&words[0])
+            .args(&words[1..])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {words:?}: {e}"))
     }
 }
 
