@@ -34,7 +34,13 @@ lint() {
         *.sh) files+=("$f") ;;
         *) head -n1 "$f" | grep -qE '^#!.*\b(ba|da)?sh\b' && files+=("$f") ;;
         esac
-    done < <(git ls-files --cached --others --exclude-standard -- scripts .ci openssl-abi fuzz '*.sh')
+    done < <(if git rev-parse --git-dir >/dev/null 2>&1; then
+        git ls-files --cached --others --exclude-standard -- scripts .ci openssl-abi fuzz '*.sh'
+    else # not a git checkout (an unpacked archive): the same places
+        find scripts .ci openssl-abi fuzz \( -name target -o -name corpus -o -name artifacts \) -prune -o \
+            -type f -print 2>/dev/null
+        find . -path '*/target' -prune -o -name '*.sh' -type f -print | sed 's|^\./||'
+    fi | sort -u)
     # Comment lines are left out; a line ending in `# log-ok` is allowed.
     for f in "${files[@]}"; do
         if grep -nE "$WRITES" "$f" | grep -vE '^[0-9]+: *#' | grep -vE '# log-ok$' | sed "s|^|$f:|" | grep .; then
