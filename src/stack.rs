@@ -36,12 +36,16 @@ use std::ptr::NonNull;
 /// OpenSSL 3 code and with Rust's panic machinery; untouched pages cost
 /// nothing (`MAP_NORESERVE`), so a generous default is cheap.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
-/// Smallest accepted usable stack size (after rounding to pages): 32 KiB,
+/// Smallest accepted usable stack size (after rounding to pages): 64 KiB,
 /// what a job needs to panic with room to spare. The panic hook prints a
 /// backtrace when `RUST_BACKTRACE` is set, and symbolising it takes
-/// 20–24 KiB of stack on every backend, debug and release alike (measured
-/// with `tests/min_stack.rs`'s `STACKJOB_TEST_STACK`); 16 KiB overflowed.
-pub const MIN_STACK_SIZE: usize = 32 * 1024;
+/// 20–24 KiB of stack on every backend, debug and release alike, with the
+/// standard library as rustup ships it, and 40–48 KiB with a standard
+/// library built unoptimised (`-Zbuild-std` in a debug profile, measured
+/// on aarch64 with `pac-ret`), both measured with `tests/min_stack.rs`'s
+/// `STACKJOB_TEST_STACK`; 16 KiB overflowed. Untouched stack pages cost no
+/// memory, so the floor costs address space only.
+pub const MIN_STACK_SIZE: usize = 64 * 1024;
 /// Largest accepted usable stack size: 1 GiB. Larger requests are almost
 /// certainly a unit mistake and would exhaust address space in a pool.
 pub const MAX_STACK_SIZE: usize = 1 << 30;

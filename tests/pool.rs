@@ -236,7 +236,7 @@ fn job_paused_before_cleanup_thread_can_be_dropped() {
 #[test]
 fn cleanup_thread_frees_idle_stacks_and_next_start_makes_a_default_pool() {
     require_backend!();
-    init_thread_with(&PoolConfig::new().max_size(1).init_size(1).stack_size(32 * 1024)).unwrap();
+    init_thread_with(&PoolConfig::new().max_size(1).init_size(1).stack_size(96 * 1024)).unwrap();
     cleanup_thread();
     let stats = pool_stats();
     assert_eq!((stats.idle, stats.in_use, stats.max_size), (0, 0, 0));

@@ -68,10 +68,10 @@ fn plans() -> Vec<Plan> {
         (0, 0, stackjob::DEFAULT_STACK_SIZE),
         (1, 1, stackjob::MIN_STACK_SIZE),
         (2, 0, 64 * 1024),
-        (3, 3, 32 * 1024),
+        (3, 3, 80 * 1024),
         (4, 2, stackjob::DEFAULT_STACK_SIZE),
         (6, 1, 128 * 1024),
-        (0, 5, 48 * 1024),
+        (0, 5, 96 * 1024),
         (8, 8, stackjob::MIN_STACK_SIZE),
     ];
     shapes
