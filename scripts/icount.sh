@@ -23,6 +23,12 @@ budgets=$(cat <<'TABLE'
              rt    shared   72      35
              life0 shared   142     80
              life1 shared   242     -
+             raw-rt    default  100     60
+             raw-life0 default  176     75
+             raw-life1 default  305     145
+             raw-rt    shared   100     30
+             raw-life0 shared   176     55
+             raw-life1 shared   305     100
 TABLE
 )
 
