@@ -255,7 +255,7 @@ where
     // of the job (raised again by `drive`) or out of a wait-ctx cleanup does
     // not skip it.
     let _wipe = stack.scrubs().then(|| Wipe { at: body_at.cast(), len: size_of_val(&body) });
-    drive::<R, I>(stack)
+    drive::<R, I, true>(stack)
 }
 
 #[inline(always)]
@@ -296,7 +296,11 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
 
 /// Drives a job one segment and turns the result into a [`Step`].
 #[inline(always)]
-fn drive<R, I: Isolation>(stack: Stack) -> Result<Step<R>, Error> {
+///
+/// `INLINE_FINISH`: the end of the job is handled in line (`start`, where
+/// jobs that never pause are the common case) or out of line (`resume`,
+/// whose fast path is the round trip).
+fn drive<R, I: Isolation, const INLINE_FINISH: bool>(stack: Stack) -> Result<Step<R>, Error> {
     let slot = slot_of(&stack);
     // SAFETY: we own the stack, so the job is switched out and its slot is
     // ours; the job only touches the slot while it runs, inside `resume`.
@@ -307,7 +311,7 @@ fn drive<R, I: Isolation>(stack: Stack) -> Result<Step<R>, Error> {
         (*slot).state = State::Running;
         let mut out = MaybeUninit::uninit();
         if raw::switch::<R, I>(&stack, tag_of(&stack), &mut out) {
-            return finished(stack, &mut out);
+            return if INLINE_FINISH { finished_here(stack, &mut out) } else { finished(stack, &mut out) };
         }
         (*slot).state = State::Paused;
         if !(*slot).parked {
@@ -325,6 +329,16 @@ fn drive<R, I: Isolation>(stack: Stack) -> Result<Step<R>, Error> {
 /// The job on `stack` has ended and written `out`.
 #[inline(never)]
 unsafe fn finished<R>(stack: Stack, out: &mut MaybeUninit<thread::Result<R>>) -> Result<Step<R>, Error> {
+    // SAFETY: per the contract.
+    unsafe { finished_here(stack, out) }
+}
+
+/// [`finished`], in line.
+///
+/// # Safety
+/// As for [`finished`].
+#[inline(always)]
+unsafe fn finished_here<R>(stack: Stack, out: &mut MaybeUninit<thread::Result<R>>) -> Result<Step<R>, Error> {
     // SAFETY: per the contract; the slot is ours again.
     let outcome = unsafe {
         (*slot_of(&stack)).state = State::Finished;
@@ -396,7 +410,7 @@ impl<R> Job<R> {
         if dead != Dead::No {
             return resume_dead(stack);
         }
-        if isolate { drive::<R, Isolated>(stack) } else { drive::<R, Shared>(stack) }
+        if isolate { drive::<R, Isolated, false>(stack) } else { drive::<R, Shared, false>(stack) }
     }
 
     /// The wait context the job was started with.
