@@ -25,8 +25,21 @@
 //! cargo run --release --example offload -- --jobs 16 --requests 100000 --workers 2 --size 16384
 //! ```
 //!
+//! Before any work starts the flags are checked against fixed limits
+//! (`--help` lists them) and `--jobs` against what the process can get: an
+//! eventfd per job within `RLIMIT_NOFILE` (`ulimit -n`), and two memory
+//! mappings per job stack (the stack and its guard page) within
+//! `vm.max_map_count`. A request that does not fit is refused with the
+//! limit, the cause and the fix, with exit status 2; a resource that still
+//! runs out during the run (a job stack that cannot be mapped, a worker
+//! thread that cannot start) ends the demo with the cause and exit status 1.
+//! `OFFLOAD_MAX_MAP_COUNT=N` makes the mapping check use N in place of
+//! `/proc/sys/vm/max_map_count`, to see the check without changing the
+//! sysctl (tests/offload_cli.rs does that).
+//!
 //! Where jobs cannot run (`stackjob::is_capable()` is false) the program
-//! says so and does the work synchronously. Linux only (eventfd, epoll).
+//! says so and does the work synchronously; that is the only fallback.
+//! Linux only (eventfd, epoll).
 
 #[cfg(target_os = "linux")]
 fn main() {
@@ -36,6 +49,7 @@ fn main() {
 #[cfg(not(target_os = "linux"))]
 fn main() {
     eprintln!("offload: this example needs Linux (eventfd and epoll)");
+    std::process::exit(1);
 }
 
 #[cfg(target_os = "linux")]
@@ -43,7 +57,9 @@ mod demo {
     use sha2::{Digest, Sha256};
     use stackjob::{Error, Job, RawFd, Step, WaitCtx, WaitKey};
     use std::cell::Cell;
+    use std::ffi::OsString;
     use std::io::{self, IsTerminal, Write};
+    use std::num::IntErrorKind;
     use std::process;
     use std::rc::Rc;
     use std::sync::mpsc::{self, Sender};
@@ -56,11 +72,31 @@ mod demo {
     /// What a job returns: its request's digest, or why it has none.
     type Outcome = Result<Digest256, String>;
 
+    /// The most jobs in flight `--jobs` accepts. What the process can get
+    /// (file descriptors, memory mappings) is checked separately and is
+    /// usually lower.
+    const MAX_JOBS: u64 = 1_000_000;
+    /// The most requests: every result is kept (33 bytes) for the check.
+    const MAX_REQUESTS: u64 = 10_000_000;
+    /// The most accelerator worker threads.
+    const MAX_WORKERS: u64 = 1024;
+    /// The largest payload, 16 MiB.
+    const MAX_SIZE: u64 = 16 << 20;
+    /// The most payload bytes in flight at once (jobs in flight × size), 1 GiB:
+    /// every job in flight holds a copy of its payload.
+    const MAX_IN_FLIGHT_BYTES: u64 = 1 << 30;
+
     const USAGE: &str = "usage: offload [--jobs N] [--requests M] [--workers W] [--size BYTES]
-  --jobs N        jobs in flight on the main thread (default 64)
-  --requests M    SHA-256 requests to run (default 100000)
-  --workers W     accelerator worker threads (default 2)
-  --size BYTES    payload bytes per request (default 4096)";
+  --jobs N        jobs in flight on the main thread (default 64, at most 1000000)
+  --requests M    SHA-256 requests to run (default 100000, at most 10000000)
+  --workers W     accelerator worker threads (default 2, at most 1024)
+  --size BYTES    payload bytes per request (default 4096, at most 16777216 = 16 MiB)
+--jobs × --size is at most 1 GiB. Each job also needs an eventfd (see ulimit -n)
+and two memory mappings (see vm.max_map_count); both are checked before the run.
+OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
+
+    /// The variable that replaces `/proc/sys/vm/max_map_count` in the check.
+    const MAP_COUNT_ENV: &str = "OFFLOAD_MAX_MAP_COUNT";
 
     /// The key our "engine" registers its eventfd under in each WaitCtx
     /// (the address of something the engine owns, as in OpenSSL).
@@ -79,6 +115,23 @@ mod demo {
         static EVENTFDS: Cell<u64> = const { Cell::new(0) };
     }
 
+    /// A line on stdout. A failed write (a closed pipe) ends the demo with
+    /// a message rather than a panic.
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            let mut out = io::stdout().lock();
+            if let Err(e) = writeln!(out, $($arg)*) {
+                drop(out);
+                fail("writing to stdout", e);
+            }
+        }};
+    }
+
+    /// A line on stderr; if even that cannot be written, nothing is left to tell.
+    fn warn(msg: impl std::fmt::Display) {
+        let _ = writeln!(io::stderr().lock(), "offload: {msg}");
+    }
+
     struct Args {
         jobs: usize,
         requests: u64,
@@ -86,49 +139,255 @@ mod demo {
         size: usize,
     }
 
+    /// A numeric flag: its range and why its limit is what it is.
+    struct Flag {
+        name: &'static str,
+        min: u64,
+        max: u64,
+        why: &'static str,
+    }
+
+    const FLAGS: [Flag; 4] = [
+        Flag {
+            name: "--jobs",
+            min: 1,
+            max: MAX_JOBS,
+            why: "each job in flight holds a stack, two memory mappings and an eventfd",
+        },
+        Flag {
+            name: "--requests",
+            min: 1,
+            max: MAX_REQUESTS,
+            why: "every result is kept in memory for the verification",
+        },
+        Flag { name: "--workers", min: 1, max: MAX_WORKERS, why: "each worker is a thread with its own stack" },
+        Flag { name: "--size", min: 0, max: MAX_SIZE, why: "16 MiB; every job in flight holds a copy of its payload" },
+    ];
+
+    impl Flag {
+        /// `value` as this flag's number, or a usage error that names the
+        /// flag and its range.
+        fn parse(&self, value: &str) -> u64 {
+            let Flag { name, min, max, why } = self;
+            let too_large = || usage_error(&format!("{name} {value} is too large: the limit is {max} ({why})"));
+            match value.parse::<u64>() {
+                Ok(n) if n < *min => usage_error(&format!("{name} must be at least {min}")),
+                Ok(n) if n > *max => too_large(),
+                Ok(n) => n,
+                Err(e) if *e.kind() == IntErrorKind::PosOverflow => too_large(),
+                Err(e) if *e.kind() == IntErrorKind::Empty => usage_error(&format!("{name} needs a value")),
+                Err(_) => usage_error(&format!(
+                    "{name}: {value:?} is not a number (expected a whole number from {min} to {max})"
+                )),
+            }
+        }
+    }
+
     fn parse_args() -> Args {
         let mut args = Args { jobs: 64, requests: 100_000, workers: 2, size: 4096 };
-        let mut it = std::env::args().skip(1);
+        let utf8 = |arg: OsString| {
+            arg.into_string().unwrap_or_else(|arg| usage_error(&format!("argument {arg:?} is not valid UTF-8")))
+        };
+        let mut it = std::env::args_os().skip(1).map(utf8);
         while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
                 None => (arg.clone(), None),
             };
-            if flag == "-h" || flag == "--help" {
-                println!("{USAGE}");
+            if name == "-h" || name == "--help" {
+                say!("{USAGE}");
                 process::exit(0);
             }
-            if !["--jobs", "--requests", "--workers", "--size"].contains(&flag.as_str()) {
+            let Some(flag) = FLAGS.iter().find(|f| f.name == name) else {
                 usage_error(&format!("unknown argument {arg:?}"));
-            }
+            };
             let Some(value) = inline.or_else(|| it.next()) else {
-                usage_error(&format!("{flag} needs a value"));
+                usage_error(&format!("{name} needs a value"));
             };
-            let number = || -> u64 {
-                value.parse().unwrap_or_else(|_| usage_error(&format!("{flag}: {value:?} is not a number")))
-            };
-            let positive = || -> usize {
-                match number() {
-                    0 => usage_error(&format!("{flag} must be at least 1")),
-                    n => usize::try_from(n).unwrap_or_else(|_| usage_error(&format!("{flag}: {n} is too large"))),
-                }
-            };
-            match flag.as_str() {
-                "--jobs" => args.jobs = positive(),
-                "--requests" => args.requests = positive() as u64,
-                "--workers" => args.workers = positive(),
-                "--size" => {
-                    args.size = usize::try_from(number()).unwrap_or_else(|_| usage_error("--size is too large"))
-                }
-                _ => unreachable!("checked above"),
+            // Every limit is far below usize::MAX on the 64-bit targets jobs
+            // run on; on a 32-bit target a value above usize::MAX is refused.
+            let n = flag.parse(&value);
+            let small = || usize::try_from(n).unwrap_or_else(|_| usage_error(&format!("{name} {n} is too large here")));
+            match flag.name {
+                "--jobs" => args.jobs = small(),
+                "--requests" => args.requests = n,
+                "--workers" => args.workers = small(),
+                "--size" => args.size = small(),
+                _ => unreachable!("FLAGS has no other names"),
             }
         }
         args
     }
 
     fn usage_error(msg: &str) -> ! {
-        eprintln!("offload: {msg}\n{USAGE}");
+        warn(format_args!("{msg}\n{USAGE}"));
         process::exit(2);
+    }
+
+    /// A request that cannot fit what the process may use: refused before
+    /// any work starts.
+    fn refuse(msg: impl std::fmt::Display) -> ! {
+        warn(msg);
+        process::exit(2);
+    }
+
+    /// What the run will do, once the flags have been checked against the
+    /// limits of this process.
+    struct Plan {
+        /// Jobs in flight: `--jobs`, or fewer when there are fewer requests.
+        slots: usize,
+        /// Accelerator workers: `--workers`, or one per job in flight if that
+        /// is fewer (a worker serves the jobs of its own queue only).
+        workers: usize,
+        /// `Some(why)` when jobs cannot run here and everything runs synchronously.
+        not_capable: Option<Error>,
+    }
+
+    impl Plan {
+        fn new(args: &Args) -> Plan {
+            let not_capable = if stackjob::is_capable() {
+                None
+            } else {
+                Some(stackjob::start(None, || ()).err().unwrap_or(Error::NotCapable { reason: "unknown" }))
+            };
+            let slots = args.jobs.min(usize::try_from(args.requests).unwrap_or(usize::MAX));
+            let plan = Plan { slots, workers: args.workers.min(slots), not_capable };
+            if plan.not_capable.is_none() {
+                plan.check_payload_memory(args);
+                plan.check_fds(args);
+                plan.check_mappings(args);
+            }
+            plan
+        }
+
+        /// "--jobs N", with how many are in flight when fewer.
+        fn jobs_flag(&self, args: &Args) -> String {
+            if self.slots == args.jobs {
+                format!("--jobs {}", args.jobs)
+            } else {
+                format!("--jobs {} ({} in flight for --requests {})", args.jobs, self.slots, args.requests)
+            }
+        }
+
+        fn check_payload_memory(&self, args: &Args) {
+            let bytes = self.slots as u64 * args.size as u64;
+            if bytes > MAX_IN_FLIGHT_BYTES {
+                refuse(format_args!(
+                    "--size {} with {} holds {} MiB of payloads in flight (a copy per job); the limit is {} MiB: \
+                     use a smaller --size or --jobs {} or fewer",
+                    args.size,
+                    self.jobs_flag(args),
+                    bytes >> 20,
+                    MAX_IN_FLIGHT_BYTES >> 20,
+                    MAX_IN_FLIGHT_BYTES / args.size as u64
+                ));
+            }
+        }
+
+        /// Each job slot creates an eventfd; the main loop adds an epoll fd.
+        fn check_fds(&self, args: &Args) {
+            let Some((soft, hard)) = nofile_limit() else { return };
+            let open = open_fds();
+            let need = open + self.slots as u64 + 1 + FD_HEADROOM;
+            if need <= soft {
+                return;
+            }
+            let fit = soft.saturating_sub(open + 1 + FD_HEADROOM);
+            let raise = if need <= hard {
+                format!("raise it with ulimit -n {need}")
+            } else {
+                format!(
+                    "raise it with ulimit -n {need} after raising the hard limit ({hard}) as root, \
+                     e.g. in /etc/security/limits.conf"
+                )
+            };
+            refuse(format_args!(
+                "{} needs {need} open files (an eventfd per job in flight, 1 for epoll, {open} open already, \
+                 {FD_HEADROOM} spare), but RLIMIT_NOFILE (ulimit -n) is {soft}: {raise}, or {}",
+                self.jobs_flag(args),
+                fewer_jobs(fit)
+            ));
+        }
+
+        /// Each job stack is two mappings (the stack and its guard page); the
+        /// worker threads, large payloads and the rest of the process need some too.
+        fn check_mappings(&self, args: &Args) {
+            let Some((max, source)) = max_map_count() else { return };
+            let Some(now) = mappings_now() else { return };
+            let per_job = 2 + u64::from(args.size >= MALLOC_MMAP_THRESHOLD);
+            let workers = MAPS_PER_WORKER * self.workers as u64;
+            let others = now + workers + MAP_HEADROOM;
+            let need = others + per_job * self.slots as u64;
+            if need <= max {
+                return;
+            }
+            let payloads = if per_job > 2 { " and 1 for its payload buffer" } else { "" };
+            refuse(format_args!(
+                "{} needs about {need} memory mappings (2 per job stack: the stack and its guard page{payloads}; \
+                 {workers} for {} worker threads; {now} in use now; {MAP_HEADROOM} spare), but vm.max_map_count \
+                 is {max}{source}: raise it (sysctl -w vm.max_map_count={need}, as root) or {}",
+                self.jobs_flag(args),
+                self.workers,
+                fewer_jobs(max.saturating_sub(others) / per_job)
+            ));
+        }
+    }
+
+    /// The fix that is fewer jobs, or that there is none.
+    fn fewer_jobs(fit: u64) -> String {
+        match fit {
+            0 => "free some (not even --jobs 1 fits)".to_owned(),
+            n => format!("use --jobs {n} or fewer"),
+        }
+    }
+
+    /// File descriptors kept spare beyond the eventfds and the epoll fd.
+    const FD_HEADROOM: u64 = 16;
+    /// Mappings kept spare beyond the job stacks and the workers: the
+    /// allocator, the results, the main thread's signal stack, the emulator
+    /// under qemu-user.
+    const MAP_HEADROOM: u64 = 256;
+    /// A worker thread's mappings: its stack and guard page, its signal
+    /// stack and guard page, an allocator arena (heap and reserve).
+    const MAPS_PER_WORKER: u64 = 6;
+    /// glibc's default `M_MMAP_THRESHOLD`: a payload at least this large is
+    /// a mapping of its own.
+    const MALLOC_MMAP_THRESHOLD: usize = 128 << 10;
+
+    /// RLIMIT_NOFILE's soft and hard limits, unless unlimited or unknown.
+    fn nofile_limit() -> Option<(u64, u64)> {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `rl` is a writable rlimit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is u32 on some 32-bit targets
+        Some((rl.rlim_cur as u64, rl.rlim_max as u64))
+    }
+
+    /// File descriptors open now (`/proc/self/fd`, less the one reading
+    /// it); 3 (stdin, stdout, stderr) if that cannot be read.
+    fn open_fds() -> u64 {
+        std::fs::read_dir("/proc/self/fd").map_or(3, |dir| dir.count().saturating_sub(1) as u64)
+    }
+
+    /// The mapping limit and where it came from: `OFFLOAD_MAX_MAP_COUNT`
+    /// if set, else `/proc/sys/vm/max_map_count` if readable.
+    fn max_map_count() -> Option<(u64, String)> {
+        if let Some(value) = std::env::var_os(MAP_COUNT_ENV) {
+            let n = value.to_str().and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| {
+                usage_error(&format!("{MAP_COUNT_ENV}={value:?} is not a number (a mapping count, e.g. 65530)"))
+            });
+            return Some((n, format!(" (from {MAP_COUNT_ENV}, in place of /proc/sys/vm/max_map_count)")));
+        }
+        let text = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?;
+        Some((text.trim().parse().ok()?, String::new()))
+    }
+
+    /// Mappings the process has now (lines of `/proc/self/maps`).
+    fn mappings_now() -> Option<u64> {
+        let maps = std::fs::read("/proc/self/maps").ok()?;
+        Some(maps.iter().filter(|&&b| b == b'\n').count() as u64)
     }
 
     /// The request payloads: a fixed pseudo-random block with the request
@@ -194,22 +453,30 @@ mod demo {
     }
 
     impl Accelerator {
+        /// Starts `workers` threads; a thread that cannot start ends the
+        /// demo with the cause (before any request is submitted).
         fn new(workers: usize) -> Accelerator {
             let mut queues = Vec::with_capacity(workers);
             let mut handles = Vec::with_capacity(workers);
             for i in 0..workers {
                 let (tx, rx) = mpsc::channel::<Request>();
                 queues.push(tx);
-                let handle = thread::Builder::new()
-                    .name(format!("accel-{i}"))
-                    .spawn(move || {
-                        for req in rx {
-                            req.mailbox.put(sha256(&req.payload));
-                            signal(req.eventfd);
-                        }
-                    })
-                    .unwrap_or_else(|e| fail("spawning an accelerator worker", e));
-                handles.push(handle);
+                let spawned = thread::Builder::new().name(format!("accel-{i}")).spawn(move || {
+                    for req in rx {
+                        req.mailbox.put(sha256(&req.payload));
+                        signal(req.eventfd);
+                    }
+                });
+                match spawned {
+                    Ok(handle) => handles.push(handle),
+                    Err(e) => fail(
+                        format_args!("starting accelerator worker {} of {workers}", i + 1),
+                        format_args!(
+                            "{e} (the thread limits, ulimit -u and /proc/sys/kernel/threads-max, \
+                             or memory ran out): use fewer --workers"
+                        ),
+                    ),
+                }
             }
             Accelerator { queues, workers: handles }
         }
@@ -272,7 +539,14 @@ mod demo {
         // SAFETY: eventfd has no memory arguments; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
-            return Err(format!("eventfd: {}", io::Error::last_os_error()));
+            let err = io::Error::last_os_error();
+            let hint = match err.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE) => {
+                    " (each job in flight needs one: raise ulimit -n or use fewer --jobs)"
+                }
+                _ => "",
+            };
+            return Err(format!("eventfd: {err}{hint}"));
         }
         ctx.set_wait_fd(
             key,
@@ -323,8 +597,6 @@ mod demo {
         /// epoll_wait calls that returned ready fds, and how many in all.
         waits: u64,
         ready_sum: u64,
-        /// Requests done synchronously because `start` had no job (NoJobs).
-        sync_fallbacks: u64,
         failures: u64,
     }
 
@@ -426,15 +698,17 @@ mod demo {
     }
 
     /// Runs every request as a job; `results[i]` gets request i's digest.
-    /// `Err` if jobs cannot run here at all.
-    fn run_offloaded(args: &Args, payloads: Payloads, results: &mut [Option<Digest256>]) -> Result<Stats, Error> {
-        if !stackjob::is_capable() {
-            return Err(stackjob::start(None, || ()).err().unwrap_or(Error::NotCapable { reason: "unknown" }));
-        }
-        let slot_count = args.jobs.min(usize::try_from(args.requests).unwrap_or(usize::MAX));
+    /// `Err` if the pool's stacks cannot be made (then nothing has run).
+    fn run_offloaded(
+        args: &Args,
+        plan: &Plan,
+        payloads: Payloads,
+        results: &mut [Option<Digest256>],
+    ) -> Result<Stats, Error> {
+        let slot_count = plan.slots;
         // A pool with exactly one stack per slot, made up front.
         stackjob::init_thread(slot_count, slot_count)?;
-        let accel = Accelerator::new(args.workers);
+        let accel = Accelerator::new(plan.workers);
         let shared = Rc::new(Shared { payloads, queues: accel.queues.clone() });
         let mut slots: Vec<Slot> = (0..slot_count)
             .map(|_| Slot { ctx: WaitCtx::new(), mailbox: Arc::default(), job: None, request: 0 })
@@ -456,19 +730,16 @@ mod demo {
                     let slot = &mut slots[slot_index];
                     slot.request = request;
                     let (job_shared, mailbox) = (shared.clone(), slot.mailbox.clone());
-                    let queue = slot_index % args.workers;
+                    let queue = slot_index % plan.workers;
                     match stackjob::start(Some(&slot.ctx), move || offload_job(job_shared, queue, mailbox, request)) {
                         Ok(step) => {
                             if settle(slot_index, slots, step, &epoll, stats, results) {
                                 return;
                             }
                         }
-                        Err(Error::NoJobs { .. } | Error::NotCapable { .. }) => {
-                            // No job to run it in: do this request synchronously.
-                            results[request as usize] = Some(sha256(&shared.payloads.get(request)));
-                            stats.sync_fallbacks += 1;
-                            stats.done += 1;
-                        }
+                        // The pool holds a stack per slot, made up front, so
+                        // nothing is expected here; no request is done
+                        // synchronously behind the user's back.
                         Err(e) => fail("stackjob::start", e),
                     }
                 }
@@ -538,7 +809,9 @@ mod demo {
                     Ok(digest) => results[slot.request as usize] = Some(digest),
                     Err(why) => {
                         stats.failures += 1;
-                        eprintln!("offload: request {} failed: {why}", slot.request);
+                        if stats.failures <= 5 {
+                            warn(format_args!("request {} failed: {why}", slot.request));
+                        }
                     }
                 }
                 false
@@ -548,55 +821,70 @@ mod demo {
 
     pub fn main() {
         let args = parse_args();
-        let requests = usize::try_from(args.requests).unwrap_or_else(|_| usage_error("--requests is too large"));
-        println!(
-            "offload: {} SHA-256 requests of {} bytes, {} jobs in flight, {} accelerator workers (stackjob backend {})",
-            args.requests,
-            args.size,
-            args.jobs,
-            args.workers,
-            stackjob::backend()
-        );
-
-        let mut results: Vec<Option<Digest256>> = vec![None; requests];
-        let cpu0 = thread_cpu();
-        let t0 = Instant::now();
-        let offloaded = run_offloaded(&args, Payloads::new(args.size), &mut results);
-        let elapsed = t0.elapsed();
-        let cpu = thread_cpu().saturating_sub(cpu0);
-        match &offloaded {
-            Ok(stats) => {
-                println!(
-                    "offloaded:   {:>10.0} ops/s  ({} ops in {:.3} s; main thread CPU {:.2} µs/op)",
-                    rate(args.requests, elapsed),
-                    args.requests,
-                    elapsed.as_secs_f64(),
-                    per_op_us(cpu, args.requests)
-                );
-                println!(
-                    "             {} jobs in flight, {:.2} pauses per op ({} spurious wake-ups), \
-                     {:.1} jobs ready per epoll_wait, {} eventfds (one per job slot)",
-                    args.jobs.min(requests),
-                    stats.pauses as f64 / args.requests.max(1) as f64,
-                    SPURIOUS.with(Cell::get),
-                    stats.ready_sum as f64 / stats.waits.max(1) as f64,
-                    EVENTFDS.with(Cell::get)
-                );
-                if stats.sync_fallbacks > 0 {
-                    println!(
-                        "             {} requests ran synchronously: no job was free (NoJobs)",
-                        stats.sync_fallbacks
-                    );
-                }
-            }
-            Err(e) => {
-                println!("offload: jobs are not supported here ({e}); running synchronously");
-                let payloads = Payloads::new(args.size);
-                for (i, r) in results.iter_mut().enumerate() {
-                    *r = Some(sha256(&payloads.get(i as u64)));
-                }
-            }
+        let plan = Plan::new(&args);
+        let requests = usize::try_from(args.requests).unwrap_or_else(|_| usage_error("--requests is too large here"));
+        let mut results: Vec<Option<Digest256>> = Vec::new();
+        if let Err(e) = results.try_reserve_exact(requests) {
+            refuse(format_args!(
+                "--requests {requests} needs {} MiB to keep the results: {e}; use fewer --requests",
+                (requests * std::mem::size_of::<Option<Digest256>>()) >> 20
+            ));
         }
+        results.resize(requests, None);
+
+        // The header says what runs.
+        let offloaded = if let Some(e) = &plan.not_capable {
+            say!(
+                "offload: {} SHA-256 requests of {} bytes, all on the main thread: jobs are not supported here \
+                 ({e}; stackjob backend {}), so nothing is offloaded and the requests run synchronously",
+                args.requests,
+                args.size,
+                stackjob::backend()
+            );
+            let payloads = Payloads::new(args.size);
+            for (i, r) in results.iter_mut().enumerate() {
+                *r = Some(sha256(&payloads.get(i as u64)));
+            }
+            None
+        } else {
+            let capped = if plan.workers < args.workers {
+                format!(" (--workers {}: one per job in flight at most)", args.workers)
+            } else {
+                String::new()
+            };
+            say!(
+                "offload: {} SHA-256 requests of {} bytes, {} jobs in flight, {} accelerator workers{capped} \
+                 (stackjob backend {})",
+                args.requests,
+                args.size,
+                plan.slots,
+                plan.workers,
+                stackjob::backend()
+            );
+            let cpu0 = thread_cpu();
+            let t0 = Instant::now();
+            let stats = run_offloaded(&args, &plan, Payloads::new(args.size), &mut results)
+                .unwrap_or_else(|e| run_failed(&args, &plan, e));
+            let elapsed = t0.elapsed();
+            let cpu = thread_cpu().saturating_sub(cpu0);
+            say!(
+                "offloaded:   {:>10.0} ops/s  ({} ops in {:.3} s; main thread CPU {:.2} µs/op)",
+                rate(args.requests, elapsed),
+                args.requests,
+                elapsed.as_secs_f64(),
+                per_op_us(cpu, args.requests)
+            );
+            say!(
+                "             {} jobs in flight, {:.2} pauses per op ({} spurious wake-ups), \
+                 {:.1} jobs ready per epoll_wait, {} eventfds (one per job slot)",
+                plan.slots,
+                stats.pauses as f64 / args.requests.max(1) as f64,
+                SPURIOUS.with(Cell::get),
+                stats.ready_sum as f64 / stats.waits.max(1) as f64,
+                EVENTFDS.with(Cell::get)
+            );
+            Some((stats, elapsed))
+        };
 
         // The synchronous run: the same requests on the main thread, each
         // checked against the offloaded result.
@@ -609,7 +897,7 @@ mod demo {
             let digest = sha256(&payloads.get(i as u64));
             if *result != Some(digest) {
                 if wrong < 5 {
-                    eprintln!("offload: request {i}: wrong or missing result {:?}", result.map(hex));
+                    warn(format_args!("request {i}: wrong or missing result {:?}", result.map(hex)));
                 }
                 wrong += 1;
             }
@@ -620,25 +908,42 @@ mod demo {
         let elapsed_sync = t0.elapsed();
         let cpu_sync = thread_cpu().saturating_sub(cpu0);
         progress.finish();
-        println!(
+        say!(
             "synchronous: {:>10.0} ops/s  ({} ops in {:.3} s; main thread CPU {:.2} µs/op)",
             rate(args.requests, elapsed_sync),
             args.requests,
             elapsed_sync.as_secs_f64(),
             per_op_us(cpu_sync, args.requests)
         );
-        if offloaded.is_ok() {
-            println!(
+        if let Some((_, elapsed)) = &offloaded {
+            say!(
                 "offloaded/synchronous throughput: {:.2}x",
-                rate(args.requests, elapsed) / rate(args.requests, elapsed_sync).max(f64::MIN_POSITIVE)
+                rate(args.requests, *elapsed) / rate(args.requests, elapsed_sync).max(f64::MIN_POSITIVE)
             );
         }
-        let failures = offloaded.as_ref().map_or(0, |s| s.failures);
+        let failures = offloaded.as_ref().map_or(0, |(s, _)| s.failures);
         if wrong == 0 && failures == 0 {
-            println!("verified: all {} results match", args.requests);
+            say!("verified: all {} results match", args.requests);
         } else {
-            println!("verification FAILED: {wrong} of {} results wrong or missing", args.requests);
+            say!("verification FAILED: {wrong} of {} results wrong or missing", args.requests);
             process::exit(1);
+        }
+    }
+
+    /// The pool's stacks could not be made: say why, with the fix, and stop
+    /// (there is no synchronous fallback for a resource that ran out).
+    fn run_failed(args: &Args, plan: &Plan, e: Error) -> ! {
+        match e {
+            Error::StackAlloc { .. } => fail(
+                format_args!("making the {} job stacks for {}", plan.slots, plan.jobs_flag(args)),
+                format_args!(
+                    "{e}. Nothing was offloaded. Each job stack needs two memory mappings (vm.max_map_count, \
+                     sysctl -w vm.max_map_count=N as root) and {} KiB of address space plus a guard page \
+                     (ulimit -v): raise the limit that ran out, or use fewer --jobs",
+                    stackjob::DEFAULT_STACK_SIZE >> 10
+                ),
+            ),
+            e => fail("the offloaded run", e),
         }
     }
 
@@ -654,8 +959,9 @@ mod demo {
         d.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn fail(what: &str, why: impl std::fmt::Display) -> ! {
-        eprintln!("offload: {what} failed: {why}");
+    /// A failure during the run: says what failed and why, exit status 1.
+    fn fail(what: impl std::fmt::Display, why: impl std::fmt::Display) -> ! {
+        warn(format_args!("{what} failed: {why}"));
         process::exit(1);
     }
 }

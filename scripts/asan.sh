@@ -12,6 +12,9 @@
 # (fake stacks, one per side of every switch) and LeakSanitizer are on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Deliberate panics stay one line each, whatever the caller set (a backtrace
+# for each would read as a failure).
+export RUST_BACKTRACE=0
 toolchain=${STACKJOB_NIGHTLY:-nightly}
 if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
     echo "asan.sh: no '$toolchain' Rust toolchain (rustup toolchain install nightly)" >&2

@@ -15,9 +15,9 @@ case "$target" in
     riscv64*) qemu=qemu-riscv64; sysroot=/usr/riscv64-linux-gnu ;;
     *) echo "icount-qemu: no QEMU mapping for $target" >&2; exit 2 ;;
 esac
-bin=$(cargo bench --bench icount --no-run --target "$target" --message-format=json 2>/dev/null \
+bin=$(cargo bench -p stackjob-bench --bench icount --no-run --target "$target" --message-format=json 2>/dev/null \
       | sed -n 's/.*"executable":"\([^"]*icount[^"]*\)".*/\1/p' | tail -n1)
-[ -x "$bin" ] || { echo "icount-qemu: could not build benches/icount.rs for $target" >&2; exit 2; }
+[ -x "$bin" ] || { echo "icount-qemu: could not build bench/benches/icount.rs for $target (cargo bench -p stackjob-bench --bench icount --target $target)" >&2; exit 2; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 count() { # args... -> instructions executed
     "$qemu" -L "$sysroot" -singlestep -d exec,nochain -D "$tmp/log" "$bin" "$@" >/dev/null

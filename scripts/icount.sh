@@ -34,9 +34,9 @@ TABLE
 
 command -v valgrind >/dev/null || { echo "icount: valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 command -v bc >/dev/null || { echo "icount: bc is not installed (apt-get install bc)" >&2; exit 2; }
-bin=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null \
+bin=$(cargo bench -p stackjob-bench --bench icount --no-run --message-format=json 2>/dev/null \
       | sed -n 's/.*"executable":"\([^"]*icount[^"]*\)".*/\1/p' | tail -n1)
-[ -x "$bin" ] || { echo "icount: could not build benches/icount.rs" >&2; exit 2; }
+[ -x "$bin" ] || { echo "icount: could not build bench/benches/icount.rs (cargo bench -p stackjob-bench --bench icount)" >&2; exit 2; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 ir() { # path iterations [mode] -> total Ir
   valgrind --tool=callgrind --callgrind-out-file="$tmp/out" "$bin" "$@" >/dev/null 2>"$tmp/err" \

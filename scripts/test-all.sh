@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 # From a clean clone on a fresh machine, as root, it installs what is missing
-# (rustup components and targets, Debian cross toolchains and QEMU, cargo-fuzz)
-# and then runs, in order:
+# (rustup components and targets, the nightly toolchain with rust-src, Debian
+# cross toolchains and QEMU, cargo-fuzz) and then runs, in order:
 #
+#   logs       scripts/check-log.sh              (no script reopens a standard
+#              stream by name: that would wipe a log file the output goes to)
 #   fmt        cargo fmt --check
 #   clippy     cargo clippy --workspace --all-targets -- -D warnings
 #   test       cargo test                        (native, debug)
@@ -12,7 +14,7 @@
 #   examples   the man-page example and the offload demo
 #   cross      scripts/test-cross.sh --bti       (the whole suite under QEMU for
 #              aarch64, riscv64 and s390x (no backend), plus the aarch64
-#              branch-protection leg)
+#              branch-protection leg, nightly: skip it alone with "bti")
 #   valgrind   scripts/valgrind.sh               (every test binary, 0 errors)
 #   asan       scripts/asan.sh                   (nightly, -Zsanitizer=address)
 #   fuzz       scripts/fuzz.sh 60                (nightly, cargo-fuzz)
@@ -21,9 +23,44 @@
 #   icount     scripts/icount.sh                 (callgrind instructions per op)
 #
 # STACKJOB_SKIP="fuzz cross ..." skips steps by name (for local runs only;
-# CI skips nothing). Each step prints its wall time.
+# CI skips nothing); the nightly toolchain is installed only if one of bti,
+# asan and fuzz is left to run. Each step prints its wall time.
+#
+# Tests run with RUST_BACKTRACE=0 whatever the caller's environment says:
+# dozens of tests panic on purpose, and with backtraces on, their thousands
+# of lines read as failures. For a failing test's backtrace run it by hand
+# (`RUST_BACKTRACE=1 cargo test --test FILE NAME`).
+#
+# When the output goes to a regular file (as in CI), every step is checked
+# afterwards to have left the log intact: the first line written must still
+# be in it (see scripts/check-log.sh for what breaks that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export RUST_BACKTRACE=0
+
+LOG_MARK="==== stackjob scripts/test-all.sh: started $(date -u '+%Y-%m-%d %H:%M:%S UTC'), pid $$"
+echo "$LOG_MARK"
+LOG_FDS=() # the descriptors among 1 and 2 that are regular files, each file once
+if [ -f /proc/$$/fd/1 ]; then
+    LOG_FDS+=(1)
+fi
+if [ -f /proc/$$/fd/2 ] && ! [ /proc/$$/fd/2 -ef /proc/$$/fd/1 ]; then
+    echo "$LOG_MARK" >&2
+    LOG_FDS+=(2)
+fi
+
+check_log() { # step: fails if the step wiped a log file the output goes to
+    local fd
+    for fd in "${LOG_FDS[@]}"; do
+        # Reading /proc/self/fd/N opens the file afresh, read-only, from its start.
+        if ! grep -aqxF -- "$LOG_MARK" "/proc/$$/fd/$fd"; then
+            echo "error: step $1 wiped the log file on descriptor $fd: the first line written to it is gone" \
+                "(something in it opens /dev/stdout or /dev/stderr by name, which truncates the file;" \
+                "write to the descriptor, >&2, instead; scripts/check-log.sh finds such lines)" >&2
+            exit 1
+        fi
+    done
+}
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
@@ -36,7 +73,7 @@ SUMMARY=()
 step() { # name command...
     local name=$1
     shift
-    if [[ $SKIP == *" $name "* ]]; then
+    if skipped "$name"; then
         printf '\n==== %s: skipped (STACKJOB_SKIP) ====\n' "$name"
         SUMMARY+=("$(printf '%-9s skipped' "$name")")
         return
@@ -44,6 +81,7 @@ step() { # name command...
     printf '\n==== %s: %s ====\n' "$name" "$*"
     local t0=$SECONDS
     "$@"
+    check_log "$name"
     SUMMARY+=("$(printf '%-9s ok   %4ds' "$name" $((SECONDS - t0)))")
 }
 
@@ -63,6 +101,26 @@ ensure_apt() { # command package: install the package if the command is missing
     fi
 }
 
+skipped() { # step: whether STACKJOB_SKIP names it
+    [[ $SKIP == *" $1 "* ]]
+}
+
+# The nightly toolchain: the aarch64 branch-protection leg (-Zbuild-std needs
+# rust-src), AddressSanitizer and cargo-fuzz (-Zsanitizer).
+ensure_nightly() {
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 || {
+            echo "error: the bti, asan and fuzz steps need a nightly toolchain, and there is no rustup to" \
+                "install it (install rustup, or skip them: STACKJOB_SKIP=\"bti asan fuzz\")" >&2
+            exit 1
+        }
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! rustup component list --toolchain nightly --installed | grep '^rust-src' >/dev/null; then
+        rustup component add rust-src --toolchain nightly
+    fi
+}
+
 examples() {
     cargo run --quiet --example manpage
     cargo run --quiet --release --example offload -- --requests 20000
@@ -72,20 +130,26 @@ ensure_component rustfmt fmt
 ensure_component clippy clippy
 ensure_apt valgrind valgrind
 ensure_apt bc bc
+if ! skipped bti && ! skipped cross || ! skipped asan || ! skipped fuzz; then
+    ensure_nightly
+fi
 rustc --version
 
+step logs scripts/check-log.sh
 step fmt cargo fmt --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step test cargo test
 step release cargo test --release
 step examples examples
-step cross scripts/test-cross.sh --bti
-step valgrind scripts/valgrind.sh
-if cargo +nightly --version >/dev/null 2>&1; then
-    step asan scripts/asan.sh
+if skipped bti; then
+    printf '\n==== bti: skipped (STACKJOB_SKIP): the cross step runs without --bti ====\n'
+    SUMMARY+=("$(printf '%-9s skipped' bti)")
+    step cross scripts/test-cross.sh
 else
-    SUMMARY+=("asan      skipped: no nightly toolchain")
+    step cross scripts/test-cross.sh --bti
 fi
+step valgrind scripts/valgrind.sh
+step asan scripts/asan.sh
 step fuzz scripts/fuzz.sh 60
 step openssl scripts/test-openssl-abi.sh
 step icount scripts/icount.sh

@@ -19,11 +19,14 @@
 # Environment: RUST_TEST_THREADS (default 1: a crash is attributed to one
 # test), STACKJOB_CROSS_TIMEOUT (seconds per target, default 1800: a broken
 # switch tends to hang rather than fail), CARGO_TARGET_DIR (honoured).
+# RUST_BACKTRACE is set to 0 whatever it was: the tests' deliberate panics
+# would print thousands of lines of backtraces that read as failures.
 #
-# Installs what is missing: rustup targets, and (only when a cross tool or
-# sysroot is missing) the Debian packages after an `apt-get update`. The
-# linkers and runners come from .cargo/config.toml. Exits non-zero if any
-# target fails, runs no test, or times out.
+# Installs what is missing: rustup targets, the nightly toolchain and its
+# rust-src for --bti, and (only when a cross tool or sysroot is missing) the
+# Debian packages after an `apt-get update`. The linkers and runners come
+# from .cargo/config.toml. Exits non-zero if any target fails, runs no test,
+# or times out.
 
 set -euo pipefail
 
@@ -50,7 +53,7 @@ for arg in "$@"; do
     case "$arg" in
         --bti) BTI=1 ;;
         --no-install) INSTALL=0 ;;
-        -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
         *)
             if [[ -z "${QEMU[$arg]:-}" ]]; then
@@ -64,6 +67,7 @@ done
 [[ ${#TARGETS[@]} -eq 0 ]] && TARGETS=("${ALL_TARGETS[@]}")
 
 TIMEOUT="${STACKJOB_CROSS_TIMEOUT:-1800}"
+export RUST_BACKTRACE=0
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 LOG_DIR="$TARGET_DIR/test-cross"
@@ -180,12 +184,16 @@ bti_leg() {
     local flags="-Zbranch-protection=bti,pac-ret"
     local dir="$TARGET_DIR/bti"
     if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-        echo "== bti: no nightly toolchain (rustup toolchain install nightly)" >&2
-        return 1
+        if [[ $INSTALL -eq 0 ]]; then
+            echo "== bti: no nightly toolchain (rustup toolchain install nightly --profile minimal)" >&2
+            return 1
+        fi
+        echo "== bti: rustup toolchain install nightly --profile minimal"
+        rustup toolchain install nightly --profile minimal || return 1
     fi
-    if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+    if ! rustup component list --toolchain nightly --installed | grep '^rust-src' >/dev/null; then
         [[ $INSTALL -eq 0 ]] && { echo "== bti: nightly rust-src missing" >&2; return 1; }
-        rustup component add rust-src --toolchain nightly
+        rustup component add rust-src --toolchain nightly || return 1
     fi
     echo
     echo "== bti: $(rustup run nightly rustc --version); qemu -cpu max,pauth-impdef=on (BTI and PAuth on; impdef = fast PAC)"
@@ -254,6 +262,9 @@ fn guard_own_text() {
     println!("guarded {:#x}..{:#x} ({} KiB of Rust text)", start, end, (end - start) / 1024);
 }
 
+/// The payload of the panic each job raises and catches on purpose.
+const DELIBERATE: &str = "unwinding on a guarded job stack";
+
 #[inline(never)]
 fn nested(depth: u32) -> u32 {
     if depth == 0 {
@@ -271,11 +282,19 @@ fn main() {
             // Jobs exercise every indirect branch of the switch: the
             // trampoline (`bti j`, reached by `br x17`), its `blr` into the
             // entry function, and the resume label after each pause.
+            // The 50 panics are deliberate and caught: the default hook
+            // would print each (with RUST_BACKTRACE=1, a backtrace each).
+            let default_hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if info.payload().downcast_ref::<&str>() != Some(&DELIBERATE) {
+                    default_hook(info);
+                }
+            }));
             let mut finished = 0;
             for round in 0..50u32 {
                 let step = stackjob::start(None, move || {
-                    let caught = std::panic::catch_unwind(|| panic!("unwinding on a guarded job stack"));
-                    assert!(caught.is_err());
+                    let caught = std::panic::catch_unwind(|| std::panic::panic_any(DELIBERATE));
+                    assert_eq!(caught.unwrap_err().downcast_ref::<&str>(), Some(&DELIBERATE));
                     nested(round % 7) + nested(3)
                 })
                 .unwrap();
@@ -291,7 +310,9 @@ fn main() {
                     }
                 }
             }
-            println!("jobs: {finished} jobs started, paused twice each and finished under enforced BTI");
+            println!(
+                "jobs: {finished} jobs started, unwound a caught panic, paused twice each and finished under enforced BTI"
+            );
         }
         // SAFETY (both arms): a jump to the next instruction, nothing else.
         "pad" => unsafe { asm!("adr x9, 2f", "br x9", "2:", "bti j", out("x9") _) },

@@ -14,6 +14,9 @@
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Deliberate panics stay one line each, whatever the caller set (a backtrace
+# for each would read as a failure).
+export RUST_BACKTRACE=0
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
@@ -40,11 +43,15 @@ echo "==== exported symbols of the release .so"
 # 20 ASYNC_* as OPENSSL_3.0.0, the 2 mem functions as OPENSSL_3.1.0 (as
 # libcrypto >= 3.1 exports them), 3 probes as STACKJOB_OPENSSL_0.1, nothing
 # else (tests/c_programs.rs checks the exact names on the debug build).
-readelf --dyn-syms -W "$LIB" | awk '$1 ~ /^[0-9]+:$/ && $7 != "UND" { print $8 }' | sed -E 's/^[^@]*@*//' \
-    | sort | uniq -c | tee /dev/stderr | tr -s ' ' | paste -sd, - | grep -qx ' 20 OPENSSL_3.0.0, 2 OPENSSL_3.1.0, 3 STACKJOB_OPENSSL_0.1' || {
+# (Printed from a variable: `tee /dev/stderr` would reopen a stderr that is
+# redirected to a file with O_TRUNC and wipe the log written so far.)
+versions=$(readelf --dyn-syms -W "$LIB" | awk '$1 ~ /^[0-9]+:$/ && $7 != "UND" { print $8 }' |
+    sed -E 's/^[^@]*@*//' | sort | uniq -c)
+printf '%s\n' "$versions"
+if [ "$(printf '%s\n' "$versions" | tr -s ' ' | paste -sd, -)" != ' 20 OPENSSL_3.0.0, 2 OPENSSL_3.1.0, 3 STACKJOB_OPENSSL_0.1' ]; then
     echo "FAIL: $LIB does not export exactly the versioned ASYNC_* set (see openssl-abi/build.rs)" >&2
     exit 1
-}
+fi
 
 echo "==== man-page example + C suite"
 cargo test -p stackjob-openssl

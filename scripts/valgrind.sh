@@ -14,6 +14,9 @@
 # Doc tests are not covered: rustdoc builds and runs them itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Deliberate panics stay one line each, whatever the caller set (a backtrace
+# for each would read as a failure).
+export RUST_BACKTRACE=0
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 
 # The test executables: artifacts built with the test profile flag.
