@@ -23,11 +23,11 @@ count() { # args... -> instructions executed
     "$qemu" -L "$sysroot" -singlestep -d exec,nochain -D "$tmp/log" "$bin" "$@" >/dev/null
     grep -c '^Trace' "$tmp/log"
 }
-printf '%-6s %-8s %8s\n' path pool "insn/op"
+printf '%-9s %-8s %8s\n' path pool "insn/op"
 for mode in default shared; do
-    for path in rt life0 life1; do
+    for path in rt life0 life1 raw-rt raw-life0 raw-life1; do
         extra=(); [ "$mode" = shared ] && extra=(shared)
         a=$(count "$path" "$n" "${extra[@]}"); b=$(count "$path" $((2 * n)) "${extra[@]}")
-        printf '%-6s %-8s %8d\n' "$path" "$mode" $(((b - a) / n))
+        printf '%-9s %-8s %8d\n' "$path" "$mode" $(((b - a) / n))
     done
 done

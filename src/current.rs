@@ -19,7 +19,9 @@ pub(crate) const NO_POOL: u64 = u64::MAX;
 
 /// See the module docs. Each field belongs to the module named beside it.
 pub(crate) struct Hot {
-    /// The running job's stack top, or null (job.rs, overflow.rs).
+    /// The running job's or fiber's stack top, or null; the low bit is set
+    /// for a job of the OpenSSL-style layer (raw.rs sets it, job.rs and
+    /// overflow.rs read it).
     pub(crate) current: Cell<*mut u8>,
     /// The most recently released idle stack of the pool (LIFO), or null
     /// (pool.rs).

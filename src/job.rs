@@ -1,31 +1,30 @@
-//! Jobs: start, pause, resume, finish, cancel.
+//! Jobs: the OpenSSL-style layer over the typed core (`raw`): start,
+//! pause found through the thread's running-job pointer, resume, finish,
+//! cancel, wait contexts, `block_pause`, and the parked-job list that
+//! `cleanup_thread` and thread exit cancel.
 //!
-//! Every job stack carries a [`Slot`] at its top. The slot holds the saved
-//! stack pointers the asm switches through and the little state the Rust
-//! side needs; nothing about a job lives on the heap.
+//! Every job stack carries a [`Slot`] at its top: the core's bookkeeping
+//! (saved stack pointers, errno, the outcome pointer) first, then the little
+//! state this layer needs; nothing about a job lives on the heap. The
+//! switching itself, the body's entry and exit and the cancellation unwind
+//! are the core's; this layer adds the semantics of `ASYNC_start_job(3)`.
 //!
-//! Each job enters [`run`] through the trampoline with a jump, not a call,
-//! and `run` ends by leaving the stack for good (`arch::exit`), never by
-//! returning: no return address of ours sits on the CPU's return predictor
-//! between a job's entry and its pauses, so a pause pops the resumer's, as
-//! it should. A pooled stack needs no re-initialisation beyond the four
-//! stores of a FRESH record (`arch::prepare`); OpenSSL's looping
-//! `async_start_func` would save those stores but leave a `call` on the
-//! predictor, which cost every pausing job ~50 ns in mispredicted returns.
+//! The thread's running-job pointer (`current`, which the core sets on
+//! every switch) holds a job's stack top with the low bit set, and a
+//! `raw::Fiber`'s without: `pause`, `in_job` and `current_wait_ctx` see
+//! only jobs, the overflow handler sees both.
 
 use crate::Error;
-use crate::arch::{self, Regs};
 use crate::current;
 use crate::pool;
-use crate::sanitizer::{self, ResumerStack};
+use crate::raw::{self, Core, Isolated, Isolation, Shared, Suspender, Wipe};
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
-use std::any::Any;
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::panic::{self, AssertUnwindSafe};
-use std::ptr::{self, addr_of_mut};
+use std::panic;
+use std::ptr;
 use std::thread;
 
 /// What happened to a job whose handle outlived `cleanup_thread`.
@@ -55,62 +54,37 @@ enum State {
 /// The per-stack bookkeeping, at the top of the stack's mapping.
 #[repr(C)]
 struct Slot {
-    /// Must stay first: the asm's entry hands `*mut Regs` to `run`,
-    /// which casts it back to the slot.
-    regs: Regs,
-    /// The closure, on the starter's stack until the job moves it out.
-    arg: *mut (),
-    /// Where the job writes its outcome: on the stack of its latest resumer.
-    out: *mut (),
+    /// Must stay first: the core's part (the asm's `Regs` at offset 0).
+    core: Core,
     ctx: Option<WaitCtx>,
     /// Unique per job on this thread (never 0), for `BlockGuard`.
     id: u64,
     /// Nested `block_pause` count; belongs to this job only.
     blocked: u32,
     state: State,
-    /// Set when the job's handle is dropped while paused: its next return
-    /// from `pause` unwinds the job.
-    cancel: bool,
-    /// The slot has been initialised.
+    /// The job fields have been initialised (the core's are the core's).
     ready: bool,
     /// Listed in this thread's parked-job list (see `Parked`).
     parked: bool,
-    /// Neighbours in the parked-job list while `parked` (older, newer).
-    parked_prev: *mut Slot,
-    parked_next: *mut Slot,
+    /// Whether switches keep `errno` and the FP control state per side
+    /// (the pool's `isolate_thread_state`, fixed for the stack's life).
+    isolate: bool,
     /// Set when `cleanup_thread` (or thread exit) ended the job while its
     /// handle was still alive: the handle must not resume it.
     dead: Dead,
     /// The handle went away while the job was `Dead::Cancelling`: the
     /// canceller disposes of the stack.
     orphaned: bool,
+    /// Neighbours in the parked-job list while `parked` (older, newer).
+    parked_prev: *mut Slot,
+    parked_next: *mut Slot,
     /// Cancels the job (monomorphised for its result type), for
     /// `cleanup_thread`, which only knows the slot.
     cancel_fn: unsafe fn(&Stack) -> bool,
-    /// Whether switches keep `errno` and the FP control state per side
-    /// (the pool's `isolate_thread_state`, fixed for the stack's life).
-    isolate: bool,
-    /// This thread's `errno`, located once per stack (a stack serves one
-    /// thread's pool for its whole life), and the job's own value while it
-    /// is switched out: `errno` is thread state, so each side keeps its own
-    /// across switches (when `isolate`).
-    errno_at: *mut libc::c_int,
-    errno: libc::c_int,
-    /// The stack the job switches out to, for AddressSanitizer (zero-sized
-    /// without the `asan` feature).
-    resumer: ResumerStack,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
-const _: () = assert!(std::mem::offset_of!(Slot, regs) == 0);
-
-/// The private payload used to unwind a cancelled job.
-struct ForcedUnwind;
-
-/// How many times dropping a paused job resumes it to unwind it before
-/// giving up and quarantining its stack (a job may catch the unwind and
-/// pause again, or pause from a destructor).
-const MAX_CANCEL_RESUMES: usize = 8;
+const _: () = assert!(std::mem::offset_of!(Slot, core) == 0);
 
 /// What [`start`] and [`Job::resume`] report: the job paused (resume it
 /// later through the handle) or finished with its return value.
@@ -178,6 +152,21 @@ fn slot_of(stack: &Stack) -> *mut Slot {
     stack.top().cast()
 }
 
+/// What the running-job pointer holds while this job runs: its stack top
+/// with the low bit set (stack tops are 64-byte aligned).
+#[inline(always)]
+fn tag_of(stack: &Stack) -> *mut u8 {
+    stack.top().wrapping_add(1)
+}
+
+/// The running job's slot, or null outside a job (also inside a
+/// `raw::Fiber`, whose pointer has the low bit clear).
+#[inline(always)]
+fn current_slot() -> *mut Slot {
+    let tagged = current::get();
+    if tagged as usize & 1 == 0 { ptr::null_mut() } else { tagged.wrapping_sub(1).cast() }
+}
+
 /// Starts `f` as a job on a stack from this thread's pool (OpenSSL's
 /// `ASYNC_start_job` with `*job == NULL`). `f` runs at once, on the job's
 /// stack, until it returns ([`Step::Finished`]) or calls [`pause`]
@@ -211,58 +200,62 @@ pub fn start<F, R>(ctx: Option<&WaitCtx>, f: F) -> Result<Step<R>, Error>
 where
     F: FnOnce() -> R + 'static,
 {
-    if !crate::is_capable() {
-        return Err(Error::NotCapable { reason: crate::not_capable_reason() });
-    }
+    // The pool says NotCapable on its slow path: where there is no
+    // backend, it never has an idle stack to lend.
     let stack = pool::acquire()?;
-    let slot = slot_of(&stack);
-    let mut f = ManuallyDrop::new(f);
-    // The job reads the closure through this pointer, and `Wipe` zeroes it.
-    let f_at: *mut F = (&raw mut f).cast();
-    // SAFETY: the pool lent us exclusive use of the stack and its slot; the
-    // job is not running, so nothing else reads or writes the slot.
-    unsafe {
-        if !(*slot).ready {
-            init_slot(slot, &stack);
+    // SAFETY: the pool lent us the stack; its slot is ours.
+    if unsafe { (*slot_of(&stack)).isolate_or_init(&stack) } {
+        start_on::<F, R, Isolated>(stack, ctx, f)
+    } else {
+        start_on::<F, R, Shared>(stack, ctx, f)
+    }
+}
+
+impl Slot {
+    /// The pool's isolation choice for this stack, after initialising the
+    /// job fields of a stack no job used before.
+    ///
+    /// # Safety
+    /// The slot must be `stack`'s, exclusively ours.
+    #[inline(always)]
+    unsafe fn isolate_or_init(&mut self, stack: &Stack) -> bool {
+        if !self.ready {
+            // SAFETY: per the contract.
+            unsafe { init_slot(self, stack) };
         }
-        arch::prepare(stack.top(), addr_of_mut!((*slot).regs), run::<F, R>);
-        (*slot).arg = f_at.cast();
+        self.isolate
+    }
+}
+
+/// `start` once the isolation is known.
+#[inline(always)]
+fn start_on<F, R, I>(stack: Stack, ctx: Option<&WaitCtx>, f: F) -> Result<Step<R>, Error>
+where
+    F: FnOnce() -> R + 'static,
+    I: Isolation,
+{
+    let slot = slot_of(&stack);
+    let mut body = ManuallyDrop::new(move |_: &Suspender<I>| f());
+    // The job reads the closure through this pointer, and `Wipe` zeroes it.
+    let body_at = raw::inner_ptr(&mut body);
+    // SAFETY: the pool lent us exclusive use of the stack and its slot; the
+    // job is not running, so nothing else reads or writes the slot; `body`
+    // stays in this frame until the first segment ends.
+    unsafe {
+        raw::prepare::<_, R, I>(&stack, body_at);
         if let Some(ctx) = ctx {
             (*slot).ctx = Some(ctx.clone());
         }
         (*slot).id = next_id();
         (*slot).blocked = 0;
-        (*slot).cancel = false;
         (*slot).cancel_fn = cancel_erased::<R>;
-        if (*slot).isolate {
-            // A job starts with its starter's errno and FP control state, as
-            // a called function would.
-            (*slot).errno = *(*slot).errno_at;
-            arch::inherit_fp_env(addr_of_mut!((*slot).regs));
-        }
     }
-    // The job moves `f` out of our frame before anything else (see `run`);
-    // the bytes stay here otherwise. A guard zeroes them, so that a panic
-    // out of the job (raised again by `drive`) or out of a wait-ctx cleanup
-    // does not skip it.
-    let _wipe = stack.scrubs().then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
-    drive(stack)
-}
-
-/// Zeroes the bytes of a closure the job moved out of [`start`]'s frame.
-struct Wipe {
-    at: *mut u8,
-    len: usize,
-}
-
-impl Drop for Wipe {
-    fn drop(&mut self) {
-        // SAFETY: `at` points at `start`'s `f`, a local declared before the
-        // guard and so still alive; the job moved its value out (or, if a
-        // panic came first, it is leaked: `f` is a `ManuallyDrop` nobody
-        // reads again), so its bytes are dead.
-        unsafe { stack::zero_volatile(self.at, self.len) };
-    }
+    // The job moves its body out of our frame before anything else; the
+    // bytes stay here otherwise. A guard zeroes them, so that a panic out
+    // of the job (raised again by `drive`) or out of a wait-ctx cleanup does
+    // not skip it.
+    let _wipe = stack.scrubs().then(|| Wipe { at: body_at.cast(), len: size_of_val(&body) });
+    drive::<R, I, true>(stack)
 }
 
 #[inline(always)]
@@ -273,134 +266,88 @@ fn next_id() -> u64 {
     id
 }
 
-/// Initialises the slot of a never-used stack.
+/// Initialises the job fields of a stack no job used before (the core
+/// initialises its own part), and registers the thread-exit cancellation
+/// of the parked jobs, once per thread, here on the cold path.
 ///
 /// # Safety
-/// `slot` must be the slot of `stack`, exclusively ours, never initialised.
+/// `slot` must be the slot of `stack`, exclusively ours, its job fields
+/// never initialised.
 #[cold]
 unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
-    // SAFETY: the caller guarantees exclusive access to the slot memory and
-    // to the stack below it.
+    let _ = EXIT_GUARD.try_with(|_| ());
+    // SAFETY: the caller guarantees exclusive access to the slot memory;
+    // the fields are written in place, the core's left alone.
     unsafe {
-        slot.write(Slot {
-            regs: Regs::new(),
-            arg: ptr::null_mut(),
-            out: ptr::null_mut(),
-            ctx: None,
-            id: 0,
-            blocked: 0,
-            state: State::Finished,
-            cancel: false,
-            ready: true,
-            parked: false,
-            parked_prev: ptr::null_mut(),
-            parked_next: ptr::null_mut(),
-            dead: Dead::No,
-            orphaned: false,
-            cancel_fn: cancel_erased::<()>,
-            isolate: stack.isolates(),
-            errno_at: crate::errno::location(),
-            errno: 0,
-            resumer: ResumerStack::UNKNOWN,
-        });
-    }
-}
-
-/// A job's body, entered by the trampoline on the job stack (monomorphised
-/// per closure type): runs the closure, stores its outcome and leaves the
-/// stack for good.
-///
-/// # Safety
-/// Entered only by the trampoline, with the `Regs` of a slot whose `arg`
-/// points at a live `F` that nobody else will use, and whose `out` (read
-/// after `F` returns) points at room for a `thread::Result<R>`.
-unsafe extern "C" fn run<F: FnOnce() -> R, R>(regs: *mut Regs) -> ! {
-    // `regs` is the slot's first field.
-    let slot = regs.cast::<Slot>();
-    // SAFETY: per the contract; the resumer holds the slot exclusively
-    // until we switch out. The sanitizer hooks run right after the switch
-    // in and right before the switch out, on this stack. The starter wrapped
-    // the closure in ManuallyDrop and never touches it again.
-    unsafe {
-        sanitizer::job_begins(addr_of_mut!((*slot).resumer));
-        let f = ptr::read((*slot).arg.cast::<F>());
-        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-        // `out` was set by the resumer of this final segment.
-        (*slot).out.cast::<thread::Result<R>>().write(outcome);
-        (*slot).state = State::Finished;
-        sanitizer::job_ends(addr_of_mut!((*slot).resumer));
-        arch::exit(regs, (*slot).isolate)
-    }
-}
-
-/// How one run segment ended.
-enum Segment<R> {
-    Paused,
-    Finished(thread::Result<R>),
-}
-
-/// Runs the job on `stack` until it pauses or finishes.
-#[inline(always)]
-fn run_segment<R>(stack: &Stack) -> Segment<R> {
-    let slot = slot_of(stack);
-    let mut out = MaybeUninit::<thread::Result<R>>::uninit();
-    // SAFETY: we own the stack, so the job is switched out and its slot is
-    // ours; the job only touches the slot while we are inside switch_in.
-    unsafe {
-        if let Some(ctx) = &(*slot).ctx {
-            ctx.begin_segment();
-        }
-        (*slot).out = out.as_mut_ptr().cast();
-        (*slot).state = State::Running;
-        let hot = current::hot();
-        let prev = hot.current.replace(slot.cast());
-        let departure = sanitizer::switching_to_job(|| stack.usable());
-        let regs = addr_of_mut!((*slot).regs);
-        // One branch on the pool's choice, and each arm inlines its asm.
-        if (*slot).isolate {
-            let errno_at = (*slot).errno_at;
-            let resumer_errno = *errno_at;
-            *errno_at = (*slot).errno;
-            arch::switch_in(regs, true);
-            (*slot).errno = *errno_at;
-            *errno_at = resumer_errno;
-        } else {
-            arch::switch_in(regs, false);
-        }
-        sanitizer::back_from_job(departure);
-        hot.current.set(prev);
-        match (*slot).state {
-            State::Paused => Segment::Paused,
-            _ => {
-                sanitizer::job_finished(|| stack.usable());
-                let outcome = out.assume_init_read();
-                if stack.scrubs() {
-                    stack::zero_volatile(out.as_mut_ptr().cast(), size_of::<thread::Result<R>>());
-                }
-                Segment::Finished(outcome)
-            }
-        }
+        ptr::addr_of_mut!((*slot).ctx).write(None);
+        ptr::addr_of_mut!((*slot).id).write(0);
+        ptr::addr_of_mut!((*slot).blocked).write(0);
+        ptr::addr_of_mut!((*slot).state).write(State::Finished);
+        ptr::addr_of_mut!((*slot).parked).write(false);
+        ptr::addr_of_mut!((*slot).isolate).write(stack.isolates());
+        ptr::addr_of_mut!((*slot).dead).write(Dead::No);
+        ptr::addr_of_mut!((*slot).orphaned).write(false);
+        ptr::addr_of_mut!((*slot).parked_prev).write(ptr::null_mut());
+        ptr::addr_of_mut!((*slot).parked_next).write(ptr::null_mut());
+        ptr::addr_of_mut!((*slot).cancel_fn).write(cancel_erased::<()>);
+        ptr::addr_of_mut!((*slot).ready).write(true);
     }
 }
 
 /// Drives a job one segment and turns the result into a [`Step`].
 #[inline(always)]
-fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
-    match run_segment::<R>(&stack) {
-        Segment::Paused => {
-            // SAFETY: the job is switched out; its slot is ours.
-            if unsafe { !(*slot_of(&stack)).parked } {
-                park(slot_of(&stack));
-            }
-            Ok(Step::Paused(Job { stack: ManuallyDrop::new(stack), _marker: PhantomData }))
+///
+/// `INLINE_FINISH`: the end of the job is handled in line (`start`, where
+/// jobs that never pause are the common case) or out of line (`resume`,
+/// whose fast path is the round trip).
+fn drive<R, I: Isolation, const INLINE_FINISH: bool>(stack: Stack) -> Result<Step<R>, Error> {
+    let slot = slot_of(&stack);
+    // SAFETY: we own the stack, so the job is switched out and its slot is
+    // ours; the job only touches the slot while it runs, inside `resume`.
+    unsafe {
+        if let Some(ctx) = &(*slot).ctx {
+            ctx.begin_segment();
         }
-        Segment::Finished(outcome) => {
-            finish(stack);
-            match outcome {
-                Ok(value) => Ok(Step::Finished(value)),
-                Err(payload) => panic::resume_unwind(payload),
-            }
+        (*slot).state = State::Running;
+        let mut out = MaybeUninit::uninit();
+        if raw::switch::<R, I>(&stack, tag_of(&stack), &mut out) {
+            return if INLINE_FINISH { finished_here(stack, &mut out) } else { finished(stack, &mut out) };
         }
+        (*slot).state = State::Paused;
+        if !(*slot).parked {
+            park(slot);
+        }
+        Ok(Step::Paused(Job { stack: ManuallyDrop::new(stack), _marker: PhantomData }))
+    }
+}
+
+/// The job on `stack` has ended, with its outcome in `out`: its stack goes
+/// back to the pool, and its value is returned or its panic raised again.
+/// Out of line, so that the resume fast path around the switch stays small.
+///
+/// # Safety
+/// The job on `stack` has ended and written `out`.
+#[inline(never)]
+unsafe fn finished<R>(stack: Stack, out: &mut MaybeUninit<thread::Result<R>>) -> Result<Step<R>, Error> {
+    // SAFETY: per the contract.
+    unsafe { finished_here(stack, out) }
+}
+
+/// [`finished`], in line.
+///
+/// # Safety
+/// As for [`finished`].
+#[inline(always)]
+unsafe fn finished_here<R>(stack: Stack, out: &mut MaybeUninit<thread::Result<R>>) -> Result<Step<R>, Error> {
+    // SAFETY: per the contract; the slot is ours again.
+    let outcome = unsafe {
+        (*slot_of(&stack)).state = State::Finished;
+        raw::take_outcome(&stack, out)
+    };
+    finish(stack);
+    match outcome {
+        Ok(value) => Ok(Step::Finished(value)),
+        Err(payload) => panic::resume_unwind(payload),
     }
 }
 
@@ -409,9 +356,7 @@ fn drive<R>(stack: Stack) -> Result<Step<R>, Error> {
 #[inline(always)]
 fn finish(stack: Stack) {
     let ctx = retire(&stack);
-    // Nothing on the stack below its slot is live any more.
-    let live_from = stack.top();
-    pool::release(stack, live_from);
+    raw::release(stack);
     drop(ctx);
 }
 
@@ -453,17 +398,19 @@ impl<R> Job<R> {
     /// [`Error::Cancelled`] if [`cleanup_thread`] (or the thread's exit
     /// while the handle lived on in another thread-local) already cancelled
     /// the job: it no longer exists.
+    #[inline]
     pub fn resume(self) -> Result<Step<R>, Error> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
         let stack = unsafe { ManuallyDrop::take(&mut this.stack) };
+        let slot = slot_of(&stack);
         // SAFETY: the job is switched out (or being cancelled, see `Dead`);
         // its slot is ours.
-        if unsafe { (*slot_of(&stack)).dead } != Dead::No {
-            bury(stack);
-            return Err(Error::Cancelled);
+        let (dead, isolate) = unsafe { ((*slot).dead, (*slot).isolate) };
+        if dead != Dead::No {
+            return resume_dead(stack);
         }
-        drive(stack)
+        if isolate { drive::<R, Isolated, false>(stack) } else { drive::<R, Shared, false>(stack) }
     }
 
     /// The wait context the job was started with.
@@ -471,6 +418,14 @@ impl<R> Job<R> {
         // SAFETY: the job is paused, so its slot is not being written.
         unsafe { (*slot_of(&self.stack)).ctx.as_ref() }
     }
+}
+
+/// The handle of a job that `cleanup_thread` ended is resumed: it only
+/// frees what is left.
+#[cold]
+fn resume_dead<R>(stack: Stack) -> Result<Step<R>, Error> {
+    bury(stack);
+    Err(Error::Cancelled)
 }
 
 impl<R> Drop for Job<R> {
@@ -486,7 +441,7 @@ impl<R> Drop for Job<R> {
             Some(outcome) => {
                 finish(stack);
                 if let Err(payload) = outcome {
-                    reraise_unless_cancel(payload);
+                    raw::reraise_unless_cancel(payload);
                 }
             }
             None => abandon(stack),
@@ -495,19 +450,30 @@ impl<R> Drop for Job<R> {
 }
 
 /// Resumes a paused job with the cancel flag set, so its `pause()` unwinds
-/// it; tries a few times (the job may catch the unwind and pause again).
-/// Returns its outcome once it finished, or `None` if it would not.
+/// it (the core tries a few times: the job may catch the unwind and pause
+/// again). Returns its outcome once it finished, or `None` if it would not.
 fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
-    // SAFETY: the job is paused; its slot is ours.
-    unsafe { (*slot_of(stack)).cancel = true };
-    if cfg!(panic = "unwind") {
-        for _ in 0..MAX_CANCEL_RESUMES {
-            if let Segment::Finished(outcome) = run_segment::<R>(stack) {
-                return Some(outcome);
+    let slot = slot_of(stack);
+    // SAFETY: the job is paused; its slot is ours. While it unwinds it is
+    // running, so that `cleanup_thread` called by its destructors leaves it
+    // alone.
+    unsafe {
+        (*slot).state = State::Running;
+        // Each cancellation resume is a segment of its own for the job's
+        // wait ctx, as every resume is.
+        let segment = || {
+            if let Some(ctx) = &(*slot).ctx {
+                ctx.begin_segment();
             }
-        }
+        };
+        let outcome = if (*slot).isolate {
+            raw::cancel::<R, Isolated>(stack, tag_of(stack), segment)
+        } else {
+            raw::cancel::<R, Shared>(stack, tag_of(stack), segment)
+        };
+        (*slot).state = if outcome.is_some() { State::Finished } else { State::Paused };
+        outcome
     }
-    None
 }
 
 /// `cancel_job` for a slot whose result type only the slot knows: the
@@ -583,10 +549,10 @@ impl Drop for ExitGuard {
     }
 }
 
-#[cold]
+/// Lists a job that paused for the first time (the thread-exit guard was
+/// registered when its slot was initialised).
+#[inline(never)]
 fn park(slot: *mut Slot) {
-    // Registers the thread-exit cancellation (once per thread).
-    let _ = EXIT_GUARD.try_with(|_| ());
     let head = newest();
     let newest = head.get().cast::<Slot>();
     // SAFETY: the job is switched out, so its slot is ours; `newest` is a
@@ -680,16 +646,6 @@ pub fn cleanup_thread() {
     pool::destroy();
 }
 
-/// A cancelled job ends with our private payload; anything else is a real
-/// panic raised while it unwound, and is passed on to the dropper, unless
-/// the dropper is itself unwinding (a second panic would abort), in which
-/// case it is dropped.
-fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
-    if !payload.is::<ForcedUnwind>() && !thread::panicking() {
-        panic::resume_unwind(payload);
-    }
-}
-
 /// Pauses the running job: control goes back to whoever started or last
 /// resumed it, which sees [`Step::Paused`]; `pause` returns when the job is
 /// resumed (OpenSSL's `ASYNC_pause_job`).
@@ -715,32 +671,23 @@ fn reraise_unless_cancel(payload: Box<dyn Any + Send>) {
 /// ```
 #[inline]
 pub fn pause() {
-    let slot = current::get().cast::<Slot>();
-    if slot.is_null() {
+    // The running-job pointer, tagged: only a job's has the low bit set.
+    let tagged = current::get() as usize;
+    if tagged & 1 == 0 {
         return;
     }
-    // SAFETY: the current job is only non-null while that slot's job runs on this
-    // thread, and this code runs inside it, on its stack.
+    let slot = (tagged - 1) as *mut Slot;
+    // SAFETY: the running-job pointer names a job only while that job runs
+    // on this thread, and this code runs inside it, on its stack. (A job
+    // never pauses while its thread unwinds, so a cancellation's unwind,
+    // which the core starts here, is caught at the job's root.)
     unsafe {
         if (*slot).blocked != 0 || thread::panicking() {
             return;
         }
-        (*slot).state = State::Paused;
-        let departure = sanitizer::job_pausing(addr_of_mut!((*slot).resumer));
-        arch::switch_out(addr_of_mut!((*slot).regs), (*slot).isolate);
-        sanitizer::job_resumed(departure, addr_of_mut!((*slot).resumer));
-        if (*slot).cancel {
-            cancelled();
-        }
+        let core = ptr::addr_of_mut!((*slot).core);
+        if (*slot).isolate { raw::suspend::<Isolated>(core) } else { raw::suspend::<Shared>(core) }
     }
-}
-
-/// The resumed job is being cancelled: unwind its stack. (`pause` never
-/// suspends a job while its thread unwinds, so the job was not unwinding
-/// when it paused, and this panic is caught at the job's root.)
-#[cold]
-fn cancelled() -> ! {
-    panic::resume_unwind(Box::new(ForcedUnwind));
 }
 
 /// Whether the caller runs inside a job (OpenSSL's
@@ -755,7 +702,7 @@ fn cancelled() -> ! {
 /// ```
 #[inline]
 pub fn in_job() -> bool {
-    !current::get().cast::<Slot>().is_null()
+    current::get() as usize & 1 != 0
 }
 
 /// The wait context of the running job (OpenSSL's
@@ -771,7 +718,7 @@ pub fn in_job() -> bool {
 /// ```
 #[inline]
 pub fn current_wait_ctx() -> Option<WaitCtx> {
-    let slot = current::get().cast::<Slot>();
+    let slot = current_slot();
     if slot.is_null() {
         return None;
     }
@@ -806,7 +753,7 @@ pub fn current_wait_ctx() -> Option<WaitCtx> {
 /// assert!(matches!(job.resume().unwrap(), Step::Finished(())));
 /// ```
 pub fn block_pause() -> BlockGuard {
-    let slot = current::get().cast::<Slot>();
+    let slot = current_slot();
     if slot.is_null() {
         return BlockGuard { job: 0, _not_send: PhantomData };
     }
@@ -828,7 +775,7 @@ pub struct BlockGuard {
 
 impl Drop for BlockGuard {
     fn drop(&mut self) {
-        let slot = current::get().cast::<Slot>();
+        let slot = current_slot();
         // Only the job that took the block can lift it; a guard dropped
         // elsewhere (moved out of its job) has nothing left to undo.
         // SAFETY: see `pause`.

@@ -74,7 +74,8 @@ fn install() {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let top = current::get();
+    // The running job's (or fiber's) stack top; jobs set the low bit.
+    let top = (current::get() as usize & !1) as *mut u8;
     if !top.is_null() {
         // SAFETY: a non-null current job means its stack is mapped and its
         // header intact (the header is above everything the job writes).

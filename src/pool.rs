@@ -336,6 +336,9 @@ pub(crate) fn acquire() -> Result<Stack, Error> {
 #[cold]
 #[inline(never)]
 fn acquire_slow() -> Result<Stack, Error> {
+    if !crate::is_capable() {
+        return Err(Error::NotCapable { reason: crate::capable::not_capable_reason() });
+    }
     let _errno = errno::Keep::new();
     let lent = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();

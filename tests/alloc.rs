@@ -263,3 +263,58 @@ fn nested_jobs_allocate_nothing() {
     assert_eq!(n, 0, "{n} allocations in {RUNS} nested start/pause/resume/finish");
     cleanup_thread();
 }
+
+/// The typed core (`stackjob::raw`), both isolations: start -> suspend ->
+/// resume -> return, and round trips, allocate nothing either.
+#[test]
+fn fibers_allocate_nothing() {
+    use stackjob::raw::{self, Isolation, Resumed, Shared, Suspender};
+    fn lifecycle_and_round_trips<I: Isolation>() {
+        let once = |i: usize| {
+            move |s: &Suspender<I>| {
+                s.suspend();
+                i
+            }
+        };
+        let run = |i: usize| match raw::start(once(i)).unwrap() {
+            Resumed::Suspended(f) => match f.resume() {
+                Resumed::Returned(v) => v,
+                Resumed::Suspended(_) => panic!("suspended twice"),
+            },
+            Resumed::Returned(_) => panic!("returned without suspending"),
+        };
+        assert_eq!(run(0), 0);
+        let mut sum = 0;
+        let (_, n) = allocations_in(|| {
+            for i in 0..RUNS {
+                sum += run(i);
+            }
+        });
+        assert_eq!(sum, (0..RUNS).sum::<usize>());
+        assert_eq!(n, 0, "{n} allocations in {RUNS} fiber lifecycles");
+        let Resumed::Suspended(mut f) = raw::start(|s: &Suspender<I>| {
+            loop {
+                s.suspend();
+            }
+        })
+        .unwrap() else {
+            unreachable!()
+        };
+        let (f, n) = allocations_in(move || {
+            for _ in 0..RUNS {
+                f = match f.resume() {
+                    Resumed::Suspended(f) => f,
+                    Resumed::Returned(()) => unreachable!(),
+                };
+            }
+            f
+        });
+        assert_eq!(n, 0, "{n} allocations in {RUNS} fiber round trips");
+        drop(f);
+    }
+    require_backend!();
+    init_thread(0, 1).unwrap();
+    lifecycle_and_round_trips::<raw::Isolated>();
+    lifecycle_and_round_trips::<Shared>();
+    cleanup_thread();
+}

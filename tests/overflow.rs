@@ -184,6 +184,10 @@ fn child_entry() {
             assert!(matches!(stackjob::start(None, || 1), Ok(stackjob::Step::Finished(1))));
             std::thread::Builder::new().stack_size(256 * 1024).spawn(|| recurse(0)).unwrap().join().unwrap();
         }
+        "fiber-overflow" => {
+            stackjob::init_thread_with(&stackjob::PoolConfig::new().stack_size(64 * 1024)).unwrap();
+            let _ = stackjob::raw::start(|_: &stackjob::raw::Suspender| recurse(0));
+        }
         "null-deref-in-job" => {
             let _ = stackjob::start(None, || {
                 // SAFETY: none: this deliberately faults, in a child process.
@@ -301,6 +305,17 @@ fn overflowing_a_job_stack_prints_one_clear_line_and_aborts() {
     });
     assert!(line.contains("stack 65536 bytes"), "report names the stack size: {line}");
     assert!(line.contains("PoolConfig::stack_size"), "report says how to raise it: {line}");
+}
+
+#[test]
+fn overflowing_a_fibers_stack_is_reported_too() {
+    if skip_without_backend() {
+        return;
+    }
+    let out = run_child("fiber-overflow");
+    let err = stderr(&out);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "child should abort; stderr:\n{err}");
+    assert!(err.contains("stackjob: job stack overflow (stack 65536 bytes"), "stderr:\n{err}");
 }
 
 #[test]

@@ -1,10 +1,12 @@
-//! Instruction-count workloads for callgrind (not a timing benchmark).
+//! Instruction-count workloads for callgrind (not a timing benchmark), in
+//! the shape a user's event loop has: every path resumes the same
+//! `Job<u64>` type, from two call sites (a first resume and a retry path),
+//! and the job bodies are functions of their own, so the compiler cannot
+//! specialise `resume` for one caller.
 //!
-//! `icount <path> <iterations> [shared]` runs one hot path `iterations`
-//! times, in a pool with the default configuration or, with `shared`, one
-//! built with `isolate_thread_state(false)`:
+//! `icount <path> <iterations> [shared]`:
 //!
-//! * `rt`    — one pause + resume round trip through the public API;
+//! * `rt`    — one pause + resume round trip;
 //! * `life0` — pooled start of a job that returns at once;
 //! * `life1` — pooled start, one pause, resume, finish.
 //!
@@ -12,20 +14,48 @@
 //! with two iteration counts and divides the difference by the extra
 //! iterations, which cancels start-up and one-off costs exactly.
 
-use stackjob::{Step, pause, start};
+use stackjob::raw::{self, Fiber, Isolated, Isolation, Resumed, Shared, Suspender};
+use stackjob::{Job, Step, pause, start};
 use std::hint::black_box;
 
+#[inline(never)]
+fn body_forever() -> u64 {
+    loop {
+        pause();
+    }
+}
+
+#[inline(never)]
+fn body_return(i: u64) -> u64 {
+    black_box(i)
+}
+
+#[inline(never)]
+fn body_pause_once(i: u64) -> u64 {
+    pause();
+    black_box(i)
+}
+
+/// Resume site 1: the event loop's "fd ready" path.
+#[inline(never)]
+fn on_ready(job: Job<u64>) -> Step<u64> {
+    job.resume().expect("resume")
+}
+
+/// Resume site 2: the event loop's retry path.
+#[inline(never)]
+fn on_retry(job: Job<u64>) -> Step<u64> {
+    job.resume().expect("resume")
+}
+
 fn rt(n: u64) {
-    let mut step = start(None, || {
-        loop {
-            pause();
-        }
-    })
-    .expect("start");
-    for _ in 0..n {
+    let mut step = start(None, body_forever).expect("start");
+    for i in 0..n {
         step = match step {
-            Step::Paused(job) => job.resume().expect("resume"),
-            Step::Finished(()) => unreachable!(),
+            // Both sites take turns, as the two paths of a loop would.
+            Step::Paused(job) if i % 2 == 0 => on_ready(job),
+            Step::Paused(job) => on_retry(job),
+            Step::Finished(_) => unreachable!(),
         };
     }
     drop(step);
@@ -33,7 +63,7 @@ fn rt(n: u64) {
 
 fn life0(n: u64) {
     for i in 0..n {
-        match start(None, move || black_box(i)).expect("start") {
+        match start(None, move || body_return(i)).expect("start") {
             Step::Finished(v) => assert_eq!(v, i),
             Step::Paused(_) => unreachable!(),
         }
@@ -42,16 +72,71 @@ fn life0(n: u64) {
 
 fn life1(n: u64) {
     for i in 0..n {
-        let Step::Paused(job) = start(None, move || {
-            pause();
-            black_box(i)
-        })
-        .expect("start") else {
-            unreachable!()
-        };
-        match job.resume().expect("resume") {
+        let Step::Paused(job) = start(None, move || body_pause_once(i)).expect("start") else { unreachable!() };
+        let step = if i % 2 == 0 { on_ready(job) } else { on_retry(job) };
+        match step {
             Step::Finished(v) => assert_eq!(v, i),
             Step::Paused(_) => unreachable!(),
+        }
+    }
+}
+
+// The typed core, in the same shape: one `Fiber<u64, I>` type resumed from
+// two sites, bodies in functions of their own.
+
+#[inline(never)]
+fn fiber_forever<I: Isolation>(s: &Suspender<I>) -> u64 {
+    loop {
+        s.suspend();
+    }
+}
+
+#[inline(never)]
+fn fiber_suspend_once<I: Isolation>(s: &Suspender<I>, i: u64) -> u64 {
+    s.suspend();
+    black_box(i)
+}
+
+#[inline(never)]
+fn fiber_on_ready<I: Isolation>(f: Fiber<u64, I>) -> Resumed<u64, I> {
+    f.resume()
+}
+
+#[inline(never)]
+fn fiber_on_retry<I: Isolation>(f: Fiber<u64, I>) -> Resumed<u64, I> {
+    f.resume()
+}
+
+fn raw_rt<I: Isolation>(n: u64) {
+    let mut step = raw::start(fiber_forever::<I>).expect("start");
+    for i in 0..n {
+        step = match step {
+            Resumed::Suspended(f) if i % 2 == 0 => fiber_on_ready(f),
+            Resumed::Suspended(f) => fiber_on_retry(f),
+            Resumed::Returned(_) => unreachable!(),
+        };
+    }
+    drop(step);
+}
+
+fn raw_life0<I: Isolation>(n: u64) {
+    for i in 0..n {
+        match raw::start(move |_: &Suspender<I>| body_return(i)).expect("start") {
+            Resumed::Returned(v) => assert_eq!(v, i),
+            Resumed::Suspended(_) => unreachable!(),
+        }
+    }
+}
+
+fn raw_life1<I: Isolation>(n: u64) {
+    for i in 0..n {
+        let Resumed::Suspended(f) = raw::start(move |s: &Suspender<I>| fiber_suspend_once(s, i)).expect("start") else {
+            unreachable!()
+        };
+        let step = if i % 2 == 0 { fiber_on_ready(f) } else { fiber_on_retry(f) };
+        match step {
+            Resumed::Returned(v) => assert_eq!(v, i),
+            Resumed::Suspended(_) => unreachable!(),
         }
     }
 }
@@ -79,8 +164,14 @@ fn main() {
         "rt" => rt(n),
         "life0" => life0(n),
         "life1" => life1(n),
+        "raw-rt" if isolate => raw_rt::<Isolated>(n),
+        "raw-rt" => raw_rt::<Shared>(n),
+        "raw-life0" if isolate => raw_life0::<Isolated>(n),
+        "raw-life0" => raw_life0::<Shared>(n),
+        "raw-life1" if isolate => raw_life1::<Isolated>(n),
+        "raw-life1" => raw_life1::<Shared>(n),
         other => {
-            eprintln!("icount: unknown path {other:?} (rt, life0, life1)");
+            eprintln!("icount: unknown path {other:?} (rt, life0, life1, raw-rt, raw-life0, raw-life1)");
             std::process::exit(2);
         }
     }

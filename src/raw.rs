@@ -1,0 +1,558 @@
+//! The typed switching core: a function on a pooled, guard-paged stack
+//! that suspends itself through a [`Suspender`] it is handed, in the style
+//! of corosensei's `Yielder`.
+//!
+//! This is the layer the OpenSSL-style API ([`start`](crate::start),
+//! [`pause`](crate::pause), [`Job`](crate::Job)) is built on, and what to
+//! use when you control both sides and want the cheapest switch:
+//!
+//! * the body gets a `&Suspender`: no thread-local lookup to find the
+//!   running job, no `block_pause` or wait-context bookkeeping;
+//! * [`Fiber::resume`] cannot fail: a suspended [`Fiber`] is the only
+//!   handle to its stack and `resume` consumes it, so there is no stale or
+//!   cancelled handle to check for;
+//! * whether a switch keeps `errno` and the floating-point control state
+//!   per side is a type parameter ([`Isolated`], the default, or
+//!   [`Shared`]), decided at compile time instead of per switch.
+//!
+//! Choose [`start`](crate::start)/[`pause`](crate::pause) instead when the
+//! code that pauses cannot be handed a reference (a library deep in a call
+//! chain that only asks "am I in a job?", C code through the OpenSSL-ABI
+//! library), or when you need wait contexts, `block_pause`, or
+//! `cleanup_thread` to cancel what is left paused on a thread.
+//!
+//! Both layers share the thread's pool ([`init_thread_with`](crate::init_thread_with)
+//! sizes it), its stacks, guard regions, scrubbing and overflow reports.
+//! A fiber's body is not "in a job": inside it, [`in_job`](crate::in_job)
+//! is false and [`pause`](crate::pause) does nothing (a job started inside
+//! a fiber is a job, though, and pauses back into the fiber).
+//!
+//! ```
+//! # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return Ok(()); }
+//! use stackjob::raw::{self, Resumed, Suspender};
+//!
+//! let mut step = raw::start(|s: &Suspender| {
+//!     let mut sum = 0u64;
+//!     for i in 1..=3 {
+//!         sum += i;
+//!         s.suspend(); // back to the resumer
+//!     }
+//!     sum
+//! })?;
+//! let mut suspensions = 0;
+//! let sum = loop {
+//!     match step {
+//!         Resumed::Suspended(fiber) => {
+//!             suspensions += 1;
+//!             step = fiber.resume();
+//!         }
+//!         Resumed::Returned(sum) => break sum,
+//!     }
+//! };
+//! assert_eq!((suspensions, sum), (3, 6));
+//! # Ok::<(), stackjob::Error>(())
+//! ```
+
+use crate::Error;
+use crate::arch::{self, Regs};
+use crate::current;
+use crate::pool;
+use crate::sanitizer::{self, ResumerStack};
+use crate::stack::{self, Stack};
+use std::marker::PhantomData;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::{self, addr_of_mut};
+use std::thread;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Whether a fiber's switches keep `errno` and the floating-point control
+/// state per side: [`Isolated`] or [`Shared`]. Sealed.
+pub trait Isolation: sealed::Sealed + 'static {
+    /// `true` for [`Isolated`].
+    const ISOLATE: bool;
+}
+
+/// Each side keeps its own `errno`, and on x86_64 its own MXCSR control
+/// bits and x87 control word (callee-saved in the System V ABI), across
+/// every switch; a fiber starts with its starter's values. What a called
+/// function would see. The default.
+#[derive(Debug)]
+pub enum Isolated {}
+
+/// The fiber and its resumer share `errno` and the floating-point control
+/// state, like a caller and a callee that changes them: every switch is
+/// cheaper (about 25 instructions per round trip on x86_64). Never a
+/// memory-safety matter; see
+/// [`PoolConfig::isolate_thread_state`](crate::PoolConfig::isolate_thread_state).
+#[derive(Debug)]
+pub enum Shared {}
+
+impl sealed::Sealed for Isolated {}
+impl sealed::Sealed for Shared {}
+impl Isolation for Isolated {
+    const ISOLATE: bool = true;
+}
+impl Isolation for Shared {
+    const ISOLATE: bool = false;
+}
+
+/// The core's part of the bookkeeping at the top of every job stack (the
+/// first field of the job layer's slot). Nothing about a fiber lives on
+/// the heap.
+#[repr(C)]
+pub(crate) struct Core {
+    /// Must stay first: the asm's entry hands `*mut Regs` to the entry
+    /// function, which casts it back to the core.
+    pub(crate) regs: Regs,
+    /// The body, until the fiber moves it onto its own frame.
+    arg: *mut (),
+    /// Where the fiber writes its outcome: on the stack of its latest
+    /// resumer.
+    out: *mut (),
+    /// The body has returned (or unwound): the stack holds no live frame.
+    done: bool,
+    /// The fiber is being cancelled: its next return from a suspension
+    /// unwinds it.
+    cancel: bool,
+    /// This thread's `errno`, located once per stack (a stack serves one
+    /// thread's pool for its whole life).
+    errno_at: *mut libc::c_int,
+    /// The fiber's own `errno` while it is switched out (when isolated).
+    errno: libc::c_int,
+    /// The stack the fiber switches out to, for AddressSanitizer
+    /// (zero-sized without the `asan` feature).
+    resumer: ResumerStack,
+}
+
+/// The core of the stack whose top is `stack`'s.
+#[inline(always)]
+pub(crate) fn core_of(stack: &Stack) -> *mut Core {
+    stack.top().cast()
+}
+
+/// The private payload used to unwind a cancelled fiber or job.
+pub(crate) struct ForcedUnwind;
+
+/// How many times cancelling a suspended fiber resumes it before giving up
+/// and quarantining its stack (the body may catch the unwind and suspend
+/// again, or suspend from a destructor).
+const MAX_CANCEL_RESUMES: usize = 8;
+
+/// Checks that jobs can run here and lends a stack from the thread's pool.
+#[inline(always)]
+pub(crate) fn acquire() -> Result<Stack, Error> {
+    pool::acquire()
+}
+
+/// Lays a new body `F` (returning `R`) on `stack`, entered at the next
+/// [`resume`] with the isolation `I`; `f_at` points at the closure, which
+/// the body moves onto its own frame as its first act. The new fiber
+/// inherits the starter's `errno` and FP control state.
+///
+/// # Safety
+/// `stack` must be exclusively ours with no live frame on it; `f_at` must
+/// point at a live `F` that nobody uses again and that stays put until the
+/// first [`resume`] returns.
+#[inline(always)]
+pub(crate) unsafe fn prepare<F, R, I>(stack: &Stack, f_at: *mut F)
+where
+    F: FnOnce(&Suspender<I>) -> R,
+    I: Isolation,
+{
+    let core = core_of(stack);
+    // SAFETY: per the contract the core is ours; a stack's core is
+    // initialised the first time a fiber uses it (its `errno_at` then
+    // never changes: a stack serves one thread).
+    unsafe {
+        if (*core).errno_at.is_null() {
+            init_core(core);
+        }
+        arch::prepare(stack.top(), addr_of_mut!((*core).regs), entry::<F, R, I>);
+        (*core).arg = f_at.cast();
+        (*core).done = false;
+        (*core).cancel = false;
+        if I::ISOLATE {
+            // A fiber starts with its starter's errno and FP control state,
+            // as a called function would.
+            (*core).errno = *(*core).errno_at;
+            arch::inherit_fp_env(addr_of_mut!((*core).regs));
+        }
+    }
+}
+
+#[cold]
+unsafe fn init_core(core: *mut Core) {
+    // SAFETY: the caller owns the core's memory.
+    unsafe {
+        core.write(Core {
+            regs: Regs::new(),
+            arg: ptr::null_mut(),
+            out: ptr::null_mut(),
+            done: true,
+            cancel: false,
+            errno_at: crate::errno::location(),
+            errno: 0,
+            resumer: ResumerStack::UNKNOWN,
+        });
+    }
+}
+
+/// A body's entry, reached by the trampoline on the fiber's stack
+/// (monomorphised per closure type): runs the body, stores its outcome and
+/// leaves the stack for good.
+///
+/// # Safety
+/// Entered only by the trampoline, with the `Regs` of a core prepared by
+/// [`prepare`] for this `F`, `R`, `I`, whose `out` (read after `F`
+/// returns) points at room for a `thread::Result<R>`.
+unsafe extern "C" fn entry<F, R, I>(regs: *mut Regs) -> !
+where
+    F: FnOnce(&Suspender<I>) -> R,
+    I: Isolation,
+{
+    let core = regs.cast::<Core>();
+    // SAFETY: per the contract; the resumer holds the core exclusively
+    // until we switch out. The starter never touches the closure again.
+    unsafe {
+        sanitizer::job_begins(addr_of_mut!((*core).resumer));
+        let f = ptr::read((*core).arg.cast::<F>());
+        let suspender = Suspender { core, _marker: PhantomData };
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(&suspender)));
+        // `out` was set by the resumer of this final segment.
+        (*core).out.cast::<thread::Result<R>>().write(outcome);
+        (*core).done = true;
+        sanitizer::job_ends(addr_of_mut!((*core).resumer));
+        arch::exit(regs, I::ISOLATE)
+    }
+}
+
+/// Runs the fiber on `stack` until it suspends (`None`) or its body ends
+/// (`Some(outcome)`). `tag` is what the thread's running-job pointer holds
+/// meanwhile (the stack top, with the low bit set for a job of the
+/// OpenSSL-style layer).
+///
+/// # Safety
+/// `stack` must hold a suspended (or freshly prepared) fiber of this `R`
+/// and `I`, owned by the caller, on this thread.
+#[inline(always)]
+pub(crate) unsafe fn resume<R, I: Isolation>(stack: &Stack, tag: *mut u8) -> Option<thread::Result<R>> {
+    let mut out = MaybeUninit::<thread::Result<R>>::uninit();
+    // SAFETY: per the contract; `out` is written once the body has ended.
+    unsafe { switch::<R, I>(stack, tag, &mut out).then(|| take_outcome(stack, &mut out)) }
+}
+
+/// [`resume`]'s switch: runs the fiber until it suspends (`false`) or its
+/// body ends (`true`, with the outcome in `out`, to be taken with
+/// [`take_outcome`]).
+///
+/// # Safety
+/// As for [`resume`].
+#[inline(always)]
+pub(crate) unsafe fn switch<R, I: Isolation>(
+    stack: &Stack,
+    tag: *mut u8,
+    out: &mut MaybeUninit<thread::Result<R>>,
+) -> bool {
+    let core = core_of(stack);
+    // SAFETY: per the contract the fiber is switched out and its core is
+    // ours; the fiber only touches the core while we are inside switch_in.
+    unsafe {
+        (*core).out = out.as_mut_ptr().cast();
+        let hot = current::hot();
+        let prev = hot.current.replace(tag);
+        let departure = sanitizer::switching_to_job(|| stack.usable());
+        let regs = addr_of_mut!((*core).regs);
+        if I::ISOLATE {
+            let errno_at = (*core).errno_at;
+            let resumer_errno = *errno_at;
+            *errno_at = (*core).errno;
+            arch::switch_in(regs, true);
+            (*core).errno = *errno_at;
+            *errno_at = resumer_errno;
+        } else {
+            arch::switch_in(regs, false);
+        }
+        sanitizer::back_from_job(departure);
+        hot.current.set(prev);
+        (*core).done
+    }
+}
+
+/// The outcome a finished fiber wrote, with its bytes zeroed where the pool
+/// scrubs.
+///
+/// # Safety
+/// The fiber on `stack` has finished and written `out`.
+#[inline(always)]
+pub(crate) unsafe fn take_outcome<R>(stack: &Stack, out: &mut MaybeUninit<thread::Result<R>>) -> thread::Result<R> {
+    sanitizer::job_finished(|| stack.usable());
+    // SAFETY: per the contract `out` holds the outcome.
+    let outcome = unsafe { out.assume_init_read() };
+    if stack.scrubs() {
+        // SAFETY: the bytes are ours and dead (moved out above).
+        unsafe { stack::zero_volatile(out.as_mut_ptr().cast(), size_of::<thread::Result<R>>()) };
+    }
+    outcome
+}
+
+/// Switches out of the running fiber whose core is `core`, back to its
+/// latest resumer; returns when it is resumed again. Unwinds the fiber if
+/// it was resumed to be cancelled.
+///
+/// # Safety
+/// Must run on the fiber's own stack, while it runs, with its `I`.
+#[inline(always)]
+pub(crate) unsafe fn suspend<I: Isolation>(core: *mut Core) {
+    // SAFETY: per the contract; the core's regs hold the resumer's record.
+    unsafe {
+        let departure = sanitizer::job_pausing(addr_of_mut!((*core).resumer));
+        arch::switch_out(addr_of_mut!((*core).regs), I::ISOLATE);
+        sanitizer::job_resumed(departure, addr_of_mut!((*core).resumer));
+        if (*core).cancel {
+            cancelled();
+        }
+    }
+}
+
+/// The resumed fiber is being cancelled: unwind its stack. (A fiber never
+/// suspends while its thread unwinds, so this panic is caught at its root.)
+#[cold]
+fn cancelled() -> ! {
+    panic::resume_unwind(Box::new(ForcedUnwind));
+}
+
+/// Resumes a suspended fiber with the cancel flag set, so that its
+/// suspension point unwinds it; tries a few times (the body may catch the
+/// unwind and suspend again). Returns its outcome once it ended, or `None`
+/// if it would not. `segment` runs before each of those resumes.
+///
+/// # Safety
+/// As for [`resume`].
+#[cold]
+pub(crate) unsafe fn cancel<R, I: Isolation>(
+    stack: &Stack,
+    tag: *mut u8,
+    mut segment: impl FnMut(),
+) -> Option<thread::Result<R>> {
+    // SAFETY: the fiber is suspended; its core is ours.
+    unsafe { (*core_of(stack)).cancel = true };
+    if cfg!(panic = "unwind") {
+        for _ in 0..MAX_CANCEL_RESUMES {
+            segment();
+            // SAFETY: per the contract.
+            if let Some(outcome) = unsafe { resume::<R, I>(stack, tag) } {
+                return Some(outcome);
+            }
+        }
+    }
+    None
+}
+
+/// A cancelled fiber or job ends with our private payload; anything else is
+/// a real panic raised while it unwound, passed on unless the thread is
+/// already unwinding (a second panic would abort), in which case it is
+/// dropped.
+#[cold]
+pub(crate) fn reraise_unless_cancel(payload: Box<dyn std::any::Any + Send>) {
+    if !payload.is::<ForcedUnwind>() && !thread::panicking() {
+        panic::resume_unwind(payload);
+    }
+}
+
+/// The stack of a fiber whose body ended goes back to the pool.
+#[inline(always)]
+pub(crate) fn release(stack: Stack) {
+    // Nothing on the stack below its slot is live any more.
+    let live_from = stack.top();
+    pool::release(stack, live_from);
+}
+
+/// What a fiber's body gets to suspend itself with. Only a reference to it
+/// exists, handed to the body for its whole run; it is neither `Send` nor
+/// `Sync` and cannot outlive the body, so it can only suspend the fiber
+/// that is running.
+pub struct Suspender<I: Isolation = Isolated> {
+    core: *mut Core,
+    _marker: PhantomData<(*mut (), I)>,
+}
+
+impl<I: Isolation> Suspender<I> {
+    /// Hands control back to whoever started or last resumed the fiber
+    /// (they see [`Resumed::Suspended`]); returns when the fiber is resumed.
+    ///
+    /// While the thread unwinds a panic (a destructor run by the body's
+    /// own panic, or by its cancellation) it does nothing and returns at
+    /// once: a panic in flight is thread state, and suspending mid-unwind
+    /// would hand it to a frame that did not start it.
+    #[inline]
+    pub fn suspend(&self) {
+        if thread::panicking() {
+            return;
+        }
+        // SAFETY: a Suspender exists only on its fiber's stack, borrowed by
+        // the running body, so the fiber is the one running here.
+        unsafe { suspend::<I>(self.core) }
+    }
+}
+
+impl<I: Isolation> std::fmt::Debug for Suspender<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suspender").finish_non_exhaustive()
+    }
+}
+
+/// A suspended fiber: the only handle to its stack. Resume it with
+/// [`Fiber::resume`] on the thread that started it (it is neither `Send`
+/// nor `Sync`, so moving it to another thread does not compile:
+///
+/// ```compile_fail
+/// use stackjob::raw::{self, Resumed, Suspender};
+/// let Ok(Resumed::Suspended(fiber)) = raw::start(|s: &Suspender| s.suspend()) else { return };
+/// std::thread::spawn(move || fiber.resume()); // error: `Fiber` cannot be sent between threads
+/// ```
+///
+/// and the body's `&Suspender` cannot leave the body either:
+///
+/// ```compile_fail
+/// use stackjob::raw::{self, Suspender};
+/// let mut escaped = None;
+/// let _ = raw::start(|s: &Suspender| escaped = Some(s)); // error: borrowed data escapes
+/// ```
+///
+/// ). Dropping it cancels it: its suspension point unwinds the
+/// body, so every destructor on its stack runs, and the stack goes back to
+/// the pool (quarantined, never reused, if the body will not unwind; see
+/// [`quarantined_jobs`](crate::quarantined_jobs)).
+#[must_use = "a suspended fiber must be resumed (or dropped, which cancels it)"]
+pub struct Fiber<R, I: Isolation = Isolated> {
+    stack: ManuallyDrop<Stack>,
+    _marker: PhantomData<FiberMarker<R, I>>,
+}
+
+/// `fn() -> R`: a suspended fiber owns no `R` yet (so no drop-check on
+/// `R`); `*mut ()`: neither `Send` nor `Sync`.
+type FiberMarker<R, I> = (fn() -> R, *mut (), I);
+
+/// What [`start`] and [`Fiber::resume`] report.
+#[derive(Debug)]
+#[must_use = "a suspended fiber must be resumed (or dropped, which cancels it)"]
+pub enum Resumed<R, I: Isolation = Isolated> {
+    /// The body called [`Suspender::suspend`].
+    Suspended(Fiber<R, I>),
+    /// The body returned this value; its stack went back to the pool.
+    Returned(R),
+}
+
+impl<R, I: Isolation> std::fmt::Debug for Fiber<R, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fiber").field("stack", &self.stack.top()).finish()
+    }
+}
+
+/// Starts `f` on a stack from the thread's pool and runs it until it
+/// suspends or returns. A panic in `f` unwinds its stack and is raised
+/// again here (the stack returns to the pool first). The closure is moved
+/// onto the fiber's stack: once the pool has an idle stack, nothing is
+/// allocated.
+///
+/// The isolation is chosen by the type of the body's argument:
+/// `|s: &Suspender|` (or `&Suspender<Isolated>`) keeps `errno` and the FP
+/// control state per side, `|s: &Suspender<Shared>|` shares them.
+///
+/// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
+/// use stackjob::raw::{self, Resumed, Shared, Suspender};
+/// let Resumed::Suspended(fiber) = raw::start(|s: &Suspender<Shared>| {
+///     s.suspend();
+///     6 * 7
+/// })
+/// .unwrap() else { unreachable!() };
+/// let Resumed::Returned(v) = fiber.resume() else { unreachable!() };
+/// assert_eq!(v, 42);
+/// ```
+///
+/// # Errors
+/// As [`start`](crate::start): [`Error::NotCapable`], [`Error::NoJobs`],
+/// [`Error::StackAlloc`].
+#[inline]
+pub fn start<F, R, I>(f: F) -> Result<Resumed<R, I>, Error>
+where
+    F: FnOnce(&Suspender<I>) -> R + 'static,
+    I: Isolation,
+{
+    let stack = acquire()?;
+    let mut f = ManuallyDrop::new(f);
+    let f_at = inner_ptr(&mut f);
+    // SAFETY: the pool lent us the stack exclusively; `f` stays put in
+    // this frame until the first resume returns, and is never used again.
+    unsafe { prepare::<F, R, I>(&stack, f_at) };
+    let _wipe = stack.scrubs().then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
+    Ok(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData }.resume())
+}
+
+/// The place of the value inside a `ManuallyDrop`.
+#[inline(always)]
+pub(crate) fn inner_ptr<T>(m: &mut ManuallyDrop<T>) -> *mut T {
+    ptr::from_mut(m).cast()
+}
+
+impl<R, I: Isolation> Fiber<R, I> {
+    /// Continues the fiber where it suspended, until it suspends again or
+    /// returns. A panic in the body is raised again here. Cannot fail: the
+    /// handle is the fiber's only one, and this consumes it.
+    #[inline]
+    pub fn resume(self) -> Resumed<R, I> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again.
+        let stack = unsafe { ManuallyDrop::take(&mut this.stack) };
+        // SAFETY: a Fiber owns a suspended fiber of this R and I.
+        match unsafe { resume::<R, I>(&stack, stack.top()) } {
+            None => Resumed::Suspended(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData }),
+            Some(outcome) => {
+                release(stack);
+                match outcome {
+                    Ok(value) => Resumed::Returned(value),
+                    Err(payload) => panic::resume_unwind(payload),
+                }
+            }
+        }
+    }
+}
+
+impl<R, I: Isolation> Drop for Fiber<R, I> {
+    fn drop(&mut self) {
+        // SAFETY: drop runs once; the stack is not used after this.
+        let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
+        // SAFETY: a Fiber owns a suspended fiber of this R and I.
+        match unsafe { cancel::<R, I>(&stack, stack.top(), || ()) } {
+            Some(outcome) => {
+                release(stack);
+                if let Err(payload) = outcome {
+                    reraise_unless_cancel(payload);
+                }
+            }
+            None => pool::quarantine(stack),
+        }
+    }
+}
+
+/// Zeroes the bytes of a closure the fiber moved out of its starter's
+/// frame (for pools that scrub).
+pub(crate) struct Wipe {
+    pub(crate) at: *mut u8,
+    pub(crate) len: usize,
+}
+
+impl Drop for Wipe {
+    fn drop(&mut self) {
+        // SAFETY: `at` points at the starter's closure, a local declared
+        // before the guard and so still alive; the fiber moved its value
+        // out (or, if a panic came first, it is leaked: the closure is a
+        // `ManuallyDrop` nobody reads again), so its bytes are dead.
+        unsafe { stack::zero_volatile(self.at, self.len) };
+    }
+}

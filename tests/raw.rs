@@ -1,0 +1,222 @@
+//! The typed core, `stackjob::raw`: fibers that suspend through the
+//! `Suspender` their body is handed, isolation as a type parameter, the
+//! same pool, stacks, cancellation and panics as jobs.
+
+#[macro_use]
+mod common;
+use stackjob::raw::{self, Fiber, Isolated, Resumed, Shared, Suspender};
+use stackjob::{PoolConfig, Step, in_job, init_thread_with, pause, pool_stats, start};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+fn suspended<R, I: raw::Isolation>(step: Resumed<R, I>) -> Fiber<R, I> {
+    match step {
+        Resumed::Suspended(f) => f,
+        Resumed::Returned(_) => panic!("expected the fiber to suspend, it returned"),
+    }
+}
+
+fn returned<R, I: raw::Isolation>(step: Resumed<R, I>) -> R {
+    match step {
+        Resumed::Returned(v) => v,
+        Resumed::Suspended(_) => panic!("expected the fiber to return, it suspended"),
+    }
+}
+
+#[test]
+fn a_fiber_suspends_and_resumes_where_it_stopped_with_its_locals_intact() {
+    require_backend!();
+    let mut step = raw::start(|s: &Suspender| {
+        let mut log = Vec::new();
+        for i in 0..5u32 {
+            log.push(i * i);
+            s.suspend();
+        }
+        log
+    })
+    .unwrap();
+    let mut n = 0;
+    let log = loop {
+        match step {
+            Resumed::Suspended(f) => {
+                n += 1;
+                step = f.resume();
+            }
+            Resumed::Returned(log) => break log,
+        }
+    };
+    assert_eq!(n, 5);
+    assert_eq!(log, [0, 1, 4, 9, 16]);
+}
+
+#[test]
+fn fibers_share_the_threads_pool_and_give_their_stacks_back() {
+    require_backend!();
+    init_thread_with(&PoolConfig::new().max_size(2)).unwrap();
+    let a = suspended(raw::start(|s: &Suspender<Shared>| s.suspend()).unwrap());
+    let b = suspended(raw::start(|s: &Suspender| s.suspend()).unwrap());
+    assert_eq!(pool_stats().in_use, 2);
+    // The pool is full: fibers and jobs alike get NoJobs.
+    assert!(matches!(raw::start(|_: &Suspender| ()), Err(stackjob::Error::NoJobs { .. })));
+    assert!(matches!(start(None, || ()), Err(stackjob::Error::NoJobs { .. })));
+    returned(a.resume());
+    returned(b.resume());
+    let stats = pool_stats();
+    assert_eq!((stats.idle, stats.in_use), (2, 0));
+    stackjob::cleanup_thread();
+}
+
+#[test]
+fn dropping_a_suspended_fiber_unwinds_it_and_runs_its_destructors() {
+    require_backend!();
+    let guard = Rc::new(());
+    let inside = guard.clone();
+    let f = suspended(
+        raw::start(move |s: &Suspender| {
+            let _keep = inside;
+            s.suspend();
+            unreachable!("a cancelled fiber does not continue");
+        })
+        .unwrap(),
+    );
+    assert_eq!(Rc::strong_count(&guard), 2);
+    let idle = pool_stats().idle;
+    drop(f);
+    assert_eq!(Rc::strong_count(&guard), 1);
+    assert_eq!(pool_stats().idle, idle + 1, "the stack went back to the pool");
+}
+
+#[test]
+fn a_panic_in_a_fiber_is_raised_again_by_resume_and_its_stack_is_reused() {
+    require_backend!();
+    let f = suspended(
+        raw::start(|s: &Suspender| {
+            s.suspend();
+            panic!("fiber panic");
+        })
+        .unwrap(),
+    );
+    let err = catch_unwind(AssertUnwindSafe(|| f.resume())).expect_err("the panic must reach the resumer");
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"fiber panic"));
+    assert_eq!(returned(raw::start(|_: &Suspender| 7).unwrap()), 7, "the thread keeps working");
+}
+
+#[test]
+fn inside_a_fiber_there_is_no_job_and_a_job_inside_pauses_back_into_the_fiber() {
+    require_backend!();
+    let step = raw::start(|s: &Suspender| {
+        assert!(!in_job(), "a fiber is not a job");
+        pause(); // a no-op: no job runs
+        let Step::Paused(job) = start(None, || {
+            assert!(in_job());
+            pause();
+            5
+        })
+        .unwrap() else {
+            panic!("the job must pause back into the fiber")
+        };
+        assert!(!in_job(), "back in the fiber");
+        s.suspend();
+        let Step::Finished(v) = job.resume().unwrap() else { panic!("the job must finish") };
+        v
+    })
+    .unwrap();
+    assert!(!in_job());
+    assert_eq!(returned(suspended(step).resume()), 5);
+}
+
+#[test]
+fn a_fiber_inside_a_job_suspends_to_the_job_not_out_of_it() {
+    require_backend!();
+    let step = start(None, || {
+        let f = suspended(
+            raw::start(|s: &Suspender| {
+                assert!(!in_job());
+                s.suspend();
+                3
+            })
+            .unwrap(),
+        );
+        assert!(in_job(), "back in the job");
+        pause();
+        returned(f.resume()) + 1
+    })
+    .unwrap();
+    let Step::Paused(job) = step else { panic!("the job pauses once") };
+    let Step::Finished(v) = job.resume().unwrap() else { panic!("then finishes") };
+    assert_eq!(v, 4);
+}
+
+fn set_errno(v: i32) {
+    // SAFETY: the calling thread's errno is always writable.
+    unsafe { *libc::__errno_location() = v };
+}
+
+fn errno() -> i32 {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() }
+}
+
+#[test]
+fn isolated_fibers_keep_errno_per_side_and_shared_ones_share_it() {
+    require_backend!();
+    set_errno(10);
+    let f = suspended(
+        raw::start(|s: &Suspender<Isolated>| {
+            let at_start = errno();
+            set_errno(20);
+            s.suspend();
+            (at_start, errno())
+        })
+        .unwrap(),
+    );
+    assert_eq!(errno(), 10, "the starter's errno survives the fiber");
+    set_errno(30);
+    assert_eq!(returned(f.resume()), (10, 20));
+    assert_eq!(errno(), 30);
+
+    set_errno(10);
+    let f = suspended(
+        raw::start(|s: &Suspender<Shared>| {
+            set_errno(20);
+            s.suspend();
+            errno()
+        })
+        .unwrap(),
+    );
+    assert_eq!(errno(), 20, "shared: the fiber's errno is the thread's");
+    set_errno(30);
+    assert_eq!(returned(f.resume()), 30);
+}
+
+#[test]
+fn suspend_while_unwinding_does_nothing() {
+    require_backend!();
+    struct SuspendOnDrop<'a>(&'a Suspender, Rc<Cell<bool>>);
+    impl Drop for SuspendOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.suspend(); // the thread unwinds: a no-op
+            self.1.set(true);
+        }
+    }
+    let ran = Rc::new(Cell::new(false));
+    let seen = ran.clone();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        raw::start(move |s: &Suspender| {
+            let _d = SuspendOnDrop(s, seen);
+            panic!("unwind through a suspending destructor");
+        })
+    }));
+    assert!(result.is_err());
+    assert!(ran.get(), "the destructor ran to its end");
+}
+
+#[test]
+fn a_fiber_started_where_jobs_cannot_run_is_not_capable() {
+    if stackjob::is_capable() {
+        eprintln!("skipped: this target has a backend");
+        return;
+    }
+    assert!(matches!(raw::start(|_: &Suspender| ()), Err(stackjob::Error::NotCapable { .. })));
+}
