@@ -219,9 +219,13 @@ where
     // until we switch out. The starter never touches the closure again.
     unsafe {
         sanitizer::job_begins(addr_of_mut!((*core).resumer));
-        let f = ptr::read((*core).arg.cast::<F>());
         let suspender = Suspender { core, _marker: PhantomData };
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(&suspender)));
+        // The body is moved onto this stack inside the closure that
+        // `catch_unwind` calls, not before: a closure capturing it by value
+        // would be one more copy of it on the stack in unoptimised builds
+        // (a job capturing 16 KiB overflowed 256 KiB that way).
+        let arg = (*core).arg.cast::<F>();
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| ptr::read(arg)(&suspender)));
         // `out` was set by the resumer of this final segment.
         (*core).out.cast::<thread::Result<R>>().write(outcome);
         (*core).done = true;
