@@ -38,6 +38,11 @@
 //! in `arch/`; there is no ucontext, no setjmp and no C compiler involved.
 //! On a target without a backend the crate still builds, [`is_capable`] is
 //! `false` and [`start`] returns [`Error::NotCapable`].
+//!
+//! The API above is built on a typed core, [`raw`]: a body that suspends
+//! through a [`raw::Suspender`] reference instead of finding its job
+//! through a thread-local, with `errno` and FP-state isolation chosen by a
+//! type parameter. Its module docs say when to use which.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
