@@ -142,12 +142,6 @@ pub(crate) struct ForcedUnwind;
 /// again, or suspend from a destructor).
 const MAX_CANCEL_RESUMES: usize = 8;
 
-/// Checks that jobs can run here and lends a stack from the thread's pool.
-#[inline(always)]
-pub(crate) fn acquire() -> Result<Stack, Error> {
-    pool::acquire()
-}
-
 /// Lays a new body `F` (returning `R`) on `stack`, entered at the next
 /// [`resume`] with the isolation `I`; `f_at` points at the closure, which
 /// the body moves onto its own frame as its first act. The new fiber
@@ -488,7 +482,8 @@ where
     F: FnOnce(&Suspender<I>) -> R + 'static,
     I: Isolation,
 {
-    let stack = acquire()?;
+    // The pool says NotCapable on its slow path where jobs cannot run.
+    let stack = pool::acquire()?;
     let mut f = ManuallyDrop::new(f);
     let f_at = inner_ptr(&mut f);
     // SAFETY: the pool lent us the stack exclusively; `f` stays put in

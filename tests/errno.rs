@@ -10,28 +10,8 @@
 
 #[macro_use]
 mod common;
-use common::{child, finished, paused};
+use common::{child, errno, finished, paused, set_errno};
 use stackjob::{PoolConfig, cleanup_thread, init_thread_with, pause, start};
-
-fn set_errno(value: i32) {
-    // SAFETY: the calling thread's errno is always writable.
-    unsafe { *errno_location() = value };
-}
-
-fn errno() -> i32 {
-    // SAFETY: as above, readable.
-    unsafe { *errno_location() }
-}
-
-fn errno_location() -> *mut libc::c_int {
-    // SAFETY: no preconditions; returns the calling thread's errno.
-    unsafe {
-        #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))]
-        return libc::__errno();
-        #[cfg(not(any(target_os = "android", target_os = "netbsd", target_os = "openbsd")))]
-        libc::__errno_location()
-    }
-}
 
 const MARK: i32 = 1234;
 

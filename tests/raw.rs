@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod common;
+use common::{errno, set_errno};
 use stackjob::raw::{self, Fiber, Isolated, Resumed, Shared, Suspender};
 use stackjob::{PoolConfig, Step, in_job, init_thread_with, pause, pool_stats, start};
 use std::cell::Cell;
@@ -146,16 +147,6 @@ fn a_fiber_inside_a_job_suspends_to_the_job_not_out_of_it() {
     let Step::Paused(job) = step else { panic!("the job pauses once") };
     let Step::Finished(v) = job.resume().unwrap() else { panic!("then finishes") };
     assert_eq!(v, 4);
-}
-
-fn set_errno(v: i32) {
-    // SAFETY: the calling thread's errno is always writable.
-    unsafe { *libc::__errno_location() = v };
-}
-
-fn errno() -> i32 {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() }
 }
 
 #[test]

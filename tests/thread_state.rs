@@ -10,7 +10,7 @@
 //!   riscv64 FPCR / fcsr are thread-global by ABI and are not switched.
 
 mod common;
-use common::{finished, paused};
+use common::{errno, finished, paused, set_errno};
 use stackjob::{pause, start};
 
 /// Whether jobs can run here; prints why the calling test is skipped if not.
@@ -395,17 +395,6 @@ fn rounding_mode_tests_need_known_fe_constants() {
 // --------------------------------------------------------------------------
 // errno: thread state each side keeps for itself
 // --------------------------------------------------------------------------
-
-#[cfg(target_os = "linux")]
-fn set_errno(value: i32) {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = value }
-}
-
-#[cfg(target_os = "linux")]
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
-}
 
 #[cfg(target_os = "linux")]
 #[test]

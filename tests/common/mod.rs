@@ -63,3 +63,25 @@ pub fn stack_pointer() -> usize {
     }
     sp
 }
+
+/// Sets the calling thread's `errno`.
+pub fn set_errno(value: i32) {
+    // SAFETY: the calling thread's errno is always writable.
+    unsafe { *errno_location() = value };
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: as above, readable.
+    unsafe { *errno_location() }
+}
+
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: no preconditions; returns the calling thread's errno.
+    unsafe {
+        #[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))]
+        return libc::__errno();
+        #[cfg(not(any(target_os = "android", target_os = "netbsd", target_os = "openbsd")))]
+        libc::__errno_location()
+    }
+}
