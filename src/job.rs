@@ -22,7 +22,7 @@ use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::ManuallyDrop;
 use std::panic;
 use std::ptr;
 use std::thread;
@@ -57,7 +57,7 @@ struct Slot {
     /// Must stay first: the core's part (the asm's `Regs` at offset 0).
     core: Core,
     ctx: Option<WaitCtx>,
-    /// Unique per job on this thread (never 0), for `BlockGuard`.
+    /// Unique per job on this thread, for `BlockGuard`; 0 until issued (`id_of`).
     id: u64,
     /// Nested `block_pause` count; belongs to this job only.
     blocked: u32,
@@ -137,8 +137,8 @@ pub struct Job<R> {
 
 impl<R> std::fmt::Debug for Job<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // SAFETY: the job is paused, so nothing writes its slot.
-        let id = unsafe { (*slot_of(&self.stack)).id };
+        // SAFETY: the job is paused, so nothing else writes its slot.
+        let id = unsafe { id_of(slot_of(&self.stack)) };
         f.debug_struct("Job").field("id", &id).finish()
     }
 }
@@ -246,9 +246,10 @@ where
         if let Some(ctx) = ctx {
             (*slot).ctx = Some(ctx.clone());
         }
-        (*slot).id = next_id();
+        // The id is issued on demand (`id_of`); `cancel_fn` is set when the
+        // job first pauses (`park`): a job that never pauses needs neither.
+        (*slot).id = 0;
         (*slot).blocked = 0;
-        (*slot).cancel_fn = cancel_erased::<R>;
     }
     // The job moves its body out of our frame before anything else; the
     // bytes stay here otherwise. A guard zeroes them, so that a panic out
@@ -258,12 +259,22 @@ where
     drive::<R, I, true>(stack)
 }
 
+/// The job's id, issued the first time it is asked for (by `block_pause`
+/// or `Debug`): unique among this thread's jobs, never 0.
+///
+/// # Safety
+/// `slot` must be a job's slot that nothing else writes meanwhile.
 #[inline(always)]
-fn next_id() -> u64 {
-    let next = &current::hot().next_id;
-    let id = next.get();
-    next.set(id + 1);
-    id
+unsafe fn id_of(slot: *mut Slot) -> u64 {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*slot).id == 0 {
+            let next = &current::hot().next_id;
+            (*slot).id = next.get();
+            next.set(next.get() + 1);
+        }
+        (*slot).id
+    }
 }
 
 /// Initialises the job fields of a stack no job used before (the core
@@ -309,28 +320,27 @@ fn drive<R, I: Isolation, const INLINE_FINISH: bool>(stack: Stack) -> Result<Ste
             ctx.begin_segment();
         }
         (*slot).state = State::Running;
-        let mut out = MaybeUninit::uninit();
-        if raw::switch::<R, I>(&stack, tag_of(&stack), &mut out) {
-            return if INLINE_FINISH { finished_here(stack, &mut out) } else { finished(stack, &mut out) };
+        if raw::switch::<I>(&stack, tag_of(&stack)) {
+            return if INLINE_FINISH { finished_here(stack) } else { finished(stack) };
         }
         (*slot).state = State::Paused;
         if !(*slot).parked {
-            park(slot);
+            park(slot, cancel_erased::<R>);
         }
         Ok(Step::Paused(Job { stack: ManuallyDrop::new(stack), _marker: PhantomData }))
     }
 }
 
-/// The job on `stack` has ended, with its outcome in `out`: its stack goes
-/// back to the pool, and its value is returned or its panic raised again.
-/// Out of line, so that the resume fast path around the switch stays small.
+/// The job on `stack` has ended: its stack goes back to the pool, and its
+/// value is returned or its panic raised again. Out of line, so that the
+/// resume fast path around the switch stays small.
 ///
 /// # Safety
-/// The job on `stack` has ended and written `out`.
+/// The job on `stack` has ended with result type `R`.
 #[inline(never)]
-unsafe fn finished<R>(stack: Stack, out: &mut MaybeUninit<thread::Result<R>>) -> Result<Step<R>, Error> {
+unsafe fn finished<R>(stack: Stack) -> Result<Step<R>, Error> {
     // SAFETY: per the contract.
-    unsafe { finished_here(stack, out) }
+    unsafe { finished_here(stack) }
 }
 
 /// [`finished`], in line.
@@ -338,11 +348,11 @@ unsafe fn finished<R>(stack: Stack, out: &mut MaybeUninit<thread::Result<R>>) ->
 /// # Safety
 /// As for [`finished`].
 #[inline(always)]
-unsafe fn finished_here<R>(stack: Stack, out: &mut MaybeUninit<thread::Result<R>>) -> Result<Step<R>, Error> {
+unsafe fn finished_here<R>(stack: Stack) -> Result<Step<R>, Error> {
     // SAFETY: per the contract; the slot is ours again.
     let outcome = unsafe {
         (*slot_of(&stack)).state = State::Finished;
-        raw::take_outcome(&stack, out)
+        raw::take_outcome::<R>(&stack)
     };
     finish(stack);
     match outcome {
@@ -398,7 +408,7 @@ impl<R> Job<R> {
     /// [`Error::Cancelled`] if [`cleanup_thread`] (or the thread's exit
     /// while the handle lived on in another thread-local) already cancelled
     /// the job: it no longer exists.
-    #[inline]
+    #[inline(always)]
     pub fn resume(self) -> Result<Step<R>, Error> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
@@ -550,15 +560,17 @@ impl Drop for ExitGuard {
 }
 
 /// Lists a job that paused for the first time (the thread-exit guard was
-/// registered when its slot was initialised).
+/// registered when its slot was initialised), with the function that
+/// cancels it.
 #[inline(never)]
-fn park(slot: *mut Slot) {
+fn park(slot: *mut Slot, cancel_fn: unsafe fn(&Stack) -> bool) {
     let head = newest();
     let newest = head.get().cast::<Slot>();
     // SAFETY: the job is switched out, so its slot is ours; `newest` is a
     // live parked slot of this thread (the list holds only those).
     unsafe {
         (*slot).parked = true;
+        (*slot).cancel_fn = cancel_fn;
         (*slot).parked_prev = newest;
         (*slot).parked_next = ptr::null_mut();
         if !newest.is_null() {
@@ -760,7 +772,7 @@ pub fn block_pause() -> BlockGuard {
     // SAFETY: see `pause`.
     unsafe {
         (*slot).blocked = (*slot).blocked.saturating_add(1);
-        BlockGuard { job: (*slot).id, _not_send: PhantomData }
+        BlockGuard { job: id_of(slot), _not_send: PhantomData }
     }
 }
 

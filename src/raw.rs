@@ -60,7 +60,7 @@ use crate::pool;
 use crate::sanitizer::{self, ResumerStack};
 use crate::stack::{self, Stack};
 use std::marker::PhantomData;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, addr_of_mut};
 use std::thread;
@@ -110,9 +110,6 @@ pub(crate) struct Core {
     pub(crate) regs: Regs,
     /// The body, until the fiber moves it onto its own frame.
     arg: *mut (),
-    /// Where the fiber writes its outcome: on the stack of its latest
-    /// resumer.
-    out: *mut (),
     /// The body has returned (or unwound): the stack holds no live frame.
     done: bool,
     /// The fiber is being cancelled: its next return from a suspension
@@ -132,6 +129,19 @@ pub(crate) struct Core {
 #[inline(always)]
 pub(crate) fn core_of(stack: &Stack) -> *mut Core {
     stack.top().cast()
+}
+
+/// Where a body returning `R` leaves its outcome: the top of its own
+/// stack, just below the core, above every frame (the fiber's first frame
+/// starts below it, see [`prepare`]). Computed from the type, so no resume
+/// stores a pointer to it, and the bytes go when the stack is scrubbed.
+#[inline(always)]
+fn outcome_at<R>(core: *mut Core) -> *mut thread::Result<R> {
+    let size = size_of::<thread::Result<R>>();
+    let align = align_of::<thread::Result<R>>().max(16);
+    // Stack tops are page-aligned and stacks are at least MIN_STACK_SIZE,
+    // so this stays inside the stack for any outcome that fits at all.
+    core.cast::<u8>().wrapping_sub(size).map_addr(|a| a & !(align - 1)).cast()
 }
 
 /// The private payload used to unwind a cancelled fiber or job.
@@ -165,7 +175,9 @@ where
         if (*core).errno_at.is_null() {
             init_core(core);
         }
-        arch::prepare(stack.top(), addr_of_mut!((*core).regs), entry::<F, R, I>);
+        // The first frame starts below the outcome (16-byte aligned).
+        let first = outcome_at::<R>(core).cast::<u8>();
+        arch::prepare(first, addr_of_mut!((*core).regs), entry::<F, R, I>);
         (*core).arg = f_at.cast();
         (*core).done = false;
         (*core).cancel = false;
@@ -185,7 +197,6 @@ unsafe fn init_core(core: *mut Core) {
         core.write(Core {
             regs: Regs::new(),
             arg: ptr::null_mut(),
-            out: ptr::null_mut(),
             done: true,
             cancel: false,
             errno_at: crate::errno::location(),
@@ -201,8 +212,8 @@ unsafe fn init_core(core: *mut Core) {
 ///
 /// # Safety
 /// Entered only by the trampoline, with the `Regs` of a core prepared by
-/// [`prepare`] for this `F`, `R`, `I`, whose `out` (read after `F`
-/// returns) points at room for a `thread::Result<R>`.
+/// [`prepare`] for this `F`, `R`, `I` (so the outcome's room above the
+/// first frame is free).
 unsafe extern "C" fn entry<F, R, I>(regs: *mut Regs) -> !
 where
     F: FnOnce(&Suspender<I>) -> R,
@@ -220,8 +231,7 @@ where
         // (a job capturing 16 KiB overflowed 256 KiB that way).
         let arg = (*core).arg.cast::<F>();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| ptr::read(arg)(&suspender)));
-        // `out` was set by the resumer of this final segment.
-        (*core).out.cast::<thread::Result<R>>().write(outcome);
+        outcome_at::<R>(core).write(outcome);
         (*core).done = true;
         sanitizer::job_ends(addr_of_mut!((*core).resumer));
         arch::exit(regs, I::ISOLATE)
@@ -238,28 +248,21 @@ where
 /// and `I`, owned by the caller, on this thread.
 #[inline(always)]
 pub(crate) unsafe fn resume<R, I: Isolation>(stack: &Stack, tag: *mut u8) -> Option<thread::Result<R>> {
-    let mut out = MaybeUninit::<thread::Result<R>>::uninit();
-    // SAFETY: per the contract; `out` is written once the body has ended.
-    unsafe { switch::<R, I>(stack, tag, &mut out).then(|| take_outcome(stack, &mut out)) }
+    // SAFETY: per the contract.
+    unsafe { switch::<I>(stack, tag).then(|| take_outcome::<R>(stack)) }
 }
 
 /// [`resume`]'s switch: runs the fiber until it suspends (`false`) or its
-/// body ends (`true`, with the outcome in `out`, to be taken with
-/// [`take_outcome`]).
+/// body ends (`true`, with the outcome left for [`take_outcome`]).
 ///
 /// # Safety
 /// As for [`resume`].
 #[inline(always)]
-pub(crate) unsafe fn switch<R, I: Isolation>(
-    stack: &Stack,
-    tag: *mut u8,
-    out: &mut MaybeUninit<thread::Result<R>>,
-) -> bool {
+pub(crate) unsafe fn switch<I: Isolation>(stack: &Stack, tag: *mut u8) -> bool {
     let core = core_of(stack);
     // SAFETY: per the contract the fiber is switched out and its core is
     // ours; the fiber only touches the core while we are inside switch_in.
     unsafe {
-        (*core).out = out.as_mut_ptr().cast();
         let hot = current::hot();
         let prev = hot.current.replace(tag);
         let departure = sanitizer::switching_to_job(|| stack.usable());
@@ -280,21 +283,18 @@ pub(crate) unsafe fn switch<R, I: Isolation>(
     }
 }
 
-/// The outcome a finished fiber wrote, with its bytes zeroed where the pool
-/// scrubs.
+/// The outcome a finished fiber left at the top of its stack (whose bytes
+/// the pool scrubs with the rest of the stack when the stack is released).
 ///
 /// # Safety
-/// The fiber on `stack` has finished and written `out`.
+/// The fiber on `stack` has finished (a [`switch`] returned `true`) with
+/// result type `R`, and its outcome was not taken yet.
 #[inline(always)]
-pub(crate) unsafe fn take_outcome<R>(stack: &Stack, out: &mut MaybeUninit<thread::Result<R>>) -> thread::Result<R> {
+pub(crate) unsafe fn take_outcome<R>(stack: &Stack) -> thread::Result<R> {
     sanitizer::job_finished(|| stack.usable());
-    // SAFETY: per the contract `out` holds the outcome.
-    let outcome = unsafe { out.assume_init_read() };
-    if stack.scrubs() {
-        // SAFETY: the bytes are ours and dead (moved out above).
-        unsafe { stack::zero_volatile(out.as_mut_ptr().cast(), size_of::<thread::Result<R>>()) };
-    }
-    outcome
+    // SAFETY: per the contract the body wrote it there and nothing runs on
+    // the stack since.
+    unsafe { outcome_at::<R>(core_of(stack)).read() }
 }
 
 /// Switches out of the running fiber whose core is `core`, back to its
@@ -490,7 +490,54 @@ where
     // this frame until the first resume returns, and is never used again.
     unsafe { prepare::<F, R, I>(&stack, f_at) };
     let _wipe = stack.scrubs().then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
-    Ok(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData }.resume())
+    // SAFETY: the fiber was just prepared on this stack for this R and I.
+    // The end is handled in line here: a body that returns without
+    // suspending is the common case of a start.
+    Ok(unsafe { step::<R, I, true>(stack) })
+}
+
+/// Runs the fiber on `stack` one segment and turns the result into a
+/// [`Resumed`]. `INLINE_END`: the body's end is handled in line (`start`)
+/// or out of line (`resume`, whose fast path is the round trip).
+///
+/// # Safety
+/// `stack` must hold a suspended or freshly prepared fiber of this `R` and
+/// `I`, owned by the caller, on this thread.
+#[inline(always)]
+unsafe fn step<R, I: Isolation, const INLINE_END: bool>(stack: Stack) -> Resumed<R, I> {
+    // SAFETY: per the contract.
+    if unsafe { switch::<I>(&stack, stack.top()) } {
+        // SAFETY: the body ended.
+        return unsafe { if INLINE_END { returned_here(stack) } else { returned(stack) } };
+    }
+    Resumed::Suspended(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData })
+}
+
+/// The body on `stack` has ended: its stack goes back to the pool and its
+/// value is returned, or its panic raised again. Out of line, so that the
+/// fast path of every resume site stays a handful of instructions.
+///
+/// # Safety
+/// The fiber on `stack` has ended with result type `R`.
+#[inline(never)]
+unsafe fn returned<R, I: Isolation>(stack: Stack) -> Resumed<R, I> {
+    // SAFETY: per the contract.
+    unsafe { returned_here(stack) }
+}
+
+/// [`returned`], in line.
+///
+/// # Safety
+/// As for [`returned`].
+#[inline(always)]
+unsafe fn returned_here<R, I: Isolation>(stack: Stack) -> Resumed<R, I> {
+    // SAFETY: per the contract.
+    let outcome = unsafe { take_outcome::<R>(&stack) };
+    release(stack);
+    match outcome {
+        Ok(value) => Resumed::Returned(value),
+        Err(payload) => panic::resume_unwind(payload),
+    }
 }
 
 /// The place of the value inside a `ManuallyDrop`.
@@ -503,22 +550,13 @@ impl<R, I: Isolation> Fiber<R, I> {
     /// Continues the fiber where it suspended, until it suspends again or
     /// returns. A panic in the body is raised again here. Cannot fail: the
     /// handle is the fiber's only one, and this consumes it.
-    #[inline]
+    #[inline(always)]
     pub fn resume(self) -> Resumed<R, I> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again.
         let stack = unsafe { ManuallyDrop::take(&mut this.stack) };
         // SAFETY: a Fiber owns a suspended fiber of this R and I.
-        match unsafe { resume::<R, I>(&stack, stack.top()) } {
-            None => Resumed::Suspended(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData }),
-            Some(outcome) => {
-                release(stack);
-                match outcome {
-                    Ok(value) => Resumed::Returned(value),
-                    Err(payload) => panic::resume_unwind(payload),
-                }
-            }
-        }
+        unsafe { step::<R, I, false>(stack) }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Instruction-count workloads for callgrind (not a timing benchmark), in
-//! the shape a user's event loop has: every path resumes the same
-//! `Job<u64>` type, from two call sites (a first resume and a retry path),
-//! and the job bodies are functions of their own, so the compiler cannot
-//! specialise `resume` for one caller.
+//! a neutral shape: the round-trip loop and the start → pause → resume →
+//! finish loop resume the same `Job<u64>` (or `Fiber<u64, I>`) type, so
+//! `resume` has at least two call sites in the binary, as in any event
+//! loop, and the bodies are functions of their own (never inlined), so the
+//! compiler cannot specialise a job for its caller.
 //!
 //! `icount <path> <iterations> [shared]`:
 //!
@@ -14,7 +15,7 @@
 //! with two iteration counts and divides the difference by the extra
 //! iterations, which cancels start-up and one-off costs exactly.
 
-use stackjob::raw::{self, Fiber, Isolated, Isolation, Resumed, Shared, Suspender};
+use stackjob::raw::{self, Isolated, Isolation, Resumed, Shared, Suspender};
 use stackjob::{Job, Step, pause, start};
 use std::hint::black_box;
 
@@ -36,25 +37,11 @@ fn body_pause_once(i: u64) -> u64 {
     black_box(i)
 }
 
-/// Resume site 1: the event loop's "fd ready" path.
-#[inline(never)]
-fn on_ready(job: Job<u64>) -> Step<u64> {
-    job.resume().expect("resume")
-}
-
-/// Resume site 2: the event loop's retry path.
-#[inline(never)]
-fn on_retry(job: Job<u64>) -> Step<u64> {
-    job.resume().expect("resume")
-}
-
 fn rt(n: u64) {
     let mut step = start(None, body_forever).expect("start");
-    for i in 0..n {
+    for _ in 0..n {
         step = match step {
-            // Both sites take turns, as the two paths of a loop would.
-            Step::Paused(job) if i % 2 == 0 => on_ready(job),
-            Step::Paused(job) => on_retry(job),
+            Step::Paused(job) => job.resume().expect("resume"),
             Step::Finished(_) => unreachable!(),
         };
     }
@@ -73,8 +60,7 @@ fn life0(n: u64) {
 fn life1(n: u64) {
     for i in 0..n {
         let Step::Paused(job) = start(None, move || body_pause_once(i)).expect("start") else { unreachable!() };
-        let step = if i % 2 == 0 { on_ready(job) } else { on_retry(job) };
-        match step {
+        match job.resume().expect("resume") {
             Step::Finished(v) => assert_eq!(v, i),
             Step::Paused(_) => unreachable!(),
         }
@@ -82,7 +68,7 @@ fn life1(n: u64) {
 }
 
 // The typed core, in the same shape: one `Fiber<u64, I>` type resumed from
-// two sites, bodies in functions of their own.
+// two loops, bodies in functions of their own.
 
 #[inline(never)]
 fn fiber_forever<I: Isolation>(s: &Suspender<I>) -> u64 {
@@ -97,22 +83,11 @@ fn fiber_suspend_once<I: Isolation>(s: &Suspender<I>, i: u64) -> u64 {
     black_box(i)
 }
 
-#[inline(never)]
-fn fiber_on_ready<I: Isolation>(f: Fiber<u64, I>) -> Resumed<u64, I> {
-    f.resume()
-}
-
-#[inline(never)]
-fn fiber_on_retry<I: Isolation>(f: Fiber<u64, I>) -> Resumed<u64, I> {
-    f.resume()
-}
-
 fn raw_rt<I: Isolation>(n: u64) {
     let mut step = raw::start(fiber_forever::<I>).expect("start");
-    for i in 0..n {
+    for _ in 0..n {
         step = match step {
-            Resumed::Suspended(f) if i % 2 == 0 => fiber_on_ready(f),
-            Resumed::Suspended(f) => fiber_on_retry(f),
+            Resumed::Suspended(f) => f.resume(),
             Resumed::Returned(_) => unreachable!(),
         };
     }
@@ -133,8 +108,7 @@ fn raw_life1<I: Isolation>(n: u64) {
         let Resumed::Suspended(f) = raw::start(move |s: &Suspender<I>| fiber_suspend_once(s, i)).expect("start") else {
             unreachable!()
         };
-        let step = if i % 2 == 0 { fiber_on_ready(f) } else { fiber_on_retry(f) };
-        match step {
+        match f.resume() {
             Resumed::Returned(v) => assert_eq!(v, i),
             Resumed::Suspended(_) => unreachable!(),
         }
