@@ -34,7 +34,7 @@
 // `Regs` (SP, PARENT_SP) and the MXCSR control-bit mask. No number that
 // Rust also knows is written twice.
 //
-// Four entry points, three of them in two variants, all `.hidden`: linked into the same module as their Rust
+// Four entry points, three of them in two variants (switch_in in three), all `.hidden`: linked into the same module as their Rust
 // callers, reached without PLT stubs, and never exported from a shared
 // object. The variants come from one macro each, so the code is written once:
 //   *_fpenv   keeps each side's control words (the default, see
@@ -50,6 +50,15 @@
 //       stack, stores that stack pointer in regs.parent_sp, restores the
 //       job's record from regs.sp and jumps to the job's resume PC.
 //       "Returns" when the job next switches out.
+//
+//   stackjob_switch_in_fresh_fpenv (regs: *mut Regs)
+//                                             called by Rust's inline asm.
+//       The new-job entry: as switch_in_fpenv, but the job's record is a
+//       FRESH one and its control-word bytes are never read: a new job
+//       inherits the resumer's control words by leaving them alone, as a
+//       called function would (no compare, no reload, and `prepare` stores
+//       none). The shared variant needs no such twin: it reads no control
+//       words anyway.
 //
 //   stackjob_switch_out_fpenv, _shared     jump target, not a function.
 //       The job's side. Reached by `jmp` from the two-instruction inline asm
@@ -199,7 +208,7 @@
 // ---------------------------------------------------------------------------
 // stackjob_switch_in_*(regs: *mut Regs /* rdi */)
 // ---------------------------------------------------------------------------
-.macro STACKJOB_SWITCH_IN name, fpenv
+.macro STACKJOB_SWITCH_IN name, fpenv, check
     .globl  \name
     .hidden \name
     .type   \name, @function
@@ -209,7 +218,7 @@
     // rsp: resumer stack, [rsp] = return address into the Rust resumer.
     // rdi: regs of the job to resume; regs.sp = the job's saved record.
     // r12-r15 and all caller-saved registers: free (declared clobbered).
-    endbr64
+    // No endbr64: only ever reached by a direct `call` (never indirectly).
     push    rbp
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbp, 0
@@ -226,7 +235,7 @@
     // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
     .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
-.if \fpenv
+.if \check
     STACKJOB_FPENV_CHECK \name
 .endif
     // rsp: the job's record; its control words are in force.
@@ -238,7 +247,7 @@
     // are the job's; rcx = where the job continues. The only indirect
     // branch of the round trip (its target has endbr64).
     jmp     rcx
-.if \fpenv
+.if \check
     STACKJOB_FPENV_RELOAD \name
 .endif
     .cfi_endproc
@@ -326,8 +335,9 @@
     .size   \name, . - \name
 .endm
 
-    STACKJOB_SWITCH_IN   stackjob_switch_in_fpenv, 1
-    STACKJOB_SWITCH_IN   stackjob_switch_in_shared, 0
+    STACKJOB_SWITCH_IN   stackjob_switch_in_fpenv, 1, 1
+    STACKJOB_SWITCH_IN   stackjob_switch_in_fresh_fpenv, 1, 0
+    STACKJOB_SWITCH_IN   stackjob_switch_in_shared, 0, 0
     STACKJOB_SWITCH_OUT  stackjob_switch_out_fpenv, 1
     STACKJOB_SWITCH_OUT  stackjob_switch_out_shared, 0
     STACKJOB_SWITCH_EXIT stackjob_switch_exit_fpenv, 1

@@ -306,12 +306,13 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
 }
 
 /// Drives a job one segment and turns the result into a [`Step`].
-#[inline(always)]
 ///
-/// `INLINE_FINISH`: the end of the job is handled in line (`start`, where
-/// jobs that never pause are the common case) or out of line (`resume`,
-/// whose fast path is the round trip).
-fn drive<R, I: Isolation, const INLINE_FINISH: bool>(stack: Stack) -> Result<Step<R>, Error> {
+/// `START`: the job's first segment (`start`: entered through the new-job
+/// switch, and its end handled in line, since jobs that never pause are
+/// the common case), or a resume (its end out of line: the fast path is
+/// the round trip).
+#[inline(always)]
+fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Error> {
     let slot = slot_of(&stack);
     // SAFETY: we own the stack, so the job is switched out and its slot is
     // ours; the job only touches the slot while it runs, inside `resume`.
@@ -320,8 +321,8 @@ fn drive<R, I: Isolation, const INLINE_FINISH: bool>(stack: Stack) -> Result<Ste
             ctx.begin_segment();
         }
         (*slot).state = State::Running;
-        if raw::switch::<I>(&stack, tag_of(&stack)) {
-            return if INLINE_FINISH { finished_here(stack) } else { finished(stack) };
+        if raw::switch::<I, START>(&stack, tag_of(&stack)) {
+            return if START { finished_here(stack) } else { finished(stack) };
         }
         (*slot).state = State::Paused;
         if !(*slot).parked {

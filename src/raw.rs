@@ -181,12 +181,9 @@ where
         (*core).arg = f_at.cast();
         (*core).done = false;
         (*core).cancel = false;
-        if I::ISOLATE {
-            // A fiber starts with its starter's errno and FP control state,
-            // as a called function would.
-            (*core).errno = *(*core).errno_at;
-            arch::inherit_fp_env(addr_of_mut!((*core).regs));
-        }
+        // Nothing of errno or the FP control state is stored: the first
+        // switch (`switch::<I, true>`) leaves the starter's in force, so
+        // the new fiber inherits them as a called function would.
     }
 }
 
@@ -249,16 +246,19 @@ where
 #[inline(always)]
 pub(crate) unsafe fn resume<R, I: Isolation>(stack: &Stack, tag: *mut u8) -> Option<thread::Result<R>> {
     // SAFETY: per the contract.
-    unsafe { switch::<I>(stack, tag).then(|| take_outcome::<R>(stack)) }
+    unsafe { switch::<I, false>(stack, tag).then(|| take_outcome::<R>(stack)) }
 }
 
 /// [`resume`]'s switch: runs the fiber until it suspends (`false`) or its
 /// body ends (`true`, with the outcome left for [`take_outcome`]).
+/// `FRESH`: the first switch into a fiber [`prepare`] just laid, which
+/// inherits the resumer's `errno` and FP control state by leaving them in
+/// force (the new-job entry of the backend).
 ///
 /// # Safety
-/// As for [`resume`].
+/// As for [`resume`]; `FRESH` exactly when the fiber never ran.
 #[inline(always)]
-pub(crate) unsafe fn switch<I: Isolation>(stack: &Stack, tag: *mut u8) -> bool {
+pub(crate) unsafe fn switch<I: Isolation, const FRESH: bool>(stack: &Stack, tag: *mut u8) -> bool {
     let core = core_of(stack);
     // SAFETY: per the contract the fiber is switched out and its core is
     // ours; the fiber only touches the core while we are inside switch_in.
@@ -270,10 +270,16 @@ pub(crate) unsafe fn switch<I: Isolation>(stack: &Stack, tag: *mut u8) -> bool {
         if I::ISOLATE {
             let errno_at = (*core).errno_at;
             let resumer_errno = *errno_at;
-            *errno_at = (*core).errno;
-            arch::switch_in(regs, true);
+            if FRESH {
+                arch::switch_in_fresh(regs, true);
+            } else {
+                *errno_at = (*core).errno;
+                arch::switch_in(regs, true);
+            }
             (*core).errno = *errno_at;
             *errno_at = resumer_errno;
+        } else if FRESH {
+            arch::switch_in_fresh(regs, false);
         } else {
             arch::switch_in(regs, false);
         }
@@ -491,24 +497,25 @@ where
     unsafe { prepare::<F, R, I>(&stack, f_at) };
     let _wipe = stack.scrubs().then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
     // SAFETY: the fiber was just prepared on this stack for this R and I.
-    // The end is handled in line here: a body that returns without
-    // suspending is the common case of a start.
     Ok(unsafe { step::<R, I, true>(stack) })
 }
 
 /// Runs the fiber on `stack` one segment and turns the result into a
-/// [`Resumed`]. `INLINE_END`: the body's end is handled in line (`start`)
-/// or out of line (`resume`, whose fast path is the round trip).
+/// [`Resumed`]. `START`: the first segment of a fiber [`prepare`] just laid
+/// (entered through the new-job switch, and its end handled in line: a
+/// body that returns without suspending is the common case of a start);
+/// otherwise a resume, whose end is out of line so that its fast path,
+/// the round trip, stays a handful of instructions at every call site.
 ///
 /// # Safety
-/// `stack` must hold a suspended or freshly prepared fiber of this `R` and
-/// `I`, owned by the caller, on this thread.
+/// `stack` must hold a fiber of this `R` and `I`, owned by the caller, on
+/// this thread: freshly prepared if `START`, suspended otherwise.
 #[inline(always)]
-unsafe fn step<R, I: Isolation, const INLINE_END: bool>(stack: Stack) -> Resumed<R, I> {
+unsafe fn step<R, I: Isolation, const START: bool>(stack: Stack) -> Resumed<R, I> {
     // SAFETY: per the contract.
-    if unsafe { switch::<I>(&stack, stack.top()) } {
+    if unsafe { switch::<I, START>(&stack, stack.top()) } {
         // SAFETY: the body ended.
-        return unsafe { if INLINE_END { returned_here(stack) } else { returned(stack) } };
+        return unsafe { if START { returned_here(stack) } else { returned(stack) } };
     }
     Resumed::Suspended(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData })
 }

@@ -10,8 +10,10 @@
 //! * [`switch_in`]: resumer side, run the job until it switches out;
 //! * [`switch_out`]: job side, return control to whoever resumed it;
 //! * [`exit`]: job side, the job is done: return control for good;
-//! * [`inherit_fp_env`]: give a job the caller's floating-point control state
-//!   at the start of every job (x86_64 only; FPCR and fcsr are thread state).
+//! * [`switch_in_fresh`]: [`switch_in`] for a job [`prepare`] just laid: the
+//!   new job inherits the caller's floating-point control state (x86_64 has a
+//!   lighter entry for it; elsewhere FPCR and fcsr are thread state and it is
+//!   `switch_in`).
 //!
 //! On targets without a backend, `none.rs` provides the same items with
 //! [`CAPABLE`] = `false`; nothing there is ever reached because the safe

@@ -15,10 +15,11 @@ pub(crate) unsafe fn prepare(_top: *mut u8, _regs: *mut Regs, _entry: Entry) {
     unreachable!("stackjob: no context-switch backend on this target")
 }
 
-#[inline(always)]
-pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
-
 pub(crate) unsafe fn switch_in(_regs: *mut Regs, _fp_env: bool) {
+    unreachable!("stackjob: no context-switch backend on this target")
+}
+
+pub(crate) unsafe fn switch_in_fresh(_regs: *mut Regs, _fp_env: bool) {
     unreachable!("stackjob: no context-switch backend on this target")
 }
 

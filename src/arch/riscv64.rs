@@ -116,13 +116,18 @@ pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     }
 }
 
-/// Nothing to copy: fcsr has thread storage duration under the psABI (a job
-/// runs with the fcsr of the thread that resumes it).
+/// [`switch_in`] for a job laid by [`prepare`] and never run. The same
+/// entry: fcsr has thread storage duration under the psABI (a job
+/// runs with the fcsr of the thread that resumes it), so a new job inherits it
+/// with nothing to skip.
 ///
 /// # Safety
-/// None needed; `unsafe` only to match the other backends.
+/// As for [`switch_in`].
 #[inline(always)]
-pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
+pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
+    // SAFETY: per the contract.
+    unsafe { switch_in(regs, fp_env) }
+}
 
 /// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
 /// ignored: the floating-point control register is thread state on this

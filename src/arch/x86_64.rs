@@ -22,8 +22,7 @@ const MXCSR_CONTROL: u32 = 0xffc0;
 
 // Record offsets, named once (the asm spells the same layout in its table;
 // `record_layout_matches_asm` below checks the two against each other).
-const REC_FCW: usize = 0;
-const REC_MXCSR: usize = 4;
+// (+0 the x87 control word and +4 MXCSR: written and read by the asm only.)
 const REC_RBX: usize = 8;
 const REC_RBP: usize = 16;
 const REC_PC: usize = 24;
@@ -41,6 +40,7 @@ backend_asm!(
 unsafe extern "sysv64" {
     // Called only from the inline asm in `switch_in`.
     fn stackjob_switch_in_fpenv(regs: *mut Regs);
+    fn stackjob_switch_in_fresh_fpenv(regs: *mut Regs);
     fn stackjob_switch_in_shared(regs: *mut Regs);
     // Not callable: jump targets with their own register convention.
     fn stackjob_switch_out_fpenv();
@@ -56,9 +56,9 @@ unsafe extern "sysv64" {
 }
 
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// the next [`switch_in`] jumps straight into `entry(regs)` on this stack
-/// (once per job: five stores; the control-word bytes are
-/// [`inherit_fp_env`]'s).
+/// that [`switch_in_fresh`] jumps straight into `entry(regs)` on this stack
+/// (once per job: five stores; the control-word bytes stay unwritten, the
+/// new job inherits the words in force).
 ///
 /// # Safety
 /// `top` must be 16-byte aligned, the `FRESH` bytes below it must be
@@ -82,30 +82,18 @@ pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     }
 }
 
-/// Copies the caller's MXCSR control bits and x87 control word into the
-/// job's saved record, so a job starts with the floating-point control
-/// state of the code that starts it (like a function call would), never
-/// with a previous job's.
-///
-/// # Safety
-/// `regs.sp` must point at the saved record of a switched-out job.
-#[inline(always)]
-pub(crate) unsafe fn inherit_fp_env(regs: *mut Regs) {
-    // SAFETY: the record's control-word fields are writable bytes at
-    // regs.sp + REC_FCW and regs.sp + REC_MXCSR.
-    unsafe {
-        let p = (*regs).sp;
-        // Stored raw, exactly as the asm stores them (the asm compares the
-        // status flags too before it looks at the control bits).
+/// The inline asm that calls one of the `stackjob_switch_in_*` entries
+/// (see the SAFETY comment in [`switch_in`]).
+macro_rules! call_switch_in {
+    ($regs:expr, $target:path) => {
         asm!(
-            "stmxcsr dword ptr [{p} + {mxcsr}]",
-            "fnstcw word ptr [{p} + {fcw}]",
-            p = in(reg) p,
-            mxcsr = const REC_MXCSR,
-            fcw = const REC_FCW,
-            options(nostack, preserves_flags),
-        );
-    }
+            "call {switch_in}",
+            switch_in = sym $target,
+            in("rdi") $regs,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            clobber_abi("sysv64"),
+        )
+    };
 }
 
 /// Runs the job whose state is in `regs` until it switches out. With
@@ -127,21 +115,30 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, fp_env: bool) {
     // through the extern declaration: in a PIE the latter goes through the
     // GOT (an indirect call) for no benefit.
     unsafe {
-        macro_rules! call {
-            ($target:path) => {
-                asm!(
-                    "call {switch_in}",
-                    switch_in = sym $target,
-                    in("rdi") regs,
-                    out("r12") _, out("r13") _, out("r14") _, out("r15") _,
-                    clobber_abi("sysv64"),
-                )
-            };
-        }
         if fp_env {
-            call!(stackjob_switch_in_fpenv);
+            call_switch_in!(regs, stackjob_switch_in_fpenv);
         } else {
-            call!(stackjob_switch_in_shared);
+            call_switch_in!(regs, stackjob_switch_in_shared);
+        }
+    }
+}
+
+/// [`switch_in`] for a job laid by [`prepare`] and never run: the new job
+/// starts with the caller's floating-point control state, which the entry
+/// leaves in force instead of loading the record's (the record has none).
+///
+/// # Safety
+/// As for [`switch_in`], and `regs.sp` must be the FRESH record of
+/// [`prepare`].
+#[inline(always)]
+pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
+    // SAFETY: as in `switch_in`; the fresh entry saves the same resumer
+    // record (control words included, for the job's first switch out).
+    unsafe {
+        if fp_env {
+            call_switch_in!(regs, stackjob_switch_in_fresh_fpenv);
+        } else {
+            call_switch_in!(regs, stackjob_switch_in_shared);
         }
     }
 }
@@ -232,11 +229,5 @@ mod tests {
         assert_eq!(word(RECORD), stackjob_trampoline_return as *const () as usize);
         // One byte into the anchor, so that "return address - 1" finds its FDE.
         assert_eq!(stackjob_trampoline_return as *const () as usize, stackjob_trampoline as *const () as usize + 1);
-        // SAFETY: regs.sp points at a record.
-        unsafe { inherit_fp_env(regs_ptr) };
-        // SAFETY: both fields lie inside the record.
-        let (fcw, mxcsr) = unsafe { (rec.add(REC_FCW).cast::<u16>().read(), rec.add(REC_MXCSR).cast::<u32>().read()) };
-        assert_ne!(mxcsr & MXCSR_CONTROL, 0, "MXCSR control bits (exception masks) are set by default");
-        assert_eq!(fcw & 0x3f, 0x3f, "x87 exceptions are masked by default");
     }
 }
