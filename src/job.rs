@@ -17,7 +17,7 @@
 use crate::Error;
 use crate::current;
 use crate::pool;
-use crate::raw::{self, Core, Isolated, Isolation, Shared, Suspender, Wipe};
+use crate::raw::{self, Core, Isolated, Isolation, Landing, Shared, Suspender, Wipe};
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
 use std::cell::Cell;
@@ -236,7 +236,8 @@ where
 {
     let slot = slot_of(&stack);
     let mut body = ManuallyDrop::new(move |_: &Suspender<I>| f());
-    // The job reads the closure through this pointer, and `Wipe` zeroes it.
+    // `prepare` moves the closure from here onto the job's stack, or (a
+    // large one) the job reads it through this pointer and `Wipe` zeroes it.
     let body_at = raw::inner_ptr(&mut body);
     // SAFETY: the pool lent us exclusive use of the stack and its slot; the
     // job is not running, so nothing else reads or writes the slot; `body`
@@ -251,11 +252,12 @@ where
         (*slot).id = 0;
         (*slot).blocked = 0;
     }
-    // The job moves its body out of our frame before anything else; the
-    // bytes stay here otherwise. A guard zeroes them, so that a panic out
-    // of the job (raised again by `drive`) or out of a wait-ctx cleanup does
-    // not skip it.
-    let _wipe = stack.scrubs().then(|| Wipe { at: body_at.cast(), len: size_of_val(&body) });
+    // A large body stays here until the job moves it out, as its first
+    // act; its bytes would stay here otherwise. A guard zeroes them, so that
+    // a panic out of the job (raised again by `drive`) or out of a wait-ctx
+    // cleanup does not skip it. (A small body was moved onto the job's
+    // stack by `prepare`: nothing of it is left here to wipe.)
+    let _wipe = raw::must_wipe(body_at, &stack).then(|| Wipe { at: body_at.cast(), len: size_of_val(&body) });
     drive::<R, I, true>(stack)
 }
 
@@ -321,8 +323,9 @@ fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Er
             ctx.begin_segment();
         }
         (*slot).state = State::Running;
-        if raw::switch::<I, START>(&stack, tag_of(&stack)) {
-            return if START { finished_here(stack) } else { finished(stack) };
+        let mut landing = Landing::new();
+        if raw::switch::<R, I, START>(&stack, tag_of(&stack), &mut landing) {
+            return if START { finished_here(stack, &mut landing) } else { finished(stack, &mut landing) };
         }
         (*slot).state = State::Paused;
         if !(*slot).parked {
@@ -337,11 +340,12 @@ fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Er
 /// resume fast path around the switch stays small.
 ///
 /// # Safety
-/// The job on `stack` has ended with result type `R`.
+/// The job on `stack` has ended with result type `R`, after the switch
+/// given `landing`.
 #[inline(never)]
-unsafe fn finished<R>(stack: Stack) -> Result<Step<R>, Error> {
+unsafe fn finished<R>(stack: Stack, landing: &mut Landing<R>) -> Result<Step<R>, Error> {
     // SAFETY: per the contract.
-    unsafe { finished_here(stack) }
+    unsafe { finished_here(stack, landing) }
 }
 
 /// [`finished`], in line.
@@ -349,11 +353,11 @@ unsafe fn finished<R>(stack: Stack) -> Result<Step<R>, Error> {
 /// # Safety
 /// As for [`finished`].
 #[inline(always)]
-unsafe fn finished_here<R>(stack: Stack) -> Result<Step<R>, Error> {
+unsafe fn finished_here<R>(stack: Stack, landing: &mut Landing<R>) -> Result<Step<R>, Error> {
     // SAFETY: per the contract; the slot is ours again.
     let outcome = unsafe {
         (*slot_of(&stack)).state = State::Finished;
-        raw::take_outcome::<R>(&stack)
+        raw::take_outcome::<R>(&stack, landing)
     };
     finish(stack);
     match outcome {

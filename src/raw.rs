@@ -60,7 +60,7 @@ use crate::pool;
 use crate::sanitizer::{self, ResumerStack};
 use crate::stack::{self, Stack};
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, addr_of_mut};
 use std::thread;
@@ -108,8 +108,12 @@ pub(crate) struct Core {
     /// Must stay first: the asm's entry hands `*mut Regs` to the entry
     /// function, which casts it back to the core.
     pub(crate) regs: Regs,
-    /// The body, until the fiber moves it onto its own frame.
+    /// A body too large for the room at the top of the stack, in its
+    /// starter's frame until the fiber moves it onto its own.
     arg: *mut (),
+    /// Where a body whose outcome is too large for the room writes it: the
+    /// latest resumer's [`Landing`] (set by every resume, for those only).
+    out: *mut (),
     /// The body has returned (or unwound): the stack holds no live frame.
     done: bool,
     /// The fiber is being cancelled: its next return from a suspension
@@ -131,17 +135,82 @@ pub(crate) fn core_of(stack: &Stack) -> *mut Core {
     stack.top().cast()
 }
 
-/// Where a body returning `R` leaves its outcome: the top of its own
-/// stack, just below the core, above every frame (the fiber's first frame
-/// starts below it, see [`prepare`]). Computed from the type, so no resume
-/// stores a pointer to it, and the bytes go when the stack is scrubbed.
+/// Bytes at the top of a fiber's stack, below the core, that hold the
+/// body's outcome (above every frame): `size` rounded up to `align`, at
+/// least 16 so the frames below stay 16-byte aligned.
+const fn reserve(size: usize, align: usize) -> usize {
+    let align = if align > 16 { align } else { 16 };
+    size.div_ceil(align) * align
+}
+
+/// The largest body (closure) and outcome that go into the room at the
+/// top of a fiber's stack ([`Room`]). A larger body stays in its starter's
+/// frame until the fiber has moved it (the fiber's first act), so that a
+/// big capture is never copied twice onto the new stack; a larger outcome
+/// is written into its resumer's frame ([`Landing`]), so that a big result
+/// never has to fit in a small stack.
+const INLINE_MAX: usize = 512;
+
+/// Whether a body `F` goes into the room at the top of the stack.
+const fn body_inline<F>() -> bool {
+    size_of::<F>() <= INLINE_MAX
+}
+
+/// Whether the outcome of a body returning `R` goes into the room at the
+/// top of the stack (or else into the resumer's [`Landing`]).
+const fn outcome_inline<R>() -> bool {
+    size_of::<thread::Result<R>>() <= INLINE_MAX
+}
+
+/// The resumer's room for the outcome of a body whose result is too large
+/// for the stack's own room (see [`INLINE_MAX`]): unused, and free, for
+/// every other result type. One per resume, in the resumer's frame.
+pub(crate) struct Landing<R>(MaybeUninit<thread::Result<R>>);
+
+impl<R> Landing<R> {
+    #[inline(always)]
+    pub(crate) fn new() -> Landing<R> {
+        Landing(MaybeUninit::uninit())
+    }
+}
+
+/// The room at the top of every fiber's stack, below the core and above
+/// its first frame, fixed by the types: the outcome of a body returning
+/// `R`, then (if [`body_inline`]) the body `F` itself. Stack tops are
+/// page-aligned, so every offset here is a constant and no resume stores
+/// or loads a pointer to either.
+struct Room<F, R>(PhantomData<(F, R)>);
+
+impl<F, R> Room<F, R> {
+    const OUTCOME: usize = if outcome_inline::<R>() {
+        assert!(
+            align_of::<thread::Result<R>>() <= 4096,
+            "stackjob: result types aligned beyond a page are not supported"
+        );
+        reserve(size_of::<thread::Result<R>>(), align_of::<thread::Result<R>>())
+    } else {
+        0
+    };
+    const BODY: usize = if body_inline::<F>() {
+        assert!(align_of::<F>() <= 4096, "stackjob: closures aligned beyond a page are not supported");
+        Self::OUTCOME + reserve(size_of::<F>(), align_of::<F>())
+    } else {
+        Self::OUTCOME
+    };
+}
+
+/// Where the body leaves its outcome: see [`Room`]. The bytes go when the
+/// stack is scrubbed.
 #[inline(always)]
 fn outcome_at<R>(core: *mut Core) -> *mut thread::Result<R> {
-    let size = size_of::<thread::Result<R>>();
-    let align = align_of::<thread::Result<R>>().max(16);
-    // Stack tops are page-aligned and stacks are at least MIN_STACK_SIZE,
-    // so this stays inside the stack for any outcome that fits at all.
-    core.cast::<u8>().wrapping_sub(size).map_addr(|a| a & !(align - 1)).cast()
+    core.cast::<u8>().wrapping_sub(Room::<(), R>::OUTCOME).cast()
+}
+
+/// Where an inline body waits for its first run, which is also where the
+/// fiber's first frame starts (16-byte aligned): see [`Room`].
+#[inline(always)]
+fn body_at<F, R>(core: *mut Core) -> *mut u8 {
+    core.cast::<u8>().wrapping_sub(Room::<F, R>::BODY)
 }
 
 /// The private payload used to unwind a cancelled fiber or job.
@@ -153,14 +222,16 @@ pub(crate) struct ForcedUnwind;
 const MAX_CANCEL_RESUMES: usize = 8;
 
 /// Lays a new body `F` (returning `R`) on `stack`, entered at the next
-/// [`resume`] with the isolation `I`; `f_at` points at the closure, which
-/// the body moves onto its own frame as its first act. The new fiber
+/// [`resume`] with the isolation `I`. `f_at` points at the closure: a small
+/// one is moved here into the room at the top of the stack (see [`Room`]);
+/// a large one the fiber moves onto its own frame as its first act (its
+/// starter then wipes the bytes it leaves, see [`must_wipe`]). The new fiber
 /// inherits the starter's `errno` and FP control state.
 ///
 /// # Safety
 /// `stack` must be exclusively ours with no live frame on it; `f_at` must
-/// point at a live `F` that nobody uses again and that stays put until the
-/// first [`resume`] returns.
+/// point at a live `F` that nobody uses or drops again and that stays put
+/// until the first [`resume`] returns.
 #[inline(always)]
 pub(crate) unsafe fn prepare<F, R, I>(stack: &Stack, f_at: *mut F)
 where
@@ -169,22 +240,34 @@ where
 {
     let core = core_of(stack);
     // SAFETY: per the contract the core is ours; a stack's core is
-    // initialised the first time a fiber uses it (its `errno_at` then
-    // never changes: a stack serves one thread).
+    // initialised the first time an isolated fiber uses it (its `errno_at`
+    // then never changes: a stack serves one thread); a shared fiber reads
+    // nothing that `init_core` writes but the sanitizer's record.
     unsafe {
-        if (*core).errno_at.is_null() {
+        if (I::ISOLATE || sanitizer::ENABLED) && (*core).errno_at.is_null() {
             init_core(core);
         }
-        // The first frame starts below the outcome (16-byte aligned).
-        let first = outcome_at::<R>(core).cast::<u8>();
+        let first = body_at::<F, R>(core);
+        if body_inline::<F>() {
+            first.cast::<F>().write(ptr::read(f_at));
+        } else {
+            (*core).arg = f_at.cast();
+        }
         arch::prepare(first, addr_of_mut!((*core).regs), entry::<F, R, I>);
-        (*core).arg = f_at.cast();
         (*core).done = false;
         (*core).cancel = false;
         // Nothing of errno or the FP control state is stored: the first
         // switch (`switch::<I, true>`) leaves the starter's in force, so
         // the new fiber inherits them as a called function would.
     }
+}
+
+/// Whether the starter of a body `F` on `stack` must zero the closure's
+/// bytes in its own frame once the first segment is over (a scrubbing pool
+/// and a body too large to be moved into the stack's room by [`prepare`]).
+#[inline(always)]
+pub(crate) fn must_wipe<F>(_f_at: *mut F, stack: &Stack) -> bool {
+    !body_inline::<F>() && stack.scrubs()
 }
 
 #[cold]
@@ -194,6 +277,7 @@ unsafe fn init_core(core: *mut Core) {
         core.write(Core {
             regs: Regs::new(),
             arg: ptr::null_mut(),
+            out: ptr::null_mut(),
             done: true,
             cancel: false,
             errno_at: crate::errno::location(),
@@ -221,14 +305,18 @@ where
     // until we switch out. The starter never touches the closure again.
     unsafe {
         sanitizer::job_begins(addr_of_mut!((*core).resumer));
-        let suspender = Suspender { core, _marker: PhantomData };
         // The body is moved onto this stack inside the closure that
         // `catch_unwind` calls, not before: a closure capturing it by value
         // would be one more copy of it on the stack in unoptimised builds
-        // (a job capturing 16 KiB overflowed 256 KiB that way).
-        let arg = (*core).arg.cast::<F>();
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| ptr::read(arg)(&suspender)));
-        outcome_at::<R>(core).write(outcome);
+        // (a job capturing 16 KiB overflowed 256 KiB that way). The closure
+        // captures two pointers by value, so that its call is one indirection.
+        let arg = if body_inline::<F>() { body_at::<F, R>(core).cast::<F>() } else { (*core).arg.cast::<F>() };
+        let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
+            let suspender = Suspender { core, _marker: PhantomData };
+            ptr::read(arg)(&suspender)
+        }));
+        let at = if outcome_inline::<R>() { outcome_at::<R>(core) } else { (*core).out.cast() };
+        at.write(outcome);
         (*core).done = true;
         sanitizer::job_ends(addr_of_mut!((*core).resumer));
         arch::exit(regs, I::ISOLATE)
@@ -245,12 +333,14 @@ where
 /// and `I`, owned by the caller, on this thread.
 #[inline(always)]
 pub(crate) unsafe fn resume<R, I: Isolation>(stack: &Stack, tag: *mut u8) -> Option<thread::Result<R>> {
+    let mut landing = Landing::new();
     // SAFETY: per the contract.
-    unsafe { switch::<I, false>(stack, tag).then(|| take_outcome::<R>(stack)) }
+    unsafe { switch::<R, I, false>(stack, tag, &mut landing).then(|| take_outcome::<R>(stack, &mut landing)) }
 }
 
 /// [`resume`]'s switch: runs the fiber until it suspends (`false`) or its
-/// body ends (`true`, with the outcome left for [`take_outcome`]).
+/// body ends (`true`, with the outcome left for [`take_outcome`], in the
+/// stack's room or, for a large one, in `landing`).
 /// `FRESH`: the first switch into a fiber [`prepare`] just laid, which
 /// inherits the resumer's `errno` and FP control state by leaving them in
 /// force (the new-job entry of the backend).
@@ -258,11 +348,18 @@ pub(crate) unsafe fn resume<R, I: Isolation>(stack: &Stack, tag: *mut u8) -> Opt
 /// # Safety
 /// As for [`resume`]; `FRESH` exactly when the fiber never ran.
 #[inline(always)]
-pub(crate) unsafe fn switch<I: Isolation, const FRESH: bool>(stack: &Stack, tag: *mut u8) -> bool {
+pub(crate) unsafe fn switch<R, I: Isolation, const FRESH: bool>(
+    stack: &Stack,
+    tag: *mut u8,
+    landing: &mut Landing<R>,
+) -> bool {
     let core = core_of(stack);
     // SAFETY: per the contract the fiber is switched out and its core is
     // ours; the fiber only touches the core while we are inside switch_in.
     unsafe {
+        if !outcome_inline::<R>() {
+            (*core).out = landing.0.as_mut_ptr().cast();
+        }
         let hot = current::hot();
         let prev = hot.current.replace(tag);
         let departure = sanitizer::switching_to_job(|| stack.usable());
@@ -290,17 +387,27 @@ pub(crate) unsafe fn switch<I: Isolation, const FRESH: bool>(stack: &Stack, tag:
 }
 
 /// The outcome a finished fiber left at the top of its stack (whose bytes
-/// the pool scrubs with the rest of the stack when the stack is released).
+/// the pool scrubs with the rest of the stack when the stack is released)
+/// or, a large one, in `landing` (zeroed here where the pool scrubs).
 ///
 /// # Safety
-/// The fiber on `stack` has finished (a [`switch`] returned `true`) with
-/// result type `R`, and its outcome was not taken yet.
+/// The fiber on `stack` has finished (the [`switch`] given `landing`
+/// returned `true`) with result type `R`, and its outcome was not taken.
 #[inline(always)]
-pub(crate) unsafe fn take_outcome<R>(stack: &Stack) -> thread::Result<R> {
+pub(crate) unsafe fn take_outcome<R>(stack: &Stack, landing: &mut Landing<R>) -> thread::Result<R> {
     sanitizer::job_finished(|| stack.usable());
-    // SAFETY: per the contract the body wrote it there and nothing runs on
-    // the stack since.
-    unsafe { outcome_at::<R>(core_of(stack)).read() }
+    if outcome_inline::<R>() {
+        // SAFETY: per the contract the body wrote it there and nothing runs
+        // on the stack since.
+        return unsafe { outcome_at::<R>(core_of(stack)).read() };
+    }
+    // SAFETY: per the contract the body wrote it into `landing`.
+    let outcome = unsafe { landing.0.assume_init_read() };
+    if stack.scrubs() {
+        // SAFETY: the bytes are ours and dead (moved out above).
+        unsafe { stack::zero_volatile(landing.0.as_mut_ptr().cast(), size_of::<thread::Result<R>>()) };
+    }
+    outcome
 }
 
 /// Switches out of the running fiber whose core is `core`, back to its
@@ -495,7 +602,7 @@ where
     // SAFETY: the pool lent us the stack exclusively; `f` stays put in
     // this frame until the first resume returns, and is never used again.
     unsafe { prepare::<F, R, I>(&stack, f_at) };
-    let _wipe = stack.scrubs().then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
+    let _wipe = must_wipe(f_at, &stack).then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
     // SAFETY: the fiber was just prepared on this stack for this R and I.
     Ok(unsafe { step::<R, I, true>(stack) })
 }
@@ -512,10 +619,11 @@ where
 /// this thread: freshly prepared if `START`, suspended otherwise.
 #[inline(always)]
 unsafe fn step<R, I: Isolation, const START: bool>(stack: Stack) -> Resumed<R, I> {
+    let mut landing = Landing::new();
     // SAFETY: per the contract.
-    if unsafe { switch::<I, START>(&stack, stack.top()) } {
+    if unsafe { switch::<R, I, START>(&stack, stack.top(), &mut landing) } {
         // SAFETY: the body ended.
-        return unsafe { if START { returned_here(stack) } else { returned(stack) } };
+        return unsafe { if START { returned_here(stack, &mut landing) } else { returned(stack, &mut landing) } };
     }
     Resumed::Suspended(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData })
 }
@@ -525,11 +633,12 @@ unsafe fn step<R, I: Isolation, const START: bool>(stack: Stack) -> Resumed<R, I
 /// fast path of every resume site stays a handful of instructions.
 ///
 /// # Safety
-/// The fiber on `stack` has ended with result type `R`.
+/// The fiber on `stack` has ended with result type `R`, after the switch
+/// given `landing`.
 #[inline(never)]
-unsafe fn returned<R, I: Isolation>(stack: Stack) -> Resumed<R, I> {
+unsafe fn returned<R, I: Isolation>(stack: Stack, landing: &mut Landing<R>) -> Resumed<R, I> {
     // SAFETY: per the contract.
-    unsafe { returned_here(stack) }
+    unsafe { returned_here(stack, landing) }
 }
 
 /// [`returned`], in line.
@@ -537,9 +646,9 @@ unsafe fn returned<R, I: Isolation>(stack: Stack) -> Resumed<R, I> {
 /// # Safety
 /// As for [`returned`].
 #[inline(always)]
-unsafe fn returned_here<R, I: Isolation>(stack: Stack) -> Resumed<R, I> {
+unsafe fn returned_here<R, I: Isolation>(stack: Stack, landing: &mut Landing<R>) -> Resumed<R, I> {
     // SAFETY: per the contract.
-    let outcome = unsafe { take_outcome::<R>(&stack) };
+    let outcome = unsafe { take_outcome::<R>(&stack, landing) };
     release(stack);
     match outcome {
         Ok(value) => Resumed::Returned(value),

@@ -241,6 +241,10 @@ pub(crate) fn job_finished(bounds: impl FnOnce() -> (*mut u8, usize)) {
     let _ = bounds;
 }
 
+/// Whether the AddressSanitizer annotations are compiled in (the `asan`
+/// feature).
+pub(crate) const ENABLED: bool = cfg!(feature = "asan");
+
 /// The stack a running job switches back to (its latest resumer's), as ASan
 /// reported it when the job was last switched in. Kept in the job's slot.
 /// Zero-sized without the `asan` feature.

@@ -336,3 +336,38 @@ fn job_with_a_64_kib_stack_can_use_48_kib_of_locals() {
     assert_eq!(finished(job.resume().unwrap()), sum);
     stackjob::cleanup_thread();
 }
+
+/// Closures and results on both sides of the size up to which the core
+/// keeps them at the top of the job's stack (512 bytes) arrive intact,
+/// across a pause.
+fn job_round_trip_of_size<const N: usize>(seed: u8) {
+    let mut data = [0u8; N];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(17).wrapping_add(seed);
+    }
+    let expect = data;
+    let job = paused(
+        start(None, move || {
+            let mut out = black_box(data);
+            pause();
+            out.reverse();
+            out
+        })
+        .unwrap(),
+    );
+    let mut got = finished(job.resume().unwrap());
+    got.reverse();
+    assert!(got == expect, "a {N}-byte closure or result arrived corrupted");
+    let v = finished(start(None, move || [seed; N]).unwrap());
+    assert!(v.iter().all(|&b| b == seed), "a {N}-byte result of a job that never paused");
+}
+
+#[test]
+fn closures_and_results_of_every_size_arrive_intact() {
+    require_backend!();
+    job_round_trip_of_size::<1>(1);
+    job_round_trip_of_size::<496>(2);
+    job_round_trip_of_size::<512>(3);
+    job_round_trip_of_size::<513>(4);
+    job_round_trip_of_size::<8192>(5);
+}

@@ -16,7 +16,7 @@
 //! iterations, which cancels start-up and one-off costs exactly.
 
 use stackjob::raw::{self, Isolated, Isolation, Resumed, Shared, Suspender};
-use stackjob::{Job, Step, pause, start};
+use stackjob::{Step, pause, start};
 use std::hint::black_box;
 
 #[inline(never)]
