@@ -309,10 +309,8 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
 
 /// Drives a job one segment and turns the result into a [`Step`].
 ///
-/// `START`: the job's first segment (`start`: entered through the new-job
-/// switch, and its end handled in line, since jobs that never pause are
-/// the common case), or a resume (its end out of line: the fast path is
-/// the round trip).
+/// `START`: the job's first segment (`start`, entered through the new-job
+/// switch), or a resume.
 #[inline(always)]
 fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Error> {
     let slot = slot_of(&stack);
@@ -325,7 +323,7 @@ fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Er
         (*slot).state = State::Running;
         let mut landing = Landing::new();
         if raw::switch::<R, I, START>(&stack, tag_of(&stack), &mut landing) {
-            return if START { finished_here(stack, &mut landing) } else { finished(stack, &mut landing) };
+            return finished_here(stack, &mut landing);
         }
         (*slot).state = State::Paused;
         if !(*slot).parked {
@@ -336,22 +334,14 @@ fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Er
 }
 
 /// The job on `stack` has ended: its stack goes back to the pool, and its
-/// value is returned or its panic raised again. Out of line, so that the
-/// resume fast path around the switch stays small.
+/// value is returned or its panic raised again (out of line). In line at
+/// every resume site: a job's end is as common as a round trip (one per
+/// job), and out of line it cost a call, five saved registers and the
+/// result through memory.
 ///
 /// # Safety
 /// The job on `stack` has ended with result type `R`, after the switch
 /// given `landing`.
-#[inline(never)]
-unsafe fn finished<R>(stack: Stack, landing: &mut Landing<R>) -> Result<Step<R>, Error> {
-    // SAFETY: per the contract.
-    unsafe { finished_here(stack, landing) }
-}
-
-/// [`finished`], in line.
-///
-/// # Safety
-/// As for [`finished`].
 #[inline(always)]
 unsafe fn finished_here<R>(stack: Stack, landing: &mut Landing<R>) -> Result<Step<R>, Error> {
     // SAFETY: per the contract; the slot is ours again.

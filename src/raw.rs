@@ -609,10 +609,7 @@ where
 
 /// Runs the fiber on `stack` one segment and turns the result into a
 /// [`Resumed`]. `START`: the first segment of a fiber [`prepare`] just laid
-/// (entered through the new-job switch, and its end handled in line: a
-/// body that returns without suspending is the common case of a start);
-/// otherwise a resume, whose end is out of line so that its fast path,
-/// the round trip, stays a handful of instructions at every call site.
+/// (entered through the new-job switch); otherwise a resume.
 ///
 /// # Safety
 /// `stack` must hold a fiber of this `R` and `I`, owned by the caller, on
@@ -623,30 +620,22 @@ unsafe fn step<R, I: Isolation, const START: bool>(stack: Stack) -> Resumed<R, I
     // SAFETY: per the contract.
     if unsafe { switch::<R, I, START>(&stack, stack.top(), &mut landing) } {
         // SAFETY: the body ended.
-        return unsafe { if START { returned_here(stack, &mut landing) } else { returned(stack, &mut landing) } };
+        return unsafe { returned(stack, &mut landing) };
     }
     Resumed::Suspended(Fiber { stack: ManuallyDrop::new(stack), _marker: PhantomData })
 }
 
 /// The body on `stack` has ended: its stack goes back to the pool and its
-/// value is returned, or its panic raised again. Out of line, so that the
-/// fast path of every resume site stays a handful of instructions.
+/// value is returned, or its panic raised again (out of line). In line at
+/// every resume site: a fiber's end is as common as a round trip (one per
+/// fiber), and out of line it costs a call, saved registers and the result
+/// through memory.
 ///
 /// # Safety
 /// The fiber on `stack` has ended with result type `R`, after the switch
 /// given `landing`.
-#[inline(never)]
-unsafe fn returned<R, I: Isolation>(stack: Stack, landing: &mut Landing<R>) -> Resumed<R, I> {
-    // SAFETY: per the contract.
-    unsafe { returned_here(stack, landing) }
-}
-
-/// [`returned`], in line.
-///
-/// # Safety
-/// As for [`returned`].
 #[inline(always)]
-unsafe fn returned_here<R, I: Isolation>(stack: Stack, landing: &mut Landing<R>) -> Resumed<R, I> {
+unsafe fn returned<R, I: Isolation>(stack: Stack, landing: &mut Landing<R>) -> Resumed<R, I> {
     // SAFETY: per the contract.
     let outcome = unsafe { take_outcome::<R>(&stack, landing) };
     release(stack);
