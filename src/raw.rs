@@ -71,7 +71,7 @@ mod sealed {
 
 /// Whether a fiber's switches keep `errno` and the floating-point control
 /// state per side: [`Isolated`] or [`Shared`]. Sealed.
-pub trait Isolation: sealed::Sealed + 'static {
+pub trait Isolation: sealed::Sealed + std::fmt::Debug + 'static {
     /// `true` for [`Isolated`].
     const ISOLATE: bool;
 }

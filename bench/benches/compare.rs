@@ -11,6 +11,10 @@
 //! table of this run's medians and their ratios (read back from criterion's
 //! `estimates.json` files).
 //!
+//! The `raw` and `raw_shared` rows run the typed core (`stackjob::raw`):
+//! `Suspender::suspend` / `Fiber::resume`, isolated (errno and the FP
+//! control state per side) and shared.
+//!
 //! * `roundtrip` — one pause + resume round trip of a job that loops
 //!   pausing. stackjob: `pause()` inside, `Job::resume` outside; corosensei:
 //!   `yielder.suspend(())` / `resume(())` on a reused `DefaultStack`;
@@ -52,6 +56,7 @@ mod peers {
     use corosensei::stack::DefaultStack;
     use corosensei::{Coroutine, CoroutineResult, Yielder};
     use criterion::{BenchmarkId, Criterion};
+    use stackjob::raw::{self, Isolated, Isolation, Resumed, Shared, Suspender};
     use stackjob::{PoolConfig, Step, WaitCtx, pause, start};
     use std::hint::black_box;
     use std::path::PathBuf;
@@ -113,8 +118,74 @@ mod peers {
         [("stackjob", cfg.clone()), ("stackjob_shared", cfg.isolate_thread_state(false))]
     }
 
+    /// A suspended fiber of the typed core that loops suspending until
+    /// [`STOP`].
+    fn looping_fiber<I: Isolation>() -> raw::Fiber<(), I> {
+        STOP.store(false, Ordering::Relaxed);
+        match raw::start(|s: &Suspender<I>| {
+            while !stop_requested() {
+                s.suspend();
+            }
+        }) {
+            Ok(Resumed::Suspended(fiber)) => fiber,
+            other => panic!("the looping fiber did not suspend: {other:?}"),
+        }
+    }
+
+    /// The typed core's rows of `roundtrip`.
+    fn raw_roundtrip<I: Isolation>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str) {
+        stackjob::init_thread(0, 1).expect("init_thread");
+        g.bench_function(name, |b| {
+            let mut fiber = Some(looping_fiber::<I>());
+            b.iter(|| {
+                let Some(suspended) = fiber.take() else { unreachable!() };
+                match suspended.resume() {
+                    Resumed::Suspended(again) => fiber = Some(again),
+                    Resumed::Returned(()) => unreachable!("the looping fiber suspended"),
+                }
+            });
+            STOP.store(true, Ordering::Relaxed);
+            let Some(suspended) = fiber.take() else { unreachable!() };
+            assert!(matches!(suspended.resume(), Resumed::Returned(())));
+        });
+        stackjob::cleanup_thread();
+    }
+
+    /// The typed core's rows of `start_finish` (`PAUSE` false) and
+    /// `start_pause_resume_finish` (`PAUSE` true).
+    fn raw_lifecycle<I: Isolation, const PAUSE: bool>(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+    ) {
+        stackjob::init_thread(0, 1).expect("init_thread");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let x = black_box(8u64);
+                let step = raw::start(move |s: &Suspender<I>| {
+                    if PAUSE {
+                        s.suspend();
+                    }
+                    black_box(x)
+                });
+                match step {
+                    Ok(Resumed::Returned(v)) if !PAUSE => v,
+                    Ok(Resumed::Suspended(fiber)) if PAUSE => match fiber.resume() {
+                        Resumed::Returned(v) => v,
+                        Resumed::Suspended(_) => unreachable!("the fiber returned"),
+                    },
+                    _ => unreachable!("the fiber {}", if PAUSE { "suspended" } else { "returned at once" }),
+                }
+            })
+        });
+        stackjob::cleanup_thread();
+    }
+
     fn roundtrip(c: &mut Criterion) {
         let mut g = c.benchmark_group("roundtrip");
+        if stackjob::is_capable() {
+            raw_roundtrip::<Isolated>(&mut g, "raw");
+            raw_roundtrip::<Shared>(&mut g, "raw_shared");
+        }
         if stackjob::is_capable() {
             for (name, cfg) in pools() {
                 stackjob::init_thread_with(&cfg).expect("init_thread");
@@ -160,6 +231,8 @@ mod peers {
     fn start_finish(c: &mut Criterion) {
         let mut g = c.benchmark_group("start_finish");
         if stackjob::is_capable() {
+            raw_lifecycle::<Isolated, false>(&mut g, "raw");
+            raw_lifecycle::<Shared, false>(&mut g, "raw_shared");
             for (name, cfg) in pools() {
                 stackjob::init_thread_with(&cfg).expect("init_thread");
                 g.bench_function(name, |b| {
@@ -207,6 +280,8 @@ mod peers {
     fn start_pause_resume_finish(c: &mut Criterion) {
         let mut g = c.benchmark_group("start_pause_resume_finish");
         if stackjob::is_capable() {
+            raw_lifecycle::<Isolated, true>(&mut g, "raw");
+            raw_lifecycle::<Shared, true>(&mut g, "raw_shared");
             let [default, shared] = pools();
             let rows = [
                 (default.0, default.1.clone(), None),
@@ -595,7 +670,43 @@ mod peers {
             openssl: Option<&'static str>,
         }
 
-        const LINES: [Line; 10] = [
+        const LINES: [Line; 16] = [
+            Line {
+                label: "roundtrip, raw",
+                stackjob: "roundtrip/raw",
+                corosensei: Some("roundtrip/corosensei"),
+                openssl: Some("roundtrip/openssl"),
+            },
+            Line {
+                label: "roundtrip, raw shared",
+                stackjob: "roundtrip/raw_shared",
+                corosensei: Some("roundtrip/corosensei"),
+                openssl: Some("roundtrip/openssl"),
+            },
+            Line {
+                label: "start_finish, raw",
+                stackjob: "start_finish/raw",
+                corosensei: Some("start_finish/corosensei"),
+                openssl: Some("start_finish/openssl"),
+            },
+            Line {
+                label: "start_finish, raw shared",
+                stackjob: "start_finish/raw_shared",
+                corosensei: Some("start_finish/corosensei"),
+                openssl: Some("start_finish/openssl"),
+            },
+            Line {
+                label: "start_pause_resume_fin, raw",
+                stackjob: "start_pause_resume_finish/raw",
+                corosensei: Some("start_pause_resume_finish/corosensei"),
+                openssl: Some("start_pause_resume_finish/openssl"),
+            },
+            Line {
+                label: "start_pause_resume_fin, raw sh.",
+                stackjob: "start_pause_resume_finish/raw_shared",
+                corosensei: Some("start_pause_resume_finish/corosensei"),
+                openssl: Some("start_pause_resume_finish/openssl"),
+            },
             Line {
                 label: "roundtrip",
                 stackjob: "roundtrip/stackjob",
