@@ -161,12 +161,17 @@
 
 // The control-word steps of the *_fpenv variants, written once.
 //
-// STACKJOB_FPENV_SAVE off: store this side's MXCSR and x87 CW into the
-// record at rsp + off (+4 and +0) and read them back at the widths they
-// were stored: eax = MXCSR, cx = x87 CW.
-.macro STACKJOB_FPENV_SAVE off
+// STACKJOB_FPENV_STORE off: store this side's MXCSR and x87 CW into the
+// record at rsp + off (+4 and +0).
+.macro STACKJOB_FPENV_STORE off
     stmxcsr dword ptr [rsp + \off + 4]
     fnstcw  word ptr [rsp + \off]
+.endm
+
+// STACKJOB_FPENV_SAVE off: STACKJOB_FPENV_STORE, then read the words back
+// at the widths they were stored, for the compare: eax = MXCSR, cx = x87 CW.
+.macro STACKJOB_FPENV_SAVE off
+    STACKJOB_FPENV_STORE \off
     mov     eax, dword ptr [rsp + \off + 4]
     movzx   ecx, word ptr [rsp + \off]
 .endm
@@ -227,8 +232,10 @@
     .cfi_rel_offset rbx, 0
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
-.if \fpenv
+.if \check
     STACKJOB_FPENV_SAVE 0                   // eax, cx = the resumer's words
+.elseif \fpenv
+    STACKJOB_FPENV_STORE 0                  // kept for the job's switch out
 .endif
     // The resumer's record is complete: publish it.
     mov     qword ptr [rdi + {PARENT_SP}], rsp

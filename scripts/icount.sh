@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per operation on the hot paths, counted by callgrind:
 # (Ir(2N) - Ir(N)) / N, so start-up and one-off costs cancel exactly.
-# The workload (bench/benches/icount.rs) has the shape of a user's event
-# loop: one result type resumed from two call sites, bodies out of line.
+# The workload (bench/benches/icount.rs) is neutral: the round-trip loop and
+# the start -> pause -> resume -> finish loop resume the same result type
+# (two call sites), and the bodies are functions of their own.
 # Paths: rt (pause + resume round trip), life0 (pooled start -> finish),
 # life1 (start -> pause -> resume -> finish), through start/pause (the
 # OpenSSL-style API) and through the typed core (raw-*). "default" is a
@@ -23,18 +24,18 @@ n=${1:-100000}
 
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
-             rt        default  137     80
-             life0     default  167     110
-             life1     default  350     200
-             rt        shared   110     55
-             life0     shared   134     95
-             life1     shared   290     155
-             raw-rt    default  97      60
-             raw-life0 default  153     75
-             raw-life1 default  262     145
-             raw-rt    shared   70      30
-             raw-life0 shared   120     55
-             raw-life1 shared   200     100
+             rt        default  95      80
+             life0     default  134     110
+             life1     default  254     200
+             rt        shared   69      55
+             life0     shared   111     95
+             life1     shared   203     155
+             raw-rt    default  77      60
+             raw-life0 default  116     75
+             raw-life1 default  190     145
+             raw-rt    shared   48      30
+             raw-life0 shared   92      55
+             raw-life1 shared   141     100
 TABLE
 )
 
