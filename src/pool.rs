@@ -152,8 +152,10 @@ impl PoolConfig {
     /// and riscv64 the floating-point control register is thread state by
     /// ABI and is never switched; only `errno` is.
     ///
-    /// `false` makes every switch cheaper (on x86_64 about 25 instructions
-    /// per pause + resume round trip, see the README's performance table):
+    /// `false` makes every switch cheaper (on x86_64 about 28 instructions
+    /// per pause + resume round trip, and most of its time: reading MXCSR
+    /// takes a slow `stmxcsr` per switch; see the README's performance
+    /// section):
     /// job and resumer then share these values like code that calls a
     /// function which changes them. Choose it when neither side changes the
     /// floating-point control state (`fesetround`, `_MM_SET_ROUNDING_MODE`,
