@@ -24,14 +24,14 @@ n=${1:-100000}
 
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
-             rt        default  95      80
-             life0     default  134     110
-             life1     default  254     200
-             rt        shared   69      55
-             life0     shared   111     95
-             life1     shared   203     155
-             raw-rt    default  77      60
-             raw-life0 default  116     75
+             rt        default  96      80
+             life0     default  127     110
+             life1     default  249     200
+             rt        shared   66      55
+             life0     shared   106     95
+             life1     shared   198     155
+             raw-rt    default  75      60
+             raw-life0 default  113     75
              raw-life1 default  190     145
              raw-rt    shared   48      30
              raw-life0 shared   92      55

@@ -43,6 +43,17 @@ enum Dead {
     Quarantined,
 }
 
+/// See [`Slot::mode`]. `Uninit` is 0: a stack no job used yet has a zeroed
+/// slot (fresh anonymous memory).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Mode {
+    #[expect(dead_code, reason = "never written: read from the zeroed slot of a stack no job used yet")]
+    Uninit = 0,
+    Shared = 1,
+    Isolated = 2,
+}
+
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 #[repr(u8)]
 enum State {
@@ -62,13 +73,13 @@ struct Slot {
     /// Nested `block_pause` count; belongs to this job only.
     blocked: u32,
     state: State,
-    /// The job fields have been initialised (the core's are the core's).
-    ready: bool,
+    /// Whether the job fields are initialised and, if so, whether switches
+    /// keep `errno` and the FP control state per side (the pool's
+    /// `isolate_thread_state`, fixed for the stack's life): one byte, so
+    /// that a start tests both at once.
+    mode: Mode,
     /// Listed in this thread's parked-job list (see `Parked`).
     parked: bool,
-    /// Whether switches keep `errno` and the FP control state per side
-    /// (the pool's `isolate_thread_state`, fixed for the stack's life).
-    isolate: bool,
     /// Set when `cleanup_thread` (or thread exit) ended the job while its
     /// handle was still alive: the handle must not resume it.
     dead: Dead,
@@ -219,11 +230,12 @@ impl Slot {
     /// The slot must be `stack`'s, exclusively ours.
     #[inline(always)]
     unsafe fn isolate_or_init(&mut self, stack: &Stack) -> bool {
-        if !self.ready {
+        match self.mode {
+            Mode::Isolated => true,
+            Mode::Shared => false,
             // SAFETY: per the contract.
-            unsafe { init_slot(self, stack) };
+            Mode::Uninit => unsafe { init_slot(self, stack) },
         }
-        self.isolate
     }
 }
 
@@ -243,8 +255,10 @@ where
     // job is not running, so nothing else reads or writes the slot; `body`
     // stays in this frame until the first segment ends.
     unsafe {
-        raw::prepare::<_, R, I>(&stack, body_at);
+        raw::prepare::<_, R, I, true>(&stack, body_at);
+        // The first segment begins here (`drive` begins the later ones).
         if let Some(ctx) = ctx {
+            ctx.begin_segment();
             (*slot).ctx = Some(ctx.clone());
         }
         // The id is issued on demand (`id_of`); `cancel_fn` is set when the
@@ -279,32 +293,35 @@ unsafe fn id_of(slot: *mut Slot) -> u64 {
     }
 }
 
-/// Initialises the job fields of a stack no job used before (the core
-/// initialises its own part), and registers the thread-exit cancellation
-/// of the parked jobs, once per thread, here on the cold path.
+/// Initialises the job fields of a stack no job used before, and its core
+/// (so that `raw::prepare` needs no check of its own for a job), and
+/// registers the thread-exit cancellation of the parked jobs, once per
+/// thread, here on the cold path. Returns whether the stack isolates.
 ///
 /// # Safety
 /// `slot` must be the slot of `stack`, exclusively ours, its job fields
-/// never initialised.
+/// never initialised, no fiber alive on the stack.
 #[cold]
-unsafe fn init_slot(slot: *mut Slot, stack: &Stack) {
+unsafe fn init_slot(slot: *mut Slot, stack: &Stack) -> bool {
     let _ = EXIT_GUARD.try_with(|_| ());
+    let isolate = stack.isolates();
     // SAFETY: the caller guarantees exclusive access to the slot memory;
-    // the fields are written in place, the core's left alone.
+    // the fields are written in place.
     unsafe {
+        raw::init_core(ptr::addr_of_mut!((*slot).core));
         ptr::addr_of_mut!((*slot).ctx).write(None);
         ptr::addr_of_mut!((*slot).id).write(0);
         ptr::addr_of_mut!((*slot).blocked).write(0);
         ptr::addr_of_mut!((*slot).state).write(State::Finished);
         ptr::addr_of_mut!((*slot).parked).write(false);
-        ptr::addr_of_mut!((*slot).isolate).write(stack.isolates());
         ptr::addr_of_mut!((*slot).dead).write(Dead::No);
         ptr::addr_of_mut!((*slot).orphaned).write(false);
         ptr::addr_of_mut!((*slot).parked_prev).write(ptr::null_mut());
         ptr::addr_of_mut!((*slot).parked_next).write(ptr::null_mut());
         ptr::addr_of_mut!((*slot).cancel_fn).write(cancel_erased::<()>);
-        ptr::addr_of_mut!((*slot).ready).write(true);
+        ptr::addr_of_mut!((*slot).mode).write(if isolate { Mode::Isolated } else { Mode::Shared });
     }
+    isolate
 }
 
 /// Drives a job one segment and turns the result into a [`Step`].
@@ -317,7 +334,7 @@ fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Er
     // SAFETY: we own the stack, so the job is switched out and its slot is
     // ours; the job only touches the slot while it runs, inside `resume`.
     unsafe {
-        if let Some(ctx) = &(*slot).ctx {
+        if !START && let Some(ctx) = &(*slot).ctx {
             ctx.begin_segment();
         }
         (*slot).state = State::Running;
@@ -411,7 +428,7 @@ impl<R> Job<R> {
         let slot = slot_of(&stack);
         // SAFETY: the job is switched out (or being cancelled, see `Dead`);
         // its slot is ours.
-        let (dead, isolate) = unsafe { ((*slot).dead, (*slot).isolate) };
+        let (dead, isolate) = unsafe { ((*slot).dead, (*slot).mode == Mode::Isolated) };
         if dead != Dead::No {
             return resume_dead(stack);
         }
@@ -471,7 +488,7 @@ fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
                 ctx.begin_segment();
             }
         };
-        let outcome = if (*slot).isolate {
+        let outcome = if (*slot).mode == Mode::Isolated {
             raw::cancel::<R, Isolated>(stack, tag_of(stack), segment)
         } else {
             raw::cancel::<R, Shared>(stack, tag_of(stack), segment)
@@ -693,7 +710,7 @@ pub fn pause() {
             return;
         }
         let core = ptr::addr_of_mut!((*slot).core);
-        if (*slot).isolate { raw::suspend::<Isolated>(core) } else { raw::suspend::<Shared>(core) }
+        if (*slot).mode == Mode::Isolated { raw::suspend::<Isolated>(core) } else { raw::suspend::<Shared>(core) }
     }
 }
 

@@ -232,9 +232,10 @@ const MAX_CANCEL_RESUMES: usize = 8;
 /// # Safety
 /// `stack` must be exclusively ours with no live frame on it; `f_at` must
 /// point at a live `F` that nobody uses or drops again and that stays put
-/// until the first [`resume`] returns.
+/// until the first [`resume`] returns; `CORE_READY` only if [`init_core`]
+/// ran on this stack's core.
 #[inline(always)]
-pub(crate) unsafe fn prepare<F, R, I>(stack: &Stack, f_at: *mut F)
+pub(crate) unsafe fn prepare<F, R, I, const CORE_READY: bool>(stack: &Stack, f_at: *mut F)
 where
     F: FnOnce(&Suspender<I>) -> R,
     I: Isolation,
@@ -242,10 +243,11 @@ where
     let core = core_of(stack);
     // SAFETY: per the contract the core is ours; a stack's core is
     // initialised the first time an isolated fiber uses it (its `errno_at`
-    // then never changes: a stack serves one thread); a shared fiber reads
-    // nothing that `init_core` writes but the sanitizer's record.
+    // then never changes: a stack serves one thread), or by the job layer
+    // (`CORE_READY`); a shared fiber reads nothing that `init_core` writes
+    // but the sanitizer's record.
     unsafe {
-        if (I::ISOLATE || sanitizer::ENABLED) && (*core).errno_at.is_null() {
+        if !CORE_READY && (I::ISOLATE || sanitizer::ENABLED) && (*core).errno_at.is_null() {
             init_core(core);
         }
         let first = body_at::<F, R>(core);
@@ -271,8 +273,12 @@ pub(crate) fn must_wipe<F>(_f_at: *mut F, stack: &Stack) -> bool {
     !body_inline::<F>() && stack.scrubs()
 }
 
+/// Initialises a stack's core (its `errno` location is this thread's).
+///
+/// # Safety
+/// The caller owns the core's memory, and no fiber is alive on the stack.
 #[cold]
-unsafe fn init_core(core: *mut Core) {
+pub(crate) unsafe fn init_core(core: *mut Core) {
     // SAFETY: the caller owns the core's memory.
     unsafe {
         core.write(Core {
@@ -374,7 +380,10 @@ pub(crate) unsafe fn switch<R, I: Isolation, const FRESH: bool>(
                 *errno_at = (*core).errno;
                 arch::switch_in(regs, true);
             }
-            (*core).errno = *errno_at;
+            // A body that ended needs its errno no more.
+            if !(*core).done {
+                (*core).errno = *errno_at;
+            }
             *errno_at = resumer_errno;
         } else if FRESH {
             arch::switch_in_fresh(regs, false);
@@ -602,7 +611,7 @@ where
     let f_at = inner_ptr(&mut f);
     // SAFETY: the pool lent us the stack exclusively; `f` stays put in
     // this frame until the first resume returns, and is never used again.
-    unsafe { prepare::<F, R, I>(&stack, f_at) };
+    unsafe { prepare::<F, R, I, false>(&stack, f_at) };
     let _wipe = must_wipe(f_at, &stack).then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
     // SAFETY: the fiber was just prepared on this stack for this R and I.
     Ok(unsafe { step::<R, I, true>(stack) })

@@ -133,7 +133,10 @@ mod peers {
     }
 
     /// The typed core's rows of `roundtrip`.
-    fn raw_roundtrip<I: Isolation>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str) {
+    fn raw_roundtrip<I: Isolation>(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+    ) {
         stackjob::init_thread(0, 1).expect("init_thread");
         g.bench_function(name, |b| {
             let mut fiber = Some(looping_fiber::<I>());

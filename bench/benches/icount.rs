@@ -37,6 +37,7 @@ fn body_pause_once(i: u64) -> u64 {
     black_box(i)
 }
 
+#[inline(never)] // each loop is its own function: main's code cannot change its registers
 fn rt(n: u64) {
     let mut step = start(None, body_forever).expect("start");
     for _ in 0..n {
@@ -48,6 +49,7 @@ fn rt(n: u64) {
     drop(step);
 }
 
+#[inline(never)] // each loop is its own function: main's code cannot change its registers
 fn life0(n: u64) {
     for i in 0..n {
         match start(None, move || body_return(i)).expect("start") {
@@ -57,6 +59,7 @@ fn life0(n: u64) {
     }
 }
 
+#[inline(never)] // each loop is its own function: main's code cannot change its registers
 fn life1(n: u64) {
     for i in 0..n {
         let Step::Paused(job) = start(None, move || body_pause_once(i)).expect("start") else { unreachable!() };
@@ -83,6 +86,7 @@ fn fiber_suspend_once<I: Isolation>(s: &Suspender<I>, i: u64) -> u64 {
     black_box(i)
 }
 
+#[inline(never)] // each loop is its own function: main's code cannot change its registers
 fn raw_rt<I: Isolation>(n: u64) {
     let mut step = raw::start(fiber_forever::<I>).expect("start");
     for _ in 0..n {
@@ -94,6 +98,7 @@ fn raw_rt<I: Isolation>(n: u64) {
     drop(step);
 }
 
+#[inline(never)] // each loop is its own function: main's code cannot change its registers
 fn raw_life0<I: Isolation>(n: u64) {
     for i in 0..n {
         match raw::start(move |_: &Suspender<I>| body_return(i)).expect("start") {
@@ -103,6 +108,7 @@ fn raw_life0<I: Isolation>(n: u64) {
     }
 }
 
+#[inline(never)] // each loop is its own function: main's code cannot change its registers
 fn raw_life1<I: Isolation>(n: u64) {
     for i in 0..n {
         let Resumed::Suspended(f) = raw::start(move |s: &Suspender<I>| fiber_suspend_once(s, i)).expect("start") else {
