@@ -44,14 +44,24 @@ enum Dead {
 }
 
 /// See [`Slot::mode`]. `Uninit` is 0: a stack no job used yet has a zeroed
-/// slot (fresh anonymous memory).
+/// slot (fresh anonymous memory, or a block the pool zeroed). `Isolated`
+/// alone has bit 0 set, so the per-switch test is one bit test (a single
+/// `tbnz` on aarch64).
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 #[repr(u8)]
 enum Mode {
     #[expect(dead_code, reason = "never written: read from the zeroed slot of a stack no job used yet")]
     Uninit = 0,
-    Shared = 1,
-    Isolated = 2,
+    Isolated = 1,
+    Shared = 2,
+}
+
+impl Mode {
+    /// Whether the slot is initialised and isolates.
+    #[inline(always)]
+    fn isolates(self) -> bool {
+        self as u8 & 1 != 0
+    }
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -428,7 +438,7 @@ impl<R> Job<R> {
         let slot = slot_of(&stack);
         // SAFETY: the job is switched out (or being cancelled, see `Dead`);
         // its slot is ours.
-        let (dead, isolate) = unsafe { ((*slot).dead, (*slot).mode == Mode::Isolated) };
+        let (dead, isolate) = unsafe { ((*slot).dead, (*slot).mode.isolates()) };
         if dead != Dead::No {
             return resume_dead(stack);
         }
@@ -488,7 +498,7 @@ fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
                 ctx.begin_segment();
             }
         };
-        let outcome = if (*slot).mode == Mode::Isolated {
+        let outcome = if (*slot).mode.isolates() {
             raw::cancel::<R, Isolated>(stack, tag_of(stack), segment)
         } else {
             raw::cancel::<R, Shared>(stack, tag_of(stack), segment)
@@ -710,7 +720,7 @@ pub fn pause() {
             return;
         }
         let core = ptr::addr_of_mut!((*slot).core);
-        if (*slot).mode == Mode::Isolated { raw::suspend::<Isolated>(core) } else { raw::suspend::<Shared>(core) }
+        if (*slot).mode.isolates() { raw::suspend::<Isolated>(core) } else { raw::suspend::<Shared>(core) }
     }
 }
 

@@ -380,10 +380,7 @@ pub(crate) unsafe fn switch<R, I: Isolation, const FRESH: bool>(
                 *errno_at = (*core).errno;
                 arch::switch_in(regs, true);
             }
-            // A body that ended needs its errno no more.
-            if !(*core).done {
-                (*core).errno = *errno_at;
-            }
+            (*core).errno = *errno_at;
             *errno_at = resumer_errno;
         } else if FRESH {
             arch::switch_in_fresh(regs, false);
