@@ -9,7 +9,16 @@
 #      -async_jobs 8` for sha256 and rsa2048 must complete with results and
 #      the library's STACKJOB_DEBUG counters must show it served the jobs;
 #   4. prints the per-job overhead of libcrypto's ASYNC vs the preload
-#      (bench_switch.c; informational, never fails the run).
+#      (bench_switch.c; informational, never fails the run);
+#   5. installs the library into a temporary prefix
+#      (scripts/install-openssl-abi.sh) and builds and runs the man-page
+#      example and the C suite from copies of their sources with nothing but
+#      `pkg-config --cflags --libs stackjob-async` (no path into the tree),
+#      against the installed .so (soname libstackjob_openssl.so.0) and .a;
+#   6. the musl legs (scripts/test-openssl-abi-musl.sh): the crate's and the
+#      C library's suites on x86_64-unknown-linux-musl natively and on
+#      aarch64-unknown-linux-musl under QEMU, and the C suite against the
+#      musl static library. STACKJOB_SKIP_MUSL=1 leaves them out.
 # Installs gcc, openssl and libssl-dev with apt-get when missing (Debian).
 # Exits non-zero on any failure.
 set -euo pipefail
@@ -25,6 +34,7 @@ fi
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkgconf)
 [ -f /usr/include/openssl/async.h ] || need+=(libssl-dev)
 if [ ${#need[@]} -gt 0 ]; then
     echo "==== installing ${need[*]}"
@@ -98,4 +108,54 @@ echo "-- libcrypto:"
 "$TMP/bench_switch" 2000000
 echo "-- LD_PRELOAD=libstackjob_openssl.so:"
 LD_PRELOAD="$LIB" "$TMP/bench_switch" 2000000
+
+echo "==== install into a temporary prefix; build the C programs from it with pkg-config alone"
+PREFIX=$TMP/prefix
+scripts/install-openssl-abi.sh "$PREFIX"
+mkdir "$TMP/src"
+cp openssl-abi/tests/c/*.c openssl-abi/tests/c/check.h "$TMP/src/"
+export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
+CFLAGS_SJ=$(pkg-config --cflags stackjob-async)
+LIBS_SJ=$(pkg-config --libs stackjob-async)
+echo "pkg-config --cflags --libs stackjob-async: $CFLAGS_SJ $LIBS_SJ"
+(
+    cd "$TMP/src"
+    run_prog() { # exe args...: runs a suite program and checks its "ok"
+        local out
+        out=$("$@" 2>&1) || { printf '%s\n' "$out"; echo "FAIL: $1 from the installed prefix" >&2; exit 1; }
+        grep -q ": ok" <<<"$out" || { printf '%s\n' "$out"; echo "FAIL: $1 printed no ok" >&2; exit 1; }
+    }
+    cc -O1 -c -fno-asynchronous-unwind-tables -fno-unwind-tables $CFLAGS_SJ nounwind.c -o nounwind.o
+    n=0
+    for prog in pool jobs waitfd callback block misuse threads memfns mem_functions ext_cancel ext_stack ext_wake; do
+        extra=()
+        [ "$prog" = ext_cancel ] && extra=(nounwind.o)
+        # shared, from the prefix (rpath: it is no system directory) ...
+        # shellcheck disable=SC2086
+        cc -O1 -o "$prog-so" "$prog.c" "${extra[@]}" $CFLAGS_SJ $LIBS_SJ -Wl,-rpath,"$PREFIX/lib" -lpthread
+        # ... and static, from the prefix's .a
+        # shellcheck disable=SC2086
+        cc -O1 -o "$prog-a" "$prog.c" "${extra[@]}" $CFLAGS_SJ "$PREFIX/lib/libstackjob_openssl.a" \
+            $(pkg-config --static --libs-only-l stackjob-async | sed 's/-lstackjob_openssl//')
+        run_prog "./$prog-so"
+        run_prog "./$prog-a"
+        n=$((n + 2))
+    done
+    readelf -d pool-so | grep -q 'Shared library: \[libstackjob_openssl.so.0\]' ||
+        { echo "FAIL: pool-so does not need libstackjob_openssl.so.0" >&2; exit 1; }
+    # The man-page example, unchanged: <openssl/async.h> is ours, <openssl/crypto.h>
+    # (OPENSSL_malloc) the system's.
+    # shellcheck disable=SC2086
+    cc -O1 -o manpage manpage_example.c $CFLAGS_SJ $LIBS_SJ -Wl,-rpath,"$PREFIX/lib" -lcrypto
+    STACKJOB_DEBUG=1 ./manpage >manpage.out 2>manpage.err
+    grep -q "Job finished with return value 1" manpage.out && grep -q "1 jobs started" manpage.err ||
+        { cat manpage.out manpage.err; echo "FAIL: the man-page example from the prefix" >&2; exit 1; }
+    n=$((n + 1))
+    echo "ok: $n programs built from the installed prefix with pkg-config, all passed"
+)
+unset PKG_CONFIG_PATH
+
+if [ -z "${STACKJOB_SKIP_MUSL:-}" ]; then
+    scripts/test-openssl-abi-musl.sh
+fi
 echo "==== test-openssl-abi: all passed"

@@ -6,7 +6,7 @@
  * codes (<openssl/asyncerr.h>) come along, as with OpenSSL's own header.
  */
 #ifndef OPENSSL_ASYNC_H
-#include <stackjob/async.h>
+#include "../async.h"
 #define OPENSSL_ASYNC_H
 #define HEADER_ASYNC_H
 #if defined(__has_include)
