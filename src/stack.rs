@@ -310,6 +310,12 @@ impl Stack {
             let header = end.sub(HEADER_RESERVE) as *mut Header;
             let top = NonNull::new_unchecked(header.cast::<u8>().sub(SLOT_RESERVE));
             let low = top.as_ptr() as usize & !(page - 1);
+            if free.is_some() {
+                // The job slot starts out zeroed, as a fresh mapping is
+                // (the job layer reads its flags before the first job); an
+                // allocator's block holds whatever was there before.
+                std::ptr::write_bytes(top.as_ptr(), 0, SLOT_RESERVE);
+            }
             let registration = sanitizer::stack_created(lowest, top.as_ptr(), end);
             header.write(Header {
                 base,

@@ -19,7 +19,8 @@ thread_local! {
     static ALLOCS: Cell<usize> = const { Cell::new(0) };
     static FREES: Cell<usize> = const { Cell::new(0) };
     /// What `alloc` does: 0 = malloc(*num); 1 = return null; 2 = a block of
-    /// 4 KiB (too small for any stack); 3 = twice `*num`, saying so.
+    /// 4 KiB (too small for any stack); 3 = twice `*num`, saying so;
+    /// 4 = malloc(*num) filled with 0xa5 (a block with old contents).
     static MODE: Cell<u8> = const { Cell::new(0) };
     /// The `*num` of the last request.
     static ASKED: Cell<usize> = const { Cell::new(0) };
@@ -39,6 +40,10 @@ unsafe extern "C" fn alloc(num: *mut usize) -> *mut c_void {
     unsafe { *num = len };
     // SAFETY: plain malloc; the block is ours until `free`.
     let p = unsafe { libc::malloc(len) };
+    if MODE.get() == 4 && !p.is_null() {
+        // SAFETY: `p` holds `len` writable bytes.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xa5, len) };
+    }
     if !p.is_null() {
         ALLOCS.set(ALLOCS.get() + 1);
         BLOCKS.with(|b| b.borrow_mut().push((p as usize, len)));
@@ -163,6 +168,24 @@ fn a_failing_or_too_small_allocator_is_a_typed_error_not_a_crash() {
         cleanup_thread();
     }
     MODE.set(0);
+}
+
+/// A block is not zero like a fresh mapping: the job bookkeeping at its
+/// top must not be read as left over from an earlier job.
+#[test]
+fn a_block_full_of_old_bytes_serves_jobs_like_a_fresh_one() {
+    require_backend!();
+    MODE.set(4);
+    init_thread_with(&PoolConfig::new().init_size(1).stack_allocator(Some(heap()))).unwrap();
+    MODE.set(0);
+    let job = paused(start(None, || {
+        stackjob::pause();
+        11
+    })
+    .unwrap());
+    assert_eq!(finished(job.resume().unwrap()), 11);
+    assert_eq!(finished(start(None, || 12).unwrap()), 12);
+    cleanup_thread();
 }
 
 #[test]
