@@ -67,7 +67,13 @@ c_suite() { # target cc-words...: builds and runs the C programs against the mus
     local run=()
     [[ $target == aarch64* ]] && run=(qemu-aarch64)
     local src=openssl-abi/tests/c inc=openssl-abi/include
-    local flags=(-O1 -static -I"$inc" -I"$inc/stackjob" -I"$src/musl-shim")
+    # The Rust static library leaves the unwinder out on musl: link the one
+    # the toolchain ships (rust-std's self-contained LLVM libunwind). A
+    # static link has no .eh_frame_hdr unless asked, and libunwind finds
+    # the unwind tables through it.
+    local unwind
+    unwind=$(rustc --print sysroot)/lib/rustlib/$target/lib/self-contained/libunwind.a
+    local flags=(-O1 -static -Wl,--eh-frame-hdr -I"$inc" -I"$inc/stackjob" -I"$src/musl-shim")
     local out=$TMP/$target
     mkdir -p "$out"
     "$@" "${flags[@]}" -c -fno-asynchronous-unwind-tables -fno-unwind-tables -o "$out/nounwind.o" "$src/nounwind.c"
@@ -76,7 +82,7 @@ c_suite() { # target cc-words...: builds and runs the C programs against the mus
         stacksize manpage_example; do
         extra=()
         [ "$prog" = ext_cancel ] && extra=("$out/nounwind.o")
-        "$@" "${flags[@]}" -o "$out/$prog" "$src/$prog.c" "${extra[@]}" "$lib" -lpthread
+        "$@" "${flags[@]}" -o "$out/$prog" "$src/$prog.c" "${extra[@]}" "$lib" "$unwind" -lpthread
         local args=()
         [ "$prog" = stacksize ] && args=(262144)
         if ! "${run[@]}" "$out/$prog" "${args[@]}" >"$out/$prog.out" 2>&1; then

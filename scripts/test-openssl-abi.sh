@@ -15,10 +15,14 @@
 #      example and the C suite from copies of their sources with nothing but
 #      `pkg-config --cflags --libs stackjob-async` (no path into the tree),
 #      against the installed .so (soname libstackjob_openssl.so.0) and .a;
-#   6. the musl legs (scripts/test-openssl-abi-musl.sh): the crate's and the
-#      C library's suites on x86_64-unknown-linux-musl natively and on
+#      the extensions' and mem functions' tests again under Valgrind;
+#   6. the C suite under AddressSanitizer (needs the nightly toolchain, which
+#      test-all.sh installs for its asan step; skipped, saying so, without);
+#   7. with STACKJOB_MUSL=1, the musl legs too (scripts/test-openssl-abi-musl.sh,
+#      which test-all.sh runs as a step of its own): the crate's and the C
+#      library's suites on x86_64-unknown-linux-musl natively and on
 #      aarch64-unknown-linux-musl under QEMU, and the C suite against the
-#      musl static library. STACKJOB_SKIP_MUSL=1 leaves them out.
+#      musl static library.
 # Installs gcc, openssl and libssl-dev with apt-get when missing (Debian).
 # Exits non-zero on any failure.
 set -euo pipefail
@@ -152,10 +156,56 @@ echo "pkg-config --cflags --libs stackjob-async: $CFLAGS_SJ $LIBS_SJ"
         { cat manpage.out manpage.err; echo "FAIL: the man-page example from the prefix" >&2; exit 1; }
     n=$((n + 1))
     echo "ok: $n programs built from the installed prefix with pkg-config, all passed"
+
+    echo "==== the extensions' and the mem functions' C tests under Valgrind (static builds from the prefix)"
+    if command -v valgrind >/dev/null 2>&1; then
+        for prog in ext_cancel ext_wake ext_stack mem_functions; do
+            # (ext_wake's race: fewer rounds, Valgrind runs one thread at a time)
+            if ! valgrind --error-exitcode=99 --quiet "./$prog-a" 300 >"$prog.vg" 2>&1; then
+                cat "$prog.vg"
+                echo "FAIL: $prog under Valgrind" >&2
+                exit 1
+            fi
+            grep -q ": ok" "$prog.vg" || { cat "$prog.vg"; exit 1; }
+        done
+        echo "ok: 4 programs, no Valgrind errors"
+    else
+        echo "skipped: no valgrind (apt-get install valgrind)"
+    fi
 )
 unset PKG_CONFIG_PATH
 
-if [ -z "${STACKJOB_SKIP_MUSL:-}" ]; then
+echo "==== the C suite under AddressSanitizer (gcc -fsanitize=address, the library built with"
+echo "     nightly -Zsanitizer=address and stackjob's asan feature: fiber annotations on every switch)"
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    ASAN_DIR=$CARGO_TARGET_DIR/asan-c
+    CARGO_TARGET_DIR=$ASAN_DIR RUSTFLAGS="-Zsanitizer=address" \
+        cargo +nightly build -p stackjob-openssl --features stackjob/asan --target "$host"
+    ASAN_LIB=$ASAN_DIR/$host/debug/libstackjob_openssl.a
+    inc=openssl-abi/include
+    cc -O1 -c -fno-asynchronous-unwind-tables -fno-unwind-tables -I"$inc" -o "$TMP/nounwind-asan.o" \
+        openssl-abi/tests/c/nounwind.c
+    n=0
+    for prog in pool jobs waitfd callback block misuse threads memfns mem_functions ext_cancel ext_stack ext_wake; do
+        extra=()
+        [ "$prog" = ext_cancel ] && extra=("$TMP/nounwind-asan.o")
+        cc -O1 -g -fsanitize=address -fno-omit-frame-pointer -I"$inc" -o "$TMP/$prog-asan" \
+            "openssl-abi/tests/c/$prog.c" "${extra[@]}" "$ASAN_LIB" -lpthread -ldl -lm
+        if ! ASAN_OPTIONS=detect_leaks=1 "$TMP/$prog-asan" >"$TMP/$prog.asan" 2>&1 ||
+            ! grep -q ": ok" "$TMP/$prog.asan"; then
+            cat "$TMP/$prog.asan"
+            echo "FAIL: $prog under AddressSanitizer" >&2
+            exit 1
+        fi
+        n=$((n + 1))
+    done
+    echo "ok: $n C programs clean under AddressSanitizer (LeakSanitizer on)"
+else
+    echo "skipped: no nightly toolchain for -Zsanitizer=address (rustup toolchain install nightly)"
+fi
+
+if [ -n "${STACKJOB_MUSL:-}" ]; then
     scripts/test-openssl-abi-musl.sh
 fi
 echo "==== test-openssl-abi: all passed"
