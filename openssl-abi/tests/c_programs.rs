@@ -1,7 +1,8 @@
 //! Builds the C programs in `tests/c/` against the system
-//! `<openssl/async.h>`, links them with this crate's `libstackjob_openssl`
-//! and runs them: the man page's example (shared and static link) and the C
-//! suite. Skips, saying so, where `cc` or the OpenSSL headers are missing
+//! `<openssl/async.h>` (and `stackjob/async.h` for the extensions), links
+//! them with this crate's `libstackjob_openssl` and runs them: the man
+//! page's example (shared and static link) and the C suite; and checks
+//! `stackjob/async.h` against the exports. Skips, saying so, where `cc` or the OpenSSL headers are missing
 //! (`scripts/test-openssl-abi.sh` installs them).
 
 use std::path::{Path, PathBuf};

@@ -35,6 +35,10 @@ int main(void)
     int ret = 0;
     pthread_t th;
 
+    /* (This program links no libcrypto: the OSSL_LIB_CTX swap, a run-time
+     * lookup, is absent.) */
+    CHECK_EQ(stackjob_openssl_libctx_swapping(), 0);
+
     CHECK_EQ(stackjob_async_get_thread_stack(&s, &g), 1);
     CHECK_EQ(s, stackjob_openssl_stack_size());
     CHECK_EQ(g, 1 << 20);
