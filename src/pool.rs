@@ -186,7 +186,25 @@ impl PoolConfig {
     /// code sets with OpenSSL's `ASYNC_set_mem_functions`. Each block then
     /// gets a one-page guard inside it when it is large enough, not
     /// [`guard_size`](Self::guard_size); [`StackAllocator`] says what is
-    /// asked of the allocator and shows an example.
+    /// asked of the allocator and shows a whole example.
+    ///
+    /// ```
+    /// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
+    /// use stackjob::{PoolConfig, StackAllocator};
+    /// unsafe extern "C" fn alloc(num: *mut usize) -> *mut std::ffi::c_void {
+    ///     // SAFETY: the pool passes a valid `num`.
+    ///     unsafe { libc::malloc(*num) }
+    /// }
+    /// unsafe extern "C" fn free(p: *mut std::ffi::c_void) {
+    ///     // SAFETY: `p` came from `alloc`.
+    ///     unsafe { libc::free(p) }
+    /// }
+    /// // SAFETY: malloc's blocks are writable and 16-aligned until freed.
+    /// let heap = unsafe { StackAllocator::new(alloc, free) };
+    /// let cfg = PoolConfig::new().stack_allocator(Some(heap));
+    /// assert_eq!(cfg, PoolConfig::new().stack_allocator(Some(heap)));
+    /// assert_ne!(cfg, PoolConfig::new()); // the default: the crate's own mmap stacks
+    /// ```
     pub const fn stack_allocator(mut self, allocator: Option<StackAllocator>) -> PoolConfig {
         self.allocator = allocator;
         self

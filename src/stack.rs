@@ -149,12 +149,28 @@ impl StackAllocator {
         StackAllocator { alloc, free }
     }
 
-    /// The allocation function.
+    /// The allocation function (what C's `ASYNC_get_mem_functions` reports).
+    ///
+    /// ```
+    /// use std::ffi::c_void;
+    /// unsafe extern "C" fn alloc(num: *mut usize) -> *mut c_void {
+    ///     // SAFETY: callers pass a valid `num`.
+    ///     unsafe { libc::malloc(*num) }
+    /// }
+    /// unsafe extern "C" fn free(p: *mut c_void) {
+    ///     // SAFETY: `p` came from `alloc`.
+    ///     unsafe { libc::free(p) }
+    /// }
+    /// // SAFETY: malloc's blocks are writable and 16-aligned until freed.
+    /// let heap = unsafe { stackjob::StackAllocator::new(alloc, free) };
+    /// assert!(std::ptr::fn_addr_eq(heap.alloc_fn(), alloc as unsafe extern "C" fn(*mut usize) -> *mut c_void));
+    /// assert!(std::ptr::fn_addr_eq(heap.free_fn(), free as unsafe extern "C" fn(*mut c_void)));
+    /// ```
     pub fn alloc_fn(&self) -> unsafe extern "C" fn(*mut usize) -> *mut c_void {
         self.alloc
     }
 
-    /// The free function.
+    /// The free function (see [`alloc_fn`](Self::alloc_fn)).
     pub fn free_fn(&self) -> unsafe extern "C" fn(*mut c_void) {
         self.free
     }
