@@ -145,7 +145,9 @@ stackjob_async_wake_t stackjob_async_wake_handle(ASYNC_JOB *job);
  * lock the job's end also takes: once ASYNC_start_job returned
  * ASYNC_FINISH for the job, or stackjob_async_cancel_job returned, no
  * callback of it is running or will run, so the callback argument may be
- * freed then. The callback must not call stackjob_async_wake itself.
+ * freed then. The callback must not call stackjob_async_wake itself, and
+ * should not block (the job's end waits for it): post an event, write an
+ * eventfd, and return.
  * Returns STACKJOB_WAKE_NO_CALLBACK for a live job without a wait ctx or
  * callback, and STACKJOB_WAKE_GONE (doing nothing) for a job that ended,
  * whatever reused its memory since. */
