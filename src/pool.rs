@@ -222,7 +222,9 @@ pub struct PoolStats {
     pub max_size: usize,
     /// Usable bytes per stack.
     pub stack_size: usize,
-    /// Bytes of the guard region below each stack.
+    /// Bytes of the guard region below each stack (one page with a
+    /// [`stack_allocator`](PoolConfig::stack_allocator): the guard inside
+    /// each block that has room for it).
     pub guard_size: usize,
     /// Whether stacks are scrubbed between jobs.
     pub scrub: bool,
@@ -515,7 +517,7 @@ pub fn pool_stats() -> PoolStats {
             in_use: pool.created - idle,
             max_size: pool.max_size,
             stack_size: pool.shape.size,
-            guard_size: pool.shape.guard,
+            guard_size: if pool.allocator.is_some() { stack::page_size() } else { pool.shape.guard },
             scrub: pool.scrub,
             isolate_thread_state: pool.isolate,
         })

@@ -121,6 +121,7 @@ fn a_large_block_keeps_an_inaccessible_guard_page_inside_it_until_it_is_freed() 
     require_backend!();
     MODE.set(0);
     init_thread_with(&PoolConfig::new().init_size(1).stack_allocator(Some(heap()))).unwrap();
+    assert_eq!(stackjob::pool_stats().guard_size, page(), "the pool reports the one-page guard");
     let (base, len) = BLOCKS.with(|b| b.borrow()[0]);
     let guard = base.next_multiple_of(page());
     assert!(guard + page() <= base + len);
@@ -178,11 +179,13 @@ fn a_block_full_of_old_bytes_serves_jobs_like_a_fresh_one() {
     MODE.set(4);
     init_thread_with(&PoolConfig::new().init_size(1).stack_allocator(Some(heap()))).unwrap();
     MODE.set(0);
-    let job = paused(start(None, || {
-        stackjob::pause();
-        11
-    })
-    .unwrap());
+    let job = paused(
+        start(None, || {
+            stackjob::pause();
+            11
+        })
+        .unwrap(),
+    );
     assert_eq!(finished(job.resume().unwrap()), 11);
     assert_eq!(finished(start(None, || 12).unwrap()), 12);
     cleanup_thread();

@@ -309,6 +309,49 @@ fn the_header_matches_the_exports_and_constants() {
     }
 }
 
+/// `stackjob/async.h` compiles on its own as strict C99 and as C++, and
+/// after OpenSSL's own `<openssl/async.h>` (which it then does not repeat);
+/// `include/stackjob/openssl/async.h` stands in for OpenSSL's.
+#[test]
+fn the_header_compiles_strictly_alone_after_openssls_and_as_cpp() {
+    if !have_toolchain() {
+        return;
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("alone.c", "#include <stackjob/async.h>\n", &["cc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"]),
+        (
+            "after_openssl.c",
+            "#include <openssl/async.h>\n#include <stackjob/async.h>\n",
+            &["cc", "-std=c11", "-Wall", "-Wextra", "-Werror"],
+        ),
+        (
+            "compat.c",
+            "#include <openssl/async.h>\n#ifndef STACKJOB_ASYNC_H\n#error not the wrapper\n#endif\n",
+            &["cc", "-std=c99", "-pedantic", "-Wall", "-Werror", "-I{compat}"],
+        ),
+        ("alone.cc", "#include <stackjob/async.h>\n", &["c++", "-Wall", "-Wextra", "-Werror"]),
+    ];
+    for (file, text, cmd) in cases {
+        let src = tmp.join(file);
+        let body = format!(
+            "{text}\nint use(void);\nint use(void) {{ ASYNC_JOB *j = 0; return stackjob_async_cancel_job(j) + \
+             ASYNC_start_job(&j, 0, 0, 0, 0, 0) + STACKJOB_WAKE_GONE; }}\n"
+        );
+        std::fs::write(&src, body).expect("write the test source");
+        let compat = include_dir().join("stackjob");
+        let args: Vec<String> = cmd[1..].iter().map(|a| a.replace("{compat}", &compat.display().to_string())).collect();
+        let o = Command::new(cmd[0])
+            .args(&args)
+            .arg(format!("-I{}", include_dir().display()))
+            .args(["-fsyntax-only"])
+            .arg(&src)
+            .output()
+            .expect("run the compiler");
+        assert!(o.status.success(), "{file} ({cmd:?}):\n{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 #[test]
 fn c_libctx_swap() {
     // libcrypto is in the process, so OSSL_LIB_CTX_set0_default is found.
