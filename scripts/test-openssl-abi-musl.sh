@@ -57,7 +57,7 @@ trap 'rm -rf "$TMP"' EXIT
 SUMMARY=()
 
 count_tests() { # log: total of "N passed" over every "test result" line
-    sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p' "$1" | paste -sd+ - | bc
+    sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p' "$1" | awk '{ n += $1 } END { print n + 0 }'
 }
 
 c_suite() { # target cc-words...: builds and runs the C programs against the musl .a
