@@ -113,6 +113,28 @@ echo "-- libcrypto:"
 echo "-- LD_PRELOAD=libstackjob_openssl.so:"
 LD_PRELOAD="$LIB" "$TMP/bench_switch" 2000000
 
+echo "==== OpenSSL's own test/asynctest.c (OPENSSL_ASYNCTEST_C), linked and static"
+# OpenSSL's source is not in this repository; point OPENSSL_ASYNCTEST_C at
+# test/asynctest.c of an OpenSSL >= 3.1 checkout (3.0's has no
+# test_ASYNC_set_mem_functions and builds too). asynctest_harness.c runs that
+# test first, while it can still check something, then the whole file.
+if [ -n "${OPENSSL_ASYNCTEST_C:-}" ]; then
+    at=$(realpath "$OPENSSL_ASYNCTEST_C")
+    REL=$CARGO_TARGET_DIR/release
+    cc -O1 -Iopenssl-abi/include/stackjob -DASYNCTEST_C="\"$at\"" -o "$TMP/asynctest-so" \
+        openssl-abi/tests/c/asynctest_harness.c -L"$REL" -Wl,-rpath,"$REL" -lstackjob_openssl -lcrypto
+    cc -O1 -Iopenssl-abi/include/stackjob -DASYNCTEST_C="\"$at\"" -o "$TMP/asynctest-a" \
+        openssl-abi/tests/c/asynctest_harness.c "$REL/libstackjob_openssl.a" -lcrypto -lpthread -ldl -lm
+    for exe in "$TMP/asynctest-so" "$TMP/asynctest-a"; do
+        STACKJOB_DEBUG=1 "$exe" >"$TMP/asynctest.out" 2>&1 || { cat "$TMP/asynctest.out"; exit 1; }
+        grep -q "^PASS" "$TMP/asynctest.out" && grep -q "jobs started" "$TMP/asynctest.out" ||
+            { cat "$TMP/asynctest.out"; echo "FAIL: OpenSSL's asynctest.c" >&2; exit 1; }
+    done
+    echo "ok: OpenSSL's asynctest.c passes, test_ASYNC_set_mem_functions first (shared and static)"
+else
+    echo "skipped: set OPENSSL_ASYNCTEST_C to OpenSSL's test/asynctest.c to run it (not vendored here)"
+fi
+
 echo "==== install into a temporary prefix; build the C programs from it with pkg-config alone"
 PREFIX=$TMP/prefix
 scripts/install-openssl-abi.sh "$PREFIX"
