@@ -6,8 +6,11 @@
 //! on mmap'd, guard-paged stacks of a configurable size and switch with
 //! stackjob's hand-written assembly instead of `setjmp`/`ucontext`.
 //!
-//! Use it by linking (`-lstackjob_openssl` before `-lcrypto`) or, without
-//! rebuilding anything, by `LD_PRELOAD=libstackjob_openssl.so`.
+//! Use it by linking (`-lstackjob_openssl` before `-lcrypto`), without
+//! rebuilding anything by `LD_PRELOAD=libstackjob_openssl.so`, or with no
+//! OpenSSL at all through its own header `stackjob/async.h` and
+//! `pkg-config --cflags --libs stackjob-async` once
+//! `scripts/install-openssl-abi.sh` installed it.
 //!
 //! Environment (read once, at load time):
 //! * `STACKJOB_STACK_SIZE` — usable bytes per job stack (`262144`, `256k`,
