@@ -30,8 +30,17 @@ fn main() {
     println!("cargo::rerun-if-changed={MAP}");
     println!("cargo::rustc-check-cfg=cfg(stackjob_ossl_symver)");
 
+    println!("cargo::rerun-if-env-changed=STACKJOB_OPENSSL_SONAME");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let env_ = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    if env_ == "musl" && features.split(',').any(|f| f == "crt-static") {
+        // Rust builds no cdylib for a static-by-default musl target: the
+        // static library is the product there, and it has no versions.
+        println!("cargo::rustc-env=STACKJOB_OSSL_SYMVER=off: musl builds only the static library");
+        return;
+    }
     // `exports!` has a tail-jump for these (the architectures stackjob runs
     // jobs on); symbol versions are an ELF feature checked here on Linux.
     if os != "linux" || !matches!(arch.as_str(), "x86_64" | "aarch64" | "riscv64") {
@@ -40,7 +49,10 @@ fn main() {
     }
     // The library's own name as its soname: programs linked against it record
     // this name (not the build path), and it names the base version node.
-    println!("cargo::rustc-cdylib-link-arg=-Wl,-soname,libstackjob_openssl.so");
+    // scripts/install-openssl-abi.sh sets the versioned name an installed
+    // library carries (libstackjob_openssl.so.0, with the usual symlinks).
+    let soname = env::var("STACKJOB_OPENSSL_SONAME").unwrap_or_else(|_| "libstackjob_openssl.so".into());
+    println!("cargo::rustc-cdylib-link-arg=-Wl,-soname,{soname}");
     let map = Path::new(&env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join(MAP);
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     match probe(&out) {

@@ -20,6 +20,8 @@
 #   fuzz       scripts/fuzz.sh 60                (nightly, cargo-fuzz)
 #   openssl    scripts/test-openssl-abi.sh       (the OpenSSL-ABI C library: the
 #              man-page C example, the C suite, LD_PRELOAD under `openssl speed`)
+#   musl       scripts/test-openssl-abi-musl.sh  (crate and C library on x86_64 and
+#              aarch64 musl: Rust suites, C suite against the static library)
 #   icount     scripts/icount.sh                 (callgrind instructions per op)
 #
 # STACKJOB_SKIP="fuzz cross ..." skips steps by name (for local runs only;
@@ -152,6 +154,7 @@ step valgrind scripts/valgrind.sh
 step asan scripts/asan.sh
 step fuzz scripts/fuzz.sh 60
 step openssl scripts/test-openssl-abi.sh
+step musl scripts/test-openssl-abi-musl.sh
 step icount scripts/icount.sh
 
 printf '\n==== summary ====\n'

@@ -64,7 +64,9 @@ pub use error::Error;
 pub use job::{BlockGuard, Job, Step, block_pause, cleanup_thread, current_wait_ctx, in_job, pause, start};
 pub use overflow::set_overflow_advice;
 pub use pool::{PoolConfig, PoolStats, init_thread, init_thread_with, pool_stats, quarantined_jobs};
-pub use stack::{DEFAULT_GUARD_SIZE, DEFAULT_STACK_SIZE, MAX_GUARD_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
+pub use stack::{
+    DEFAULT_GUARD_SIZE, DEFAULT_STACK_SIZE, MAX_GUARD_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE, StackAllocator,
+};
 pub use wait_ctx::{Callback, ChangedFds, Cleanup, RawFd, Status, WaitCtx, WaitKey};
 
 pub use capable::{backend, is_capable};

@@ -9,7 +9,7 @@
 use crate::Error;
 use crate::current::{self, Hot, NO_POOL};
 use crate::errno;
-use crate::stack::{self, Shape, Stack};
+use crate::stack::{self, Shape, Stack, StackAllocator};
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,7 @@ pub struct PoolConfig {
     guard_size: usize,
     scrub: bool,
     isolate: bool,
+    allocator: Option<StackAllocator>,
 }
 
 impl Default for PoolConfig {
@@ -54,6 +55,7 @@ impl PoolConfig {
             guard_size: stack::DEFAULT_GUARD_SIZE,
             scrub: false,
             isolate: true,
+            allocator: None,
         }
     }
 
@@ -180,6 +182,37 @@ impl PoolConfig {
     }
 }
 
+impl PoolConfig {
+    /// Where the stacks' memory comes from: `None` (the default), the
+    /// crate's own guard-paged `mmap`s; or a caller's allocator pair, as C
+    /// code sets with OpenSSL's `ASYNC_set_mem_functions`. Each block then
+    /// gets a one-page guard inside it when it is large enough, not
+    /// [`guard_size`](Self::guard_size); [`StackAllocator`] says what is
+    /// asked of the allocator and shows a whole example.
+    ///
+    /// ```
+    /// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
+    /// use stackjob::{PoolConfig, StackAllocator};
+    /// unsafe extern "C" fn alloc(num: *mut usize) -> *mut std::ffi::c_void {
+    ///     // SAFETY: the pool passes a valid `num`.
+    ///     unsafe { libc::malloc(*num) }
+    /// }
+    /// unsafe extern "C" fn free(p: *mut std::ffi::c_void) {
+    ///     // SAFETY: `p` came from `alloc`.
+    ///     unsafe { libc::free(p) }
+    /// }
+    /// // SAFETY: malloc's blocks are writable and 16-aligned until freed.
+    /// let heap = unsafe { StackAllocator::new(alloc, free) };
+    /// let cfg = PoolConfig::new().stack_allocator(Some(heap));
+    /// assert_eq!(cfg, PoolConfig::new().stack_allocator(Some(heap)));
+    /// assert_ne!(cfg, PoolConfig::new()); // the default: the crate's own mmap stacks
+    /// ```
+    pub const fn stack_allocator(mut self, allocator: Option<StackAllocator>) -> PoolConfig {
+        self.allocator = allocator;
+        self
+    }
+}
+
 /// A snapshot of the calling thread's pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolStats {
@@ -191,7 +224,9 @@ pub struct PoolStats {
     pub max_size: usize,
     /// Usable bytes per stack.
     pub stack_size: usize,
-    /// Bytes of the guard region below each stack.
+    /// Bytes of the guard region below each stack (one page with a
+    /// [`stack_allocator`](PoolConfig::stack_allocator): the guard inside
+    /// each block that has room for it).
     pub guard_size: usize,
     /// Whether stacks are scrubbed between jobs.
     pub scrub: bool,
@@ -207,6 +242,7 @@ struct Pool {
     shape: Shape,
     scrub: bool,
     isolate: bool,
+    allocator: Option<StackAllocator>,
     /// Identifies this pool instance; a stack comes back only to the pool
     /// (instance) that lent it.
     epoch: u64,
@@ -256,6 +292,7 @@ impl Pool {
             shape,
             scrub: cfg.scrub,
             isolate: cfg.isolate,
+            allocator: cfg.allocator,
             epoch: next_epoch(),
         };
         let mut stacks = Vec::new();
@@ -266,7 +303,7 @@ impl Pool {
                 source: std::io::Error::from_raw_os_error(libc::ENOMEM),
             })?;
             for _ in 0..cfg.init_size {
-                stacks.push(Stack::new(shape, pool.epoch, pool.scrub, pool.isolate)?);
+                stacks.push(Stack::new(shape, pool.epoch, pool.scrub, pool.isolate, pool.allocator)?);
                 pool.created += 1;
             }
         }
@@ -290,7 +327,7 @@ impl Pool {
         if self.max_size != 0 && self.created >= self.max_size {
             return Err(Error::NoJobs { in_use: self.created, max_size: self.max_size });
         }
-        let stack = Stack::new(self.shape, self.epoch, self.scrub, self.isolate)?;
+        let stack = Stack::new(self.shape, self.epoch, self.scrub, self.isolate, self.allocator)?;
         self.created += 1;
         Ok(stack)
     }
@@ -355,7 +392,7 @@ fn acquire_slow() -> Result<Stack, Error> {
         // The thread is tearing down its thread-locals: serve the job with a
         // stack of its own, freed when the job ends. Whether the pool that
         // is gone scrubbed is unknown, so this one does (once per such job).
-        Err(_) => Stack::new(Shape::default_shape(), 0, true, true),
+        Err(_) => Stack::new(Shape::default_shape(), 0, true, true, None),
     }
 }
 
@@ -482,7 +519,7 @@ pub fn pool_stats() -> PoolStats {
             in_use: pool.created - idle,
             max_size: pool.max_size,
             stack_size: pool.shape.size,
-            guard_size: pool.shape.guard,
+            guard_size: if pool.allocator.is_some() { stack::page_size() } else { pool.shape.guard },
             scrub: pool.scrub,
             isolate_thread_state: pool.isolate,
         })

@@ -23,13 +23,18 @@
 //! computed (key material) out of core dumps. The guard region is part of
 //! the same mapping (made `PROT_NONE` with `mprotect`), so a stack costs
 //! two kernel mappings whatever the guard's size.
+//!
+//! A pool may instead take its stacks from a caller's allocator
+//! ([`StackAllocator`], OpenSSL's `ASYNC_set_mem_functions`): the block it
+//! returns holds the same layout, with a one-page guard at the first whole
+//! page inside the block when the block has room for it (see there).
 
 use crate::Error;
 use crate::errno;
 use crate::sanitizer::{self, StackRegistration};
-use memmap2::{Advice, MmapMut, MmapOptions};
+use memmap2::{Advice, MmapOptions};
+use std::ffi::c_void;
 use std::io;
-use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
 /// Default usable stack size: 256 KiB. OpenSSL's fixed 32 KiB overflows with
@@ -84,15 +89,118 @@ pub(crate) const SLOT_RESERVE: usize = 192;
 /// Bytes at the very top of every mapping for the stack's own header.
 const HEADER_RESERVE: usize = 64;
 
+/// Where a pool's stack memory comes from when it is not the crate's own
+/// `mmap`: a pair of C-style functions, the shape of OpenSSL's
+/// `ASYNC_stack_alloc_fn` / `ASYNC_stack_free_fn` (so a C front end can pass
+/// what `ASYNC_set_mem_functions` was given straight through). Set it with
+/// [`PoolConfig::stack_allocator`](crate::PoolConfig::stack_allocator).
+///
+/// For each stack the pool asks `alloc` for `*num` = the stack size plus
+/// two pages; `alloc` may raise `*num` to what it really returned. The
+/// block's first whole page becomes the guard (`PROT_NONE`, restored to
+/// read-write before the block goes back to `free`) when the block still
+/// holds [`MIN_STACK_SIZE`] above it; a block too small for that runs
+/// without a guard. So a custom stack has a one-page guard, not the pool's
+/// `guard_size`: a frame larger than a page that no probe walks can jump
+/// over it. The header and job slot live at the block's top, as in an
+/// `mmap`ped stack, and the usable size is what the block leaves.
+///
+/// ```
+/// # if !stackjob::is_capable() { eprintln!("skipped: no stackjob backend on this target"); return; }
+/// use std::ffi::c_void;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// unsafe extern "C" fn alloc(num: *mut usize) -> *mut c_void {
+///     LIVE.fetch_add(1, Ordering::Relaxed);
+///     // SAFETY: the pool passes a valid `num`.
+///     unsafe { libc::malloc(*num) }
+/// }
+/// unsafe extern "C" fn free(p: *mut c_void) {
+///     LIVE.fetch_sub(1, Ordering::Relaxed);
+///     // SAFETY: `p` came from `alloc`.
+///     unsafe { libc::free(p) }
+/// }
+/// // SAFETY: malloc's blocks are writable and 16-aligned until freed.
+/// let heap = unsafe { stackjob::StackAllocator::new(alloc, free) };
+/// stackjob::init_thread_with(&stackjob::PoolConfig::new().init_size(2).stack_allocator(Some(heap))).unwrap();
+/// assert_eq!(LIVE.load(Ordering::Relaxed), 2);
+/// assert!(matches!(stackjob::start(None, || 5).unwrap(), stackjob::Step::Finished(5)));
+/// stackjob::cleanup_thread();
+/// assert_eq!(LIVE.load(Ordering::Relaxed), 0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct StackAllocator {
+    alloc: unsafe extern "C" fn(*mut usize) -> *mut c_void,
+    free: unsafe extern "C" fn(*mut c_void),
+}
+
+impl StackAllocator {
+    /// An allocator pair for job stacks.
+    ///
+    /// # Safety
+    /// `alloc(num)` must return null or a block of at least `*num` bytes
+    /// (after it may have raised `*num`), readable, writable, 16-byte
+    /// aligned and used by nothing else until it is passed to `free`;
+    /// `free` must accept every such block, on the thread that allocated it.
+    pub const unsafe fn new(
+        alloc: unsafe extern "C" fn(*mut usize) -> *mut c_void,
+        free: unsafe extern "C" fn(*mut c_void),
+    ) -> StackAllocator {
+        StackAllocator { alloc, free }
+    }
+
+    /// The allocation function (what C's `ASYNC_get_mem_functions` reports).
+    ///
+    /// ```
+    /// use std::ffi::c_void;
+    /// unsafe extern "C" fn alloc(num: *mut usize) -> *mut c_void {
+    ///     // SAFETY: callers pass a valid `num`.
+    ///     unsafe { libc::malloc(*num) }
+    /// }
+    /// unsafe extern "C" fn free(p: *mut c_void) {
+    ///     // SAFETY: `p` came from `alloc`.
+    ///     unsafe { libc::free(p) }
+    /// }
+    /// // SAFETY: malloc's blocks are writable and 16-aligned until freed.
+    /// let heap = unsafe { stackjob::StackAllocator::new(alloc, free) };
+    /// assert!(std::ptr::fn_addr_eq(heap.alloc_fn(), alloc as unsafe extern "C" fn(*mut usize) -> *mut c_void));
+    /// assert!(std::ptr::fn_addr_eq(heap.free_fn(), free as unsafe extern "C" fn(*mut c_void)));
+    /// ```
+    pub fn alloc_fn(&self) -> unsafe extern "C" fn(*mut usize) -> *mut c_void {
+        self.alloc
+    }
+
+    /// The free function (see [`alloc_fn`](Self::alloc_fn)).
+    pub fn free_fn(&self) -> unsafe extern "C" fn(*mut c_void) {
+        self.free
+    }
+}
+
+impl PartialEq for StackAllocator {
+    /// The same pair of functions (by address).
+    fn eq(&self, other: &StackAllocator) -> bool {
+        std::ptr::fn_addr_eq(self.alloc, other.alloc) && std::ptr::fn_addr_eq(self.free, other.free)
+    }
+}
+
+impl Eq for StackAllocator {}
+
 /// What a stack knows about itself, stored in its own mapping.
 #[repr(C)]
 struct Header {
-    /// The mapping itself; taken out and dropped (unmapped) by `Stack::drop`.
-    map: ManuallyDrop<MmapMut>,
+    /// The block: an `mmap`, or what a [`StackAllocator`] returned.
+    base: *mut u8,
+    /// Its length in bytes.
+    len: usize,
+    /// `None`: `base` is our own mapping (unmapped with `munmap`); else the
+    /// allocator's free function.
+    free: Option<unsafe extern "C" fn(*mut c_void)>,
     /// The pool instance the stack belongs to (0: none).
     epoch: u64,
-    /// Bytes of the `PROT_NONE` guard region at the start of `map`.
-    guard: usize,
+    /// Bytes of the `PROT_NONE` guard region, which starts at the first
+    /// page boundary in the block (0: no guard); at most `MAX_GUARD_SIZE`,
+    /// so 32 bits keep the header within its 64 bytes.
+    guard: u32,
     /// Scrub after every job (so before reuse and before unmapping).
     scrub: bool,
     /// Jobs on this stack keep errno and the FP control state per side
@@ -163,42 +271,75 @@ pub(crate) struct Stack {
 
 impl Stack {
     /// Maps a stack of `shape` (usable bytes above a `PROT_NONE` guard
-    /// region), owned by the pool instance `epoch`.
-    pub(crate) fn new(shape: Shape, epoch: u64, scrub: bool, isolate: bool) -> Result<Stack, Error> {
+    /// region), owned by the pool instance `epoch`; or, with `allocator`,
+    /// takes its memory from there (see [`StackAllocator`]).
+    pub(crate) fn new(
+        shape: Shape,
+        epoch: u64,
+        scrub: bool,
+        isolate: bool,
+        allocator: Option<StackAllocator>,
+    ) -> Result<Stack, Error> {
         let _errno = errno::Keep::new();
         let page = page_size();
         let Shape { size, guard } = shape;
         debug_assert!(size.is_multiple_of(page) && size >= MIN_STACK_SIZE && guard.is_multiple_of(page) && guard > 0);
         let fail = |source: io::Error| Error::StackAlloc { size, source };
-        // Both are at most 1 GiB: no overflow even on 32-bit targets.
-        let total = size + guard;
-        let map = MmapOptions::new().len(total).stack().no_reserve_swap().map_anon().map_err(fail)?;
-        // SAFETY: the guard region lies inside `map`, which we own
-        // exclusively; making it inaccessible cannot invalidate any Rust
-        // reference because none into the mapping exists yet.
-        let rc = unsafe { libc::mprotect(map.as_ptr() as *mut libc::c_void, guard, libc::PROT_NONE) };
-        if rc != 0 {
-            // Never hand out a stack without its guard: drop (unmap) and fail.
-            return Err(fail(io::Error::last_os_error()));
-        }
-        // Best effort: a kernel without MADV_DONTDUMP still gives a working stack.
-        let _ = map.advise(Advice::DontDump);
-        // SAFETY: the header's HEADER_RESERVE bytes at the end of the mapping
-        // are writable, suitably aligned (page-aligned end minus 64) and
-        // unused; from here on the mapping owns itself through the header.
-        // `lowest` and `end` stay inside the mapping (it is the guard plus
-        // at least MIN_STACK_SIZE long).
+        let (base, len, guard, free) = match allocator {
+            None => {
+                // Both are at most 1 GiB: no overflow even on 32-bit targets.
+                let total = size + guard;
+                let map = MmapOptions::new().len(total).stack().no_reserve_swap().map_anon().map_err(fail)?;
+                // SAFETY: the guard region lies inside `map`, which we own
+                // exclusively; making it inaccessible cannot invalidate any
+                // Rust reference because none into the mapping exists yet.
+                let rc = unsafe { libc::mprotect(map.as_ptr() as *mut c_void, guard, libc::PROT_NONE) };
+                if rc != 0 {
+                    // Never hand out a stack without its guard: drop (unmap) and fail.
+                    return Err(fail(io::Error::last_os_error()));
+                }
+                // Best effort: a kernel without MADV_DONTDUMP still gives a working stack.
+                let _ = map.advise(Advice::DontDump);
+                let base = map.as_ptr() as *mut u8;
+                // From here on the header owns the mapping (`unmap`).
+                std::mem::forget(map);
+                (base, total, guard, None)
+            }
+            Some(a) => {
+                let (base, len, guard) = custom_block(a, size, page).ok_or_else(|| {
+                    fail(io::Error::other(
+                        "the pool's stack allocator (PoolConfig::stack_allocator; from C, \
+                         ASYNC_set_mem_functions) returned null or a block too small for a stack: \
+                         it must return at least the *num bytes it is asked for",
+                    ))
+                })?;
+                (base, len, guard, Some(a.free))
+            }
+        };
+        // SAFETY: the header's HEADER_RESERVE bytes at the (64-aligned)
+        // end of the block are writable and unused; from here on the block
+        // owns itself through the header. `lowest` and `end` stay inside
+        // the block (it holds the guard plus at least MIN_STACK_SIZE).
         unsafe {
-            let lowest = map.as_ptr().add(guard) as *mut u8;
-            let end = map.as_ptr().add(total) as *mut u8;
+            let end = ((base as usize + len) & !63) as *mut u8;
+            let lowest = bottom_at(base, guard);
             let header = end.sub(HEADER_RESERVE) as *mut Header;
             let top = NonNull::new_unchecked(header.cast::<u8>().sub(SLOT_RESERVE));
             let low = top.as_ptr() as usize & !(page - 1);
+            if free.is_some() {
+                // The job slot starts out zeroed, as a fresh mapping is
+                // (the job layer reads its flags before the first job); an
+                // allocator's block holds whatever was there before.
+                std::ptr::write_bytes(top.as_ptr(), 0, SLOT_RESERVE);
+            }
             let registration = sanitizer::stack_created(lowest, top.as_ptr(), end);
             header.write(Header {
-                map: ManuallyDrop::new(map),
+                base,
+                len,
+                free,
                 epoch,
-                guard,
+                // At most MAX_GUARD_SIZE (Shape::new) or a page.
+                guard: guard as u32,
                 scrub,
                 isolate,
                 low,
@@ -275,12 +416,9 @@ impl Stack {
 
     /// Lowest usable address (just above the guard region).
     pub(crate) fn bottom(&self) -> *mut u8 {
-        // SAFETY: as in `epoch`; the mapping is the guard plus at least
-        // MIN_STACK_SIZE long.
-        unsafe {
-            let header = self.header();
-            ((*header).map.as_ptr() as *mut u8).add((*header).guard)
-        }
+        // SAFETY: as in `epoch`; the block holds the guard plus at least
+        // MIN_STACK_SIZE.
+        unsafe { bottom_of(self.header()) }
     }
 
     /// The usable stack as `(bottom(), bytes up to top())`: what a job's
@@ -360,6 +498,58 @@ impl Stack {
     }
 }
 
+/// The lowest usable address of the stack whose header is `header`: above
+/// the guard, or the block's first 16-aligned byte if it has none.
+///
+/// # Safety
+/// `header` must be a live stack's header.
+unsafe fn bottom_of(header: *const Header) -> *mut u8 {
+    // SAFETY: per the contract the fields are intact.
+    unsafe { bottom_at((*header).base, (*header).guard as usize) }
+}
+
+/// The lowest usable address of a block at `base` with a guard of `guard`
+/// bytes at its first page boundary (0: none; the first 16-aligned byte).
+/// Pure address arithmetic; `Stack::new` checked the block holds it.
+fn bottom_at(base: *mut u8, guard: usize) -> *mut u8 {
+    let align = if guard == 0 { 16 } else { page_size() };
+    base.wrapping_add(base.align_offset(align) + guard)
+}
+
+/// Asks `a` for a stack block of `size` usable bytes (plus two pages: one
+/// for the guard, one for aligning it) and makes its first whole page the
+/// guard when `MIN_STACK_SIZE` still fits above it. Returns the block, its
+/// length (what `alloc` says it returned) and the guard's length (0 or a
+/// page); `None` if `alloc` returned null or a block too small for even
+/// `MIN_STACK_SIZE` and the header, which is then freed at once.
+fn custom_block(a: StackAllocator, size: usize, page: usize) -> Option<(*mut u8, usize, usize)> {
+    let want = size + 2 * page;
+    let mut len = want;
+    // SAFETY: `alloc` is called as `StackAllocator::new`'s contract allows.
+    let base = unsafe { (a.alloc)(&mut len) }.cast::<u8>();
+    if base.is_null() {
+        return None;
+    }
+    let len = len.min(isize::MAX as usize);
+    let reserve = HEADER_RESERVE + SLOT_RESERVE + 64;
+    let aligned = (base as usize).checked_next_multiple_of(page)? - base as usize;
+    let guard = if len >= aligned + page + MIN_STACK_SIZE + reserve
+        // SAFETY: the page lies inside the block, which the allocator gave
+        // us alone (its contract); no reference into it exists yet.
+        && unsafe { libc::mprotect(base.add(aligned).cast(), page, libc::PROT_NONE) } == 0
+    {
+        page
+    } else {
+        0
+    };
+    if guard == 0 && len < MIN_STACK_SIZE + reserve + 16 {
+        // SAFETY: the block came from `alloc` and was not used.
+        unsafe { (a.free)(base.cast()) };
+        return None;
+    }
+    Some((base, len, guard))
+}
+
 /// Lowest resident page in [from, to) (page-aligned), `Ok(None)` if no
 /// page there is resident, `Err` if `mincore` failed. Asks the kernel a
 /// few MiB at a time, with no allocation.
@@ -421,8 +611,9 @@ pub(crate) struct GuardOf {
     pub(crate) start: usize,
     /// Its length in bytes.
     pub(crate) len: usize,
-    /// Bytes from the guard's end to the mapping's end: the stack size the
-    /// pool was configured with (usable stack, slot and header).
+    /// Bytes from the guard's end to the block's end: the stack size the
+    /// pool was configured with (usable stack, slot and header) for an
+    /// `mmap`ped stack.
     pub(crate) size: usize,
 }
 
@@ -435,9 +626,9 @@ pub(crate) unsafe fn guard_of(top: *mut u8) -> GuardOf {
     // SAFETY: per the contract the header above `top` is intact.
     unsafe {
         let header = top.add(SLOT_RESERVE).cast::<Header>();
-        let (map, guard) = (&(*header).map, (*header).guard);
-        let start = map.as_ptr() as usize;
-        GuardOf { start, len: guard, size: map.len() - guard }
+        let (base, len, guard) = ((*header).base as usize, (*header).len, (*header).guard as usize);
+        let above = bottom_of(header) as usize;
+        GuardOf { start: above - guard, len: guard, size: base + len - above }
     }
 }
 
@@ -461,16 +652,29 @@ impl Drop for Stack {
 unsafe fn unmap(top: NonNull<u8>) {
     let _errno = errno::Keep::new();
     // SAFETY: per the contract the header above `top` is intact. The range
-    // deregistered is the one `new` registered: from above the guard region to
-    // the end of the mapping (`above_guard` bytes, as `guard_of` counts).
-    // Then we move the mapping out of the header (which is never read
-    // again) and drop it, which unmaps everything, the header included.
+    // deregistered is the one `new` registered: from above the guard region
+    // to the (64-aligned) end of the block. Then we read what we need out
+    // of the header (which is never read again) and give the block back,
+    // the header included: `munmap` for our own mapping, or, after the
+    // guard page is made accessible again, the allocator's `free`.
     unsafe {
         let header = top.as_ptr().add(SLOT_RESERVE).cast::<Header>();
-        let guard = guard_of(top.as_ptr());
-        let lowest = (guard.start + guard.len) as *mut u8;
-        sanitizer::stack_destroyed(&(*header).registration, lowest, lowest.add(guard.size));
-        drop(ManuallyDrop::take(&mut (*header).map));
+        let lowest = bottom_of(header);
+        let (base, len, guard, free) = ((*header).base, (*header).len, (*header).guard as usize, (*header).free);
+        let end = ((base as usize + len) & !63) as *mut u8;
+        sanitizer::stack_destroyed(&(*header).registration, lowest, end);
+        match free {
+            None => {
+                libc::munmap(base.cast(), len);
+            }
+            Some(free) => {
+                if guard != 0 {
+                    let at = lowest.sub(guard);
+                    libc::mprotect(at.cast(), guard, libc::PROT_READ | libc::PROT_WRITE);
+                }
+                free(base.cast());
+            }
+        }
     }
 }
 
@@ -509,7 +713,7 @@ mod tests {
     const SIZE: usize = 64 * 1024;
 
     fn stack() -> Stack {
-        Stack::new(Shape::new(SIZE, DEFAULT_GUARD_SIZE).unwrap(), 0, true, true).unwrap()
+        Stack::new(Shape::new(SIZE, DEFAULT_GUARD_SIZE).unwrap(), 0, true, true, None).unwrap()
     }
 
     /// Pretend live data (a switched-out record, say) sits here; everything

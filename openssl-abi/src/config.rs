@@ -47,7 +47,8 @@ fn size_from_env(name: &str, default: usize, min: usize, max: usize) -> usize {
 
 /// What the stack-overflow report tells a C program to do.
 const OVERFLOW_ADVICE: &str = "raise it with the STACKJOB_STACK_SIZE environment variable, \
-     in bytes or with a k/M suffix, e.g. STACKJOB_STACK_SIZE=1M";
+     in bytes or with a k/M suffix, e.g. STACKJOB_STACK_SIZE=1M (or per thread with \
+     stackjob_async_set_thread_stack from <stackjob/async.h>)";
 
 /// The settings, read from the environment the first time.
 pub(crate) fn config() -> &'static Config {

@@ -16,7 +16,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_int, c_void};
 use std::ptr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 const _: () = assert!(usize::BITS == 64, "handles pack a 32-bit index and a 32-bit generation into a pointer");
 
@@ -47,6 +47,13 @@ pub(crate) struct Rec {
     /// While on a thread's free list: the next free record there (index + 1,
     /// 0 ends the list). Only that thread touches it.
     next_free: Cell<u32>,
+    /// A wake handle of this job was handed out (`stackjob_async_wake_handle`,
+    /// owner thread only): `release` then takes the record's wake lock
+    /// (`crate::ext::wake_lock`), so a wake never sees the job half-ended.
+    pub(crate) wake_issued: AtomicBool,
+    /// Owner thread only: the stack pointer where the job's entry closure
+    /// calls the C job function (the unwind for a cancel stops above it).
+    pub(crate) entry_sp: Cell<usize>,
 }
 
 // SAFETY: the atomics are shared; `blocked`, `libctx` and `job` are only
@@ -67,6 +74,8 @@ impl Rec {
             libctx: Cell::new(ptr::null_mut()),
             job: UnsafeCell::new(None),
             next_free: Cell::new(0),
+            wake_issued: AtomicBool::new(false),
+            entry_sp: Cell::new(0),
         }
     }
 }
@@ -99,6 +108,17 @@ pub(crate) struct ThreadState {
     armed: Cell<bool>,
     /// `ExitGuard` has run: records released later go to `GLOBAL_FREE`.
     exited: Cell<bool>,
+    /// `stackjob_async_cancel_job` is cancelling a job: its
+    /// `ASYNC_pause_job` lets the cancellation unwind the C frames.
+    pub(crate) unwind_cancel: Cell<bool>,
+    /// This thread's stack and guard sizes (`stackjob_async_set_thread_stack`;
+    /// 0 = the process's configuration).
+    pub(crate) stack_size: Cell<usize>,
+    pub(crate) guard_size: Cell<usize>,
+    /// The sizes of the thread's last `ASYNC_init_thread` (for a pool that
+    /// `stackjob_async_set_thread_stack` replaces).
+    pub(crate) pool_max: Cell<usize>,
+    pub(crate) pool_init: Cell<usize>,
 }
 
 thread_local! {
@@ -111,6 +131,11 @@ thread_local! {
             free: Cell::new(0),
             armed: Cell::new(false),
             exited: Cell::new(false),
+            unwind_cancel: Cell::new(false),
+            stack_size: Cell::new(0),
+            guard_size: Cell::new(0),
+            pool_max: Cell::new(0),
+            pool_init: Cell::new(0),
         }
     };
 }
@@ -266,13 +291,21 @@ pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
     // threads read it as a seqlock (`ASYNC_get_wait_ctx`: validate, read
     // `ctx` with Acquire, validate again): the fence orders the generation
     // bump before the `ctx` store, so a reader that sees the new `ctx` also
-    // sees the new generation and gives up.
+    // sees the new generation and gives up. With a wake handle out, all of
+    // this happens under the record's wake lock, which a wake holds while
+    // it checks the handle and calls the callback.
+    let wake = r.wake_issued.load(Ordering::Relaxed).then(|| {
+        r.wake_issued.store(false, Ordering::Relaxed);
+        crate::ext::wake_lock(index)
+    });
     r.state.store(FREE, Ordering::Release);
     r.generation.store(r.generation.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     fence(Ordering::Release);
     r.owner.store(0, Ordering::Relaxed);
     let ctx = r.ctx.load(Ordering::Relaxed);
     r.ctx.store(ptr::null_mut(), Ordering::Relaxed);
+    // The fd cleanups below are user code, which may wake other jobs.
+    drop(wake);
     if !ctx.is_null() {
         // SAFETY: the record held one reference to `ctx`.
         unsafe { CWaitCtx::release(ctx) };

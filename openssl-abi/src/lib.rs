@@ -6,8 +6,11 @@
 //! on mmap'd, guard-paged stacks of a configurable size and switch with
 //! stackjob's hand-written assembly instead of `setjmp`/`ucontext`.
 //!
-//! Use it by linking (`-lstackjob_openssl` before `-lcrypto`) or, without
-//! rebuilding anything, by `LD_PRELOAD=libstackjob_openssl.so`.
+//! Use it by linking (`-lstackjob_openssl` before `-lcrypto`), without
+//! rebuilding anything by `LD_PRELOAD=libstackjob_openssl.so`, or with no
+//! OpenSSL at all through its own header `stackjob/async.h` and
+//! `pkg-config --cflags --libs stackjob-async` once
+//! `scripts/install-openssl-abi.sh` installed it.
 //!
 //! Environment (read once, at load time):
 //! * `STACKJOB_STACK_SIZE` — usable bytes per job stack (`262144`, `256k`,
@@ -38,14 +41,20 @@
 //!   handles become stale;
 //! * the wait ctx's `get_changed_fds` counters restart at every job segment
 //!   including a fresh start (OpenSSL only resets them on resume);
-//! * `ASYNC_set_mem_functions` records the functions (and `get` returns
-//!   them) but job stacks are always stackjob's mmap'd stacks.
+//! * `ASYNC_set_mem_functions` is honoured as in OpenSSL (stacks come from
+//!   the caller's allocator), and each such block keeps a guard page inside
+//!   it when it is large enough (see `ASYNC_set_mem_functions`).
+//!
+//! Extensions OpenSSL lacks, declared in `include/stackjob/async.h` and
+//! named `stackjob_async_*`: cancelling a paused job, per-thread stack and
+//! guard sizes, and wake handles that stay safe after the job is gone.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
 
 mod config;
+mod ext;
 mod handles;
 mod wait_ctx;
 
@@ -59,6 +68,11 @@ use std::ptr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use ext::{
+    STACKJOB_CANCEL_QUARANTINED, STACKJOB_CANCEL_UNWOUND, STACKJOB_WAKE_DELIVERED, STACKJOB_WAKE_GONE,
+    STACKJOB_WAKE_NO_CALLBACK, stackjob_async_cancel_job, stackjob_async_get_thread_stack,
+    stackjob_async_set_thread_stack, stackjob_async_wake, stackjob_async_wake_handle,
+};
 pub use wait_ctx::{CWaitCtx, CallbackFn, CleanupFn};
 
 /// `ASYNC_start_job` failed.
@@ -77,8 +91,9 @@ pub struct AsyncJob {
     _opaque: [u8; 0],
 }
 
-/// The job function type `int (*)(void *)`.
-pub type JobFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+/// The job function type `int (*)(void *)`. Declared `C-unwind`: the
+/// unwind of `stackjob_async_cancel_job` passes through the C frames.
+pub type JobFn = unsafe extern "C-unwind" fn(*mut c_void) -> c_int;
 /// `ASYNC_stack_alloc_fn`: `void *(*)(size_t *num)`.
 pub type StackAllocFn = unsafe extern "C" fn(*mut usize) -> *mut c_void;
 /// `ASYNC_stack_free_fn`: `void (*)(void *addr)`.
@@ -141,6 +156,8 @@ exports! {
     ASYNC_WAIT_CTX_set_callback ASYNC_WAIT_CTX_get_callback
     ASYNC_WAIT_CTX_set_status ASYNC_WAIT_CTX_get_status
     stackjob_openssl_counters stackjob_openssl_stack_size stackjob_openssl_libctx_swapping
+    stackjob_async_cancel_job stackjob_async_set_thread_stack stackjob_async_get_thread_stack
+    stackjob_async_wake_handle stackjob_async_wake
 }
 
 /// Set once the first job stack was needed (latches `ASYNC_set_mem_functions`).
@@ -148,7 +165,7 @@ static STACKS_USED: AtomicBool = AtomicBool::new(false);
 
 /// Sets `STACKS_USED`, writing the shared cache line only the first time.
 #[inline]
-fn mark_stacks_used() {
+pub(crate) fn mark_stacks_used() {
     if !STACKS_USED.load(Ordering::Relaxed) {
         STACKS_USED.store(true, Ordering::Relaxed);
     }
@@ -156,7 +173,7 @@ fn mark_stacks_used() {
 
 /// Runs `f`, turning a Rust panic into `default` so it never unwinds into C.
 #[inline(always)]
-fn guard<T>(default: T, f: impl FnOnce() -> T) -> T {
+pub(crate) fn guard<T>(default: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
 }
 
@@ -170,13 +187,24 @@ unsafe fn wctx<'a>(ctx: *mut CWaitCtx) -> Option<&'a CWaitCtx> {
     unsafe { ctx.as_ref() }
 }
 
-fn pool_config(max_size: usize, init_size: usize) -> stackjob::PoolConfig {
+/// This thread's stack and guard sizes: its own
+/// (`stackjob_async_set_thread_stack`) or the process's.
+pub(crate) fn pool_sizes(t: &ThreadState) -> (usize, usize) {
     let config = config::config();
+    let pick = |own: usize, process: usize| if own == 0 { process } else { own };
+    (pick(t.stack_size.get(), config.stack_size), pick(t.guard_size.get(), config.guard_size))
+}
+
+/// The pool this thread gets: its sizes, and the stack allocator of
+/// `ASYNC_set_mem_functions` if one was set.
+pub(crate) fn pool_config(t: &ThreadState, max_size: usize, init_size: usize) -> stackjob::PoolConfig {
+    let (stack_size, guard_size) = pool_sizes(t);
     stackjob::PoolConfig::new()
         .max_size(max_size)
         .init_size(init_size)
-        .stack_size(config.stack_size)
-        .guard_size(config.guard_size)
+        .stack_size(stack_size)
+        .guard_size(guard_size)
+        .stack_allocator(stack_allocator())
 }
 
 /// Creates this thread's pool with the configured stack size on first use.
@@ -185,7 +213,7 @@ fn ensure_pool(t: &ThreadState) -> bool {
     if t.pool_ready.get() {
         return true;
     }
-    let ok = stackjob::init_thread_with(&pool_config(0, 0)).is_ok();
+    let ok = stackjob::init_thread_with(&pool_config(t, 0, 0)).is_ok();
     t.pool_ready.set(ok);
     ok
 }
@@ -205,13 +233,15 @@ pub extern "C" fn ASYNC_init_thread(max_size: usize, init_size: usize) -> c_int 
         if init_size > 0 {
             mark_stacks_used();
         }
-        match stackjob::init_thread_with(&pool_config(max_size, init_size)) {
+        handles::with_state(|t| match stackjob::init_thread_with(&pool_config(t, max_size, init_size)) {
             Ok(()) => {
-                handles::with_state(|t| t.pool_ready.set(true));
+                t.pool_ready.set(true);
+                t.pool_max.set(max_size);
+                t.pool_init.set(init_size);
                 1
             }
             Err(_) => 0,
-        }
+        })
     })
 }
 
@@ -412,6 +442,8 @@ pub unsafe extern "C" fn ASYNC_start_job(
             let caller_libctx = config::current_libctx();
             t.enter(h, r);
             let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
+                // Where a cancel's unwind must get to (`ext::unwind_reaches`).
+                r.entry_sp.set(ext::stack_pointer());
                 let mut buf = [Align16([MaybeUninit::uninit(); 16]); INLINE_ARGS / 16];
                 // SAFETY: the job runs now, inside this `ASYNC_start_job` call.
                 let p = unsafe { copy.place(&mut buf) };
@@ -475,19 +507,32 @@ fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
 /// returns control to the `ASYNC_start_job` caller (which sees
 /// `ASYNC_PAUSE`) and returns 1 once resumed. Outside a job or while
 /// blocked: returns 1 at once.
+///
+/// Declared `C-unwind`: when `stackjob_async_cancel_job` cancels the job
+/// and every frame down to the job's entry has unwind information, the
+/// cancellation unwinds from here through the C frames.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
-pub extern "C" fn ASYNC_pause_job() -> c_int {
-    match handles::with_state(|t| t.current_rec()) {
-        Some(r) if r.blocked.get() == 0 => {}
+pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
+    let r = match handles::with_state(|t| t.current_rec()) {
+        Some(r) if r.blocked.get() == 0 => r,
         _ => return 1,
-    }
+    };
     count(&COUNTERS.pauses);
-    // The crate cancels a job whose handle is dropped (ASYNC_cleanup_thread,
-    // thread exit) by making `pause` unwind. C frames cannot be unwound, so
-    // the unwind stops here and the job pauses again: it never runs another
-    // line of C, and after a few tries the crate quarantines its stack.
-    while catch_unwind(stackjob::pause).is_err() {}
-    1
+    // The crate cancels a job whose handle is dropped by making `pause`
+    // unwind. For ASYNC_cleanup_thread and thread exit (and for frames the
+    // unwinder cannot walk) the unwind stops here and the job pauses again:
+    // it never runs another line of C, and after a few tries the crate
+    // quarantines its stack. For stackjob_async_cancel_job it goes on.
+    loop {
+        match catch_unwind(stackjob::pause) {
+            Ok(()) => return 1,
+            Err(payload) => {
+                if handles::with_state(|t| t.unwind_cancel.get()) && ext::unwind_reaches(r.entry_sp.get()) {
+                    std::panic::resume_unwind(payload);
+                }
+            }
+        }
+    }
 }
 
 /// `ASYNC_JOB *ASYNC_get_current_job(void)`: the running job's handle (the
@@ -548,11 +593,32 @@ unsafe extern "C" fn default_stack_free(addr: *mut c_void) {
     unsafe { libc::free(addr) }
 }
 
+/// The allocator pair for job stacks once `ASYNC_set_mem_functions` set
+/// one (a NULL half keeps the default malloc/free half, as in OpenSSL).
+fn stack_allocator() -> Option<stackjob::StackAllocator> {
+    let m = *MEM_FUNCTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if m.0.is_none() && m.1.is_none() {
+        return None;
+    }
+    let (alloc, free) = (m.0.unwrap_or(default_stack_alloc), m.1.unwrap_or(default_stack_free));
+    // SAFETY: OpenSSL's contract for ASYNC_set_mem_functions: `alloc(&num)`
+    // returns NULL or a usable block of `num` bytes (malloc-aligned) that
+    // `free` takes back.
+    Some(unsafe { stackjob::StackAllocator::new(alloc, free) })
+}
+
 /// `int ASYNC_set_mem_functions(ASYNC_stack_alloc_fn, ASYNC_stack_free_fn)`
-/// (OpenSSL 3.1): records a stack allocator pair (NULL keeps the current
-/// one). Returns 0 once any job stack was ever needed, 1 otherwise. The
-/// pair is only reported back by `ASYNC_get_mem_functions`: job stacks are
-/// always stackjob's mmap'd, guard-paged stacks (size: `STACKJOB_STACK_SIZE`).
+/// (OpenSSL 3.1): the allocator pair for job stacks (NULL keeps the current
+/// half). Returns 0 once any job stack was ever needed, 1 otherwise.
+///
+/// As in OpenSSL, stacks then come from `alloc_fn(&num)` and go back to
+/// `free_fn`. `num` is the stack size (`STACKJOB_STACK_SIZE`) plus two
+/// pages, and the allocator may raise it to what it returned. The block's
+/// first whole page is made a `PROT_NONE` guard (and made accessible again
+/// before `free_fn`) when 64 KiB of stack still fit above it; a smaller
+/// block runs without a guard. A one-page guard is smaller than the
+/// `STACKJOB_GUARD_SIZE` region of our own stacks: a C frame larger than a
+/// page built without `-fstack-clash-protection` can jump over it.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_set_mem_functions(alloc_fn: Option<StackAllocFn>, free_fn: Option<StackFreeFn>) -> c_int {
     guard(0, || {

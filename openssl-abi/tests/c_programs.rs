@@ -1,7 +1,8 @@
 //! Builds the C programs in `tests/c/` against the system
-//! `<openssl/async.h>`, links them with this crate's `libstackjob_openssl`
-//! and runs them: the man page's example (shared and static link) and the C
-//! suite. Skips, saying so, where `cc` or the OpenSSL headers are missing
+//! `<openssl/async.h>` (and `stackjob/async.h` for the extensions), links
+//! them with this crate's `libstackjob_openssl` and runs them: the man
+//! page's example (shared and static link) and the C suite; and checks
+//! `stackjob/async.h` against the exports. Skips, saying so, where `cc` or the OpenSSL headers are missing
 //! (`scripts/test-openssl-abi.sh` installs them).
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,10 @@ fn c_dir() -> PathBuf {
 
 /// Whether a C compiler and the OpenSSL headers are there.
 fn have_toolchain() -> bool {
+    if cfg!(target_env = "musl") {
+        eprintln!("skipped: on musl, scripts/test-openssl-abi-musl.sh builds and runs the C suite");
+        return false;
+    }
     let cc = Command::new("cc").arg("--version").output().is_ok_and(|o| o.status.success());
     if !cc || !Path::new("/usr/include/openssl/async.h").exists() {
         eprintln!("skipped: needs `cc` and <openssl/async.h> (apt-get install gcc libssl-dev)");
@@ -47,13 +52,20 @@ fn have_toolchain() -> bool {
     true
 }
 
+/// The directory holding `stackjob/async.h`.
+fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
+}
+
 /// Compiles `tests/c/<name>.c`; `shared` links the .so (with an rpath),
-/// otherwise the .a. `extra` are more linker arguments.
+/// otherwise the .a. `extra` are more linker arguments. `stackjob/async.h`
+/// is on the include path; `<openssl/async.h>` is the system's.
 fn build(name: &str, shared: bool, extra: &[&str]) -> PathBuf {
     let lib = lib_dir();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", if shared { "so" } else { "a" }));
     let mut cmd = Command::new("cc");
     cmd.args(["-Wall", "-Wno-unused-function", "-Wno-unused-result", "-O1", "-o"]).arg(&out);
+    cmd.arg(format!("-I{}", include_dir().display()));
     cmd.arg(c_dir().join(format!("{name}.c")));
     if shared {
         cmd.arg(format!("-L{}", lib.display()));
@@ -64,6 +76,7 @@ fn build(name: &str, shared: bool, extra: &[&str]) -> PathBuf {
     }
     cmd.args(extra);
     cmd.args(["-lpthread", "-ldl", "-lm"]);
+    // (cc treats arguments ending in .o as objects wherever they are.)
     let o = cmd.output().expect("run cc");
     assert!(o.status.success(), "cc failed for {name}:\n{}", String::from_utf8_lossy(&o.stderr));
     out
@@ -174,6 +187,171 @@ fn c_threads() {
     suite_program("threads");
 }
 
+/// `tests/c/nounwind.c` compiled without unwind tables, as an object.
+fn nounwind_object() -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nounwind.o");
+    let o = Command::new("cc")
+        .args(["-c", "-O1", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-o"])
+        .arg(&out)
+        .arg(format!("-I{}", include_dir().display()))
+        .arg(c_dir().join("nounwind.c"))
+        .output()
+        .expect("run cc");
+    assert!(o.status.success(), "cc failed for nounwind.c:\n{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn c_ext_cancel_unwinds_or_quarantines_and_the_handle_goes_stale() {
+    if !have_toolchain() {
+        return;
+    }
+    let obj = nounwind_object();
+    suite_program_with("ext_cancel", &[obj.to_str().expect("utf-8 path")]);
+}
+
+#[test]
+fn c_ext_thread_stack_sizes() {
+    suite_program("ext_stack");
+}
+
+#[test]
+fn c_ext_wake_after_the_job_is_gone_is_a_no_op() {
+    suite_program("ext_wake");
+}
+
+/// What OpenSSL 3.1's `test_ASYNC_set_mem_functions` checks, and that jobs
+/// run on the blocks.
+#[test]
+fn c_mem_functions_are_used_for_stacks() {
+    suite_program("mem_functions");
+}
+
+/// `stackjob/async.h` declares exactly the library's exported functions,
+/// and its constants have the library's (and OpenSSL's) values.
+#[test]
+fn the_header_matches_the_exports_and_constants() {
+    let header = std::fs::read_to_string(include_dir().join("stackjob/async.h")).expect("read stackjob/async.h");
+    let mut declared: Vec<String> = Vec::new();
+    let mut defines: Vec<(String, i64)> = Vec::new();
+    // Declarations: an identifier followed by "(" that starts a prototype
+    // (not a macro, a typedef or a parameter's function-pointer type).
+    let code: String = header
+        .split("/*")
+        .map(|part| part.split_once("*/").map_or(part, |(_, rest)| rest))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for line in code.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("#define ") {
+            let mut it = rest.split_whitespace();
+            if let (Some(name), Some(v)) = (it.next(), it.next())
+                && let Ok(v) = v.parse::<i64>()
+            {
+                defines.push((name.to_string(), v));
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.starts_with("typedef") {
+            continue;
+        }
+        if let Some(open) = line.find('(') {
+            let name = line[..open].rsplit([' ', '*']).next().unwrap_or("");
+            if (name.starts_with("ASYNC_") || name.starts_with("stackjob_")) && !line.starts_with(' ') {
+                declared.push(name.to_string());
+            }
+        }
+    }
+    declared.sort();
+    declared.dedup();
+    if !cfg!(target_env = "musl") {
+        let lib = lib_dir().join("libstackjob_openssl.so");
+        if let Some(exported) = exported_symbols(&lib) {
+            let mut names: Vec<String> =
+                exported.iter().map(|n| n.split('@').next().unwrap_or(n).to_string()).collect();
+            names.sort();
+            assert_eq!(declared, names, "stackjob/async.h vs the exports of {}", lib.display());
+        }
+    }
+    assert_eq!(declared.len(), 30, "{declared:?}");
+    let value = |name: &str| {
+        defines.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or_else(|| panic!("{name} not defined"))
+    };
+    use stackjob_openssl as lib;
+    for (name, want) in [
+        ("ASYNC_ERR", lib::ASYNC_ERR),
+        ("ASYNC_NO_JOBS", lib::ASYNC_NO_JOBS),
+        ("ASYNC_PAUSE", lib::ASYNC_PAUSE),
+        ("ASYNC_FINISH", lib::ASYNC_FINISH),
+        ("ASYNC_STATUS_UNSUPPORTED", stackjob::Status::Unsupported as i32),
+        ("ASYNC_STATUS_ERR", stackjob::Status::Err as i32),
+        ("ASYNC_STATUS_OK", stackjob::Status::Ok as i32),
+        ("ASYNC_STATUS_EAGAIN", stackjob::Status::Eagain as i32),
+        ("STACKJOB_CANCEL_UNWOUND", lib::STACKJOB_CANCEL_UNWOUND),
+        ("STACKJOB_CANCEL_QUARANTINED", lib::STACKJOB_CANCEL_QUARANTINED),
+        ("STACKJOB_WAKE_GONE", lib::STACKJOB_WAKE_GONE),
+        ("STACKJOB_WAKE_DELIVERED", lib::STACKJOB_WAKE_DELIVERED),
+        ("STACKJOB_WAKE_NO_CALLBACK", lib::STACKJOB_WAKE_NO_CALLBACK),
+    ] {
+        assert_eq!(value(name), i64::from(want), "{name}");
+    }
+    // And OpenSSL's own values, where its header is installed.
+    if let Ok(ossl) = std::fs::read_to_string("/usr/include/openssl/async.h") {
+        for line in ossl.lines() {
+            let mut it = line.trim().strip_prefix("#define ").unwrap_or("").split_whitespace();
+            if let (Some(name), Some(v)) = (it.next(), it.next())
+                && name.starts_with("ASYNC_")
+                && let Ok(v) = v.parse::<i64>()
+            {
+                assert_eq!(value(name), v, "{name} differs from OpenSSL's");
+            }
+        }
+    }
+}
+
+/// `stackjob/async.h` compiles on its own as strict C99 and as C++, and
+/// after OpenSSL's own `<openssl/async.h>` (which it then does not repeat);
+/// `include/stackjob/openssl/async.h` stands in for OpenSSL's.
+#[test]
+fn the_header_compiles_strictly_alone_after_openssls_and_as_cpp() {
+    if !have_toolchain() {
+        return;
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("alone.c", "#include <stackjob/async.h>\n", &["cc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"]),
+        (
+            "after_openssl.c",
+            "#include <openssl/async.h>\n#include <stackjob/async.h>\n",
+            &["cc", "-std=c11", "-Wall", "-Wextra", "-Werror"],
+        ),
+        (
+            "compat.c",
+            "#include <openssl/async.h>\n#ifndef STACKJOB_ASYNC_H\n#error not the wrapper\n#endif\n",
+            &["cc", "-std=c99", "-pedantic", "-Wall", "-Werror", "-I{compat}"],
+        ),
+        ("alone.cc", "#include <stackjob/async.h>\n", &["c++", "-Wall", "-Wextra", "-Werror"]),
+    ];
+    for (file, text, cmd) in cases {
+        let src = tmp.join(file);
+        let body = format!(
+            "{text}\nint use(void);\nint use(void) {{ ASYNC_JOB *j = 0; return stackjob_async_cancel_job(j) + \
+             ASYNC_start_job(&j, 0, 0, 0, 0, 0) + STACKJOB_WAKE_GONE; }}\n"
+        );
+        std::fs::write(&src, body).expect("write the test source");
+        let compat = include_dir().join("stackjob");
+        let args: Vec<String> = cmd[1..].iter().map(|a| a.replace("{compat}", &compat.display().to_string())).collect();
+        let o = Command::new(cmd[0])
+            .args(&args)
+            .arg(format!("-I{}", include_dir().display()))
+            .args(["-fsyntax-only"])
+            .arg(&src)
+            .output()
+            .expect("run the compiler");
+        assert!(o.status.success(), "{file} ({cmd:?}):\n{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 #[test]
 fn c_libctx_swap() {
     // libcrypto is in the process, so OSSL_LIB_CTX_set0_default is found.
@@ -250,17 +428,30 @@ fn exported_symbols(lib: &Path) -> Option<Vec<String>> {
 }
 
 /// The exported set is exactly OpenSSL's 22 `ASYNC_*` functions and this
-/// library's three probes; with symbol versioning (build.rs), under
+/// library's eight own functions (three probes, five extensions); with symbol versioning (build.rs), under
 /// libcrypto's version nodes (`libstackjob_openssl.map`).
 #[test]
 fn exported_symbols_are_the_async_api() {
+    if cfg!(target_env = "musl") {
+        eprintln!("skipped: musl builds no shared library");
+        return;
+    }
     let lib = lib_dir().join("libstackjob_openssl.so");
     let Some(got) = exported_symbols(&lib) else {
         eprintln!("skipped: needs readelf (binutils)");
         return;
     };
     let v31 = ["ASYNC_get_mem_functions", "ASYNC_set_mem_functions"];
-    let ours = ["stackjob_openssl_counters", "stackjob_openssl_libctx_swapping", "stackjob_openssl_stack_size"];
+    let ours = [
+        "stackjob_async_cancel_job",
+        "stackjob_async_get_thread_stack",
+        "stackjob_async_set_thread_stack",
+        "stackjob_async_wake",
+        "stackjob_async_wake_handle",
+        "stackjob_openssl_counters",
+        "stackjob_openssl_libctx_swapping",
+        "stackjob_openssl_stack_size",
+    ];
     let v30 = [
         "ASYNC_WAIT_CTX_clear_fd",
         "ASYNC_WAIT_CTX_free",

@@ -6,7 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/async.h>
+#if defined(__has_include)
+#if __has_include(<openssl/opensslv.h>)
 #include <openssl/opensslv.h>
+#endif
+#endif
 
 static int check_failures = 0;
 #define CHECK(cond)                                                            \
@@ -31,8 +35,11 @@ static int check_failures = 0;
                          : (printf("%s: %d failures\n", __FILE__,              \
                                    check_failures), 1))
 
-/* OpenSSL 3.0 headers predate ASYNC_set/get_mem_functions (3.1). */
-#if OPENSSL_VERSION_NUMBER < 0x30100000L
+/* OpenSSL 3.0 headers predate ASYNC_set/get_mem_functions (3.1);
+ * stackjob/async.h declares them (and says so). */
+#if (!defined(OPENSSL_VERSION_NUMBER) || OPENSSL_VERSION_NUMBER < 0x30100000L) \
+    && !defined(STACKJOB_ASYNC_MEM_FUNCTIONS_DECLARED)
+#define STACKJOB_ASYNC_MEM_FUNCTIONS_DECLARED
 typedef void *(*ASYNC_stack_alloc_fn)(size_t *num);
 typedef void (*ASYNC_stack_free_fn)(void *addr);
 int ASYNC_set_mem_functions(ASYNC_stack_alloc_fn alloc_fn,
