@@ -8,7 +8,7 @@
 //!   installs [`WaitCtx::waking_callback`] as the context's completion
 //!   callback, so an engine that completes a request on any thread (and
 //!   calls [`WaitCtx::callback`], or [`WaitCtx::wake`] directly) wakes the
-//!   task through its [`Waker`](std::task::Waker);
+//!   task through its [`Waker`];
 //! * **fd mode**: the context's wait fds, followed through
 //!   [`WaitCtx::changed_fds`], are watched by an [`FdWatcher`] (the tokio
 //!   one registers them with `AsyncFd`); in callback mode they are watched

@@ -4,7 +4,7 @@
 //!   job and resumes it when it can make progress: when one of its wait
 //!   fds becomes readable (the fds of its [`WaitCtx`], followed through
 //!   [`WaitCtx::changed_fds`] and registered with
-//!   [`AsyncFd`](::tokio::io::unix::AsyncFd)), when a completion on any
+//!   [`AsyncFd`]), when a completion on any
 //!   thread calls the context's callback ([`Mode::Callback`], the default),
 //!   or when a future it [`wait`]s for is ready. A full pool
 //!   ([`crate::Error::NoJobs`]) is waited out. Dropping the future cancels
@@ -70,7 +70,7 @@ struct Watched {
 
 /// The tokio [`FdWatcher`]: each distinct wait fd of the job's context is
 /// registered with the runtime's reactor as an
-/// [`AsyncFd`](::tokio::io::unix::AsyncFd) (read interest, as OpenSSL's
+/// [`AsyncFd`] (read interest, as OpenSSL's
 /// wait fds are), added and removed as [`WaitCtx::changed_fds`] reports.
 /// When an fd is ready its readiness is cleared before the job is resumed
 /// (tokio's readiness is edge-like: the engine must drain the fd, as an

@@ -369,8 +369,7 @@ fn wait_awaits_timers_and_lets_other_tasks_run() {
         ticker.await.unwrap();
         sender.await.unwrap();
         value
-    })
-    .into();
+    });
     assert_eq!(seen, 3, "other tasks ran while the job waited on the timer");
     assert_eq!(value, 42);
 }
