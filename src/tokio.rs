@@ -27,8 +27,9 @@
 //! `tokio::spawn` needs `Send` and refuses it at compile time:
 //!
 //! ```compile_fail
-//! let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
-//! rt.spawn(stackjob::tokio::job(|| 1)); // error: `Job<i32>` cannot be sent between threads safely
+//! // `Runtime::spawn` and `tokio::spawn` require `Send` on every runtime:
+//! let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! rt.spawn(stackjob::tokio::job(|| 1)); // error: `*mut ()` cannot be sent between threads safely
 //! ```
 //!
 //! ```
