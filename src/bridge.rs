@@ -183,6 +183,8 @@ pub struct JobDriver<W: FdWatcher = NoFds> {
     ctx: WaitCtx,
     watcher: W,
     mode: Mode,
+    /// The job as C code sees it, when the OpenSSL-ABI library is loaded.
+    c_abi: Option<c_abi::Link>,
 }
 
 impl<W: FdWatcher> fmt::Debug for JobDriver<W> {
@@ -215,7 +217,8 @@ impl<W: FdWatcher + Default> JobDriver<W> {
         if mode == Mode::Callback {
             ctx.set_callback(Some(ctx.waking_callback()));
         }
-        JobDriver { ctx, watcher: W::default(), mode }
+        let c_abi = c_abi::Link::new(&ctx, mode);
+        JobDriver { ctx, watcher: W::default(), mode, c_abi }
     }
 }
 
@@ -371,6 +374,7 @@ where
             State::Start(mut f) => {
                 // A wake left over from the driver's previous job is not this one's.
                 driver.ctx.take_woken();
+                let _c = driver.c_abi.as_mut().map(c_abi::Link::enter_fresh);
                 let scope = TaskCxScope::enter(cx);
                 let at: *mut Option<F> = &mut f;
                 let started = catch(|| {
@@ -386,6 +390,7 @@ where
                 });
                 let waited = scope.waited();
                 drop(scope);
+                drop(_c);
                 match started {
                     Ok(Ok(step)) => {
                         LIVE.with(|n| n.set(n.get() + 1));
@@ -421,10 +426,12 @@ where
                     this.state = State::Paused(job, until);
                     return Poll::Pending;
                 }
+                let c = driver.c_abi.as_mut().map(c_abi::Link::enter);
                 let scope = TaskCxScope::enter(cx);
                 let resumed = catch(|| job.resume());
                 let waited = scope.waited();
                 drop(scope);
+                drop(c);
                 match resumed {
                     Ok(Ok(step)) => (step, waited),
                     Ok(Err(e)) => {
@@ -448,6 +455,9 @@ where
                 Poll::Ready(Ok(value))
             }
             (Step::Paused(job), waited) => {
+                if let Some(link) = &mut driver.c_abi {
+                    link.mirror_fds(&driver.ctx);
+                }
                 if let Err((fd, source)) = driver.watcher.sync(&driver.ctx) {
                     drop(job); // cancels it: its destructors run now
                     stack_freed();
@@ -583,4 +593,216 @@ pub fn yield_now() {
             Poll::Pending
         }
     }));
+}
+
+/// A job started here as an `ASYNC_JOB` for C code, when the process has
+/// stackjob's OpenSSL-ABI library (`libstackjob_openssl`, linked ahead of
+/// libcrypto, preloaded, or `dlopen`ed with `RTLD_GLOBAL` before the first
+/// [`JobDriver`] is made).
+///
+/// That library holds its own copy of this crate, blind to this copy's
+/// jobs; it exports `stackjob_openssl_foreign_api`, a table of hooks. Each
+/// driver then owns a C `ASYNC_WAIT_CTX` made by that library and
+/// describes its job in a `ForeignJob` record, made current on the thread
+/// around every segment: C code inside the job gets it from
+/// `ASYNC_get_current_job`, its wait ctx from `ASYNC_get_wait_ctx` and is
+/// paused by `ASYNC_pause_job` (which calls [`pause`](crate::pause)). The
+/// wait fds C code registers are mirrored into the driver's [`WaitCtx`]
+/// after every pause (so the [`FdWatcher`] watches them), and in
+/// [`Mode::Callback`] the C ctx's callback wakes the task.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod c_abi {
+    use crate::wait_ctx::{RawFd, WaitCtx, WaitKey};
+    use std::ffi::{c_int, c_void};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// `ForeignJob` of openssl-abi/src/foreign.rs (same layout, version 1).
+    #[repr(C)]
+    struct ForeignJob {
+        id: u64,
+        pause: unsafe extern "C" fn(),
+        wait_ctx: *mut c_void,
+        blocked: c_int,
+    }
+
+    /// `ForeignApi` of openssl-abi/src/foreign.rs.
+    #[repr(C)]
+    struct Api {
+        version: u32,
+        swap: extern "C" fn(*mut ForeignJob) -> *mut ForeignJob,
+        wait_ctx_new: extern "C" fn() -> *mut c_void,
+        wait_ctx_free: unsafe extern "C" fn(*mut c_void),
+        wait_ctx_get_all_fds: unsafe extern "C" fn(*mut c_void, *mut c_int, *mut usize) -> c_int,
+        wait_ctx_set_callback:
+            unsafe extern "C" fn(*mut c_void, Option<unsafe extern "C" fn(*mut c_void) -> c_int>, *mut c_void) -> c_int,
+    }
+
+    const API_VERSION: u32 = 1;
+
+    /// Mirrored C fds live under keys with this bit set.
+    const MIRROR: usize = 1 << (usize::BITS - 1);
+
+    /// The library's hooks, looked up once per process.
+    fn api() -> Option<&'static Api> {
+        static API: OnceLock<usize> = OnceLock::new();
+        let at = *API.get_or_init(|| {
+            let _errno = crate::errno::Keep::new();
+            // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+            // looks a symbol up; a missing one is null.
+            let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"stackjob_openssl_foreign_api".as_ptr()) };
+            if f.is_null() {
+                return 0;
+            }
+            // SAFETY: the symbol is openssl-abi's
+            // `extern "C" fn() -> *const ForeignApi`, which returns a static.
+            let get: extern "C" fn() -> *const Api = unsafe { std::mem::transmute(f) };
+            let api = get();
+            // SAFETY: a pointer to the library's static table; the version
+            // is its first field in every layout.
+            if api.is_null() || unsafe { (*api).version } != API_VERSION {
+                return 0;
+            }
+            api as usize
+        });
+        // SAFETY: a static of a library that stays loaded (it was loaded
+        // globally before we looked it up; such libraries are not unloaded
+        // while their symbols are in use by convention, and this one never
+        // asks to be).
+        (at != 0).then(|| unsafe { &*(at as *const Api) })
+    }
+
+    /// The job's pause as C's `ASYNC_pause_job` calls it. A cancellation
+    /// (the job's future dropped) unwinds from `pause`; C frames cannot be
+    /// unwound, so the unwind stops here and the job pauses again: it never
+    /// runs another line of C, and the core quarantines its stack after a
+    /// few tries (as the OpenSSL-ABI library does for its own jobs).
+    unsafe extern "C" fn pause_job() {
+        while std::panic::catch_unwind(crate::pause).is_err() {}
+    }
+
+    /// The C ctx's callback in callback mode: wakes the task.
+    unsafe extern "C" fn wake(arg: *mut c_void) -> c_int {
+        // SAFETY: `arg` is the `Box<WaitCtx>` of a live `Link`, which clears
+        // the callback before it frees the box.
+        unsafe { (*arg.cast::<WaitCtx>()).wake() };
+        1
+    }
+
+    pub(super) struct Link {
+        api: &'static Api,
+        /// Boxed: C code may keep the handle and the wait ctx across
+        /// pauses, and the driver may move between polls.
+        job: Box<ForeignJob>,
+        /// The `WaitCtx` the C callback wakes (a clone of the driver's).
+        wake_ctx: *mut WaitCtx,
+        /// C fds currently mirrored into the driver's context.
+        mirrored: Vec<RawFd>,
+    }
+
+    impl Link {
+        pub(super) fn new(ctx: &WaitCtx, mode: super::Mode) -> Option<Link> {
+            let api = api()?;
+            static IDS: AtomicU64 = AtomicU64::new(1);
+            // Non-zero and below 2^32 (the handle is id << 32).
+            let id = IDS.fetch_add(1, Ordering::Relaxed) % ((1 << 32) - 1) + 1;
+            let cctx = (api.wait_ctx_new)();
+            if cctx.is_null() {
+                return None;
+            }
+            let wake_ctx = Box::into_raw(Box::new(ctx.clone()));
+            if mode == super::Mode::Callback {
+                // SAFETY: a live C ctx of the library; `wake_ctx` outlives
+                // the registration (see Drop).
+                unsafe { (api.wait_ctx_set_callback)(cctx, Some(wake), wake_ctx.cast()) };
+            }
+            let job = Box::new(ForeignJob { id, pause: pause_job, wait_ctx: cctx, blocked: 0 });
+            Some(Link { api, job, wake_ctx, mirrored: Vec::new() })
+        }
+
+        /// Makes the job current for C code until the guard drops.
+        pub(super) fn enter(&mut self) -> Current {
+            let old = (self.api.swap)(&mut *self.job);
+            Current { api: self.api, old }
+        }
+
+        /// [`enter`](Self::enter) for a new job: no pause block carried over.
+        pub(super) fn enter_fresh(&mut self) -> Current {
+            self.job.blocked = 0;
+            self.enter()
+        }
+
+        /// Mirrors the C ctx's fds into `ctx` (after each pause), so the
+        /// driver's watcher sees them as changes of the segment.
+        pub(super) fn mirror_fds(&mut self, ctx: &WaitCtx) {
+            let cctx = self.job.wait_ctx;
+            let mut n = 0usize;
+            // SAFETY: a live C ctx; with a null buffer only the count is stored.
+            if unsafe { (self.api.wait_ctx_get_all_fds)(cctx, std::ptr::null_mut(), &mut n) } == 0 {
+                return;
+            }
+            let mut fds: Vec<c_int> = vec![0; n];
+            // SAFETY: `fds` has room for `n` fds.
+            if n > 0 && unsafe { (self.api.wait_ctx_get_all_fds)(cctx, fds.as_mut_ptr(), &mut n) } == 0 {
+                return;
+            }
+            fds.truncate(n);
+            for &fd in &self.mirrored {
+                if !fds.contains(&fd) {
+                    ctx.clear_fd(WaitKey::new(MIRROR | fd as usize));
+                }
+            }
+            for &fd in &fds {
+                if !self.mirrored.contains(&fd) {
+                    ctx.set_wait_fd(WaitKey::new(MIRROR | fd as usize), fd, 0, None);
+                }
+            }
+            self.mirrored = fds;
+        }
+    }
+
+    impl Drop for Link {
+        fn drop(&mut self) {
+            // SAFETY: our C ctx: the callback is removed before the box it
+            // points at is freed, then the ctx (its fd cleanups run now).
+            unsafe {
+                (self.api.wait_ctx_set_callback)(self.job.wait_ctx, None, std::ptr::null_mut());
+                (self.api.wait_ctx_free)(self.job.wait_ctx);
+                drop(Box::from_raw(self.wake_ctx));
+            }
+        }
+    }
+
+    /// The job is current for C code while this lives.
+    pub(super) struct Current {
+        api: &'static Api,
+        old: *mut ForeignJob,
+    }
+
+    impl Drop for Current {
+        fn drop(&mut self) {
+            (self.api.swap)(self.old);
+        }
+    }
+}
+
+/// Elsewhere the OpenSSL-ABI library does not exist: no link.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod c_abi {
+    pub(super) enum Link {}
+    pub(super) struct Current;
+    impl Link {
+        pub(super) fn new(_: &crate::WaitCtx, _: super::Mode) -> Option<Link> {
+            None
+        }
+        pub(super) fn enter(&mut self) -> Current {
+            match *self {}
+        }
+        pub(super) fn enter_fresh(&mut self) -> Current {
+            match *self {}
+        }
+        pub(super) fn mirror_fds(&mut self, _: &crate::WaitCtx) {
+            match *self {}
+        }
+    }
 }

@@ -250,7 +250,7 @@ fn exported_symbols(lib: &Path) -> Option<Vec<String>> {
 }
 
 /// The exported set is exactly OpenSSL's 22 `ASYNC_*` functions and this
-/// library's three probes; with symbol versioning (build.rs), under
+/// library's four probes and hooks; with symbol versioning (build.rs), under
 /// libcrypto's version nodes (`libstackjob_openssl.map`).
 #[test]
 fn exported_symbols_are_the_async_api() {
@@ -260,7 +260,12 @@ fn exported_symbols_are_the_async_api() {
         return;
     };
     let v31 = ["ASYNC_get_mem_functions", "ASYNC_set_mem_functions"];
-    let ours = ["stackjob_openssl_counters", "stackjob_openssl_libctx_swapping", "stackjob_openssl_stack_size"];
+    let ours = [
+        "stackjob_openssl_counters",
+        "stackjob_openssl_foreign_api",
+        "stackjob_openssl_libctx_swapping",
+        "stackjob_openssl_stack_size",
+    ];
     let v30 = [
         "ASYNC_WAIT_CTX_clear_fd",
         "ASYNC_WAIT_CTX_free",
