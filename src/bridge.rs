@@ -613,9 +613,10 @@ pub fn yield_now() {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod c_abi {
     use crate::wait_ctx::{RawFd, WaitCtx, WaitKey};
+    use std::collections::HashMap;
     use std::ffi::{c_int, c_void};
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
 
     /// `ForeignJob` of openssl-abi/src/foreign.rs (same layout, version 1).
     #[repr(C)]
@@ -681,11 +682,23 @@ mod c_abi {
         while std::panic::catch_unwind(crate::pause).is_err() {}
     }
 
-    /// The C ctx's callback in callback mode: wakes the task.
+    /// The wait contexts the C callbacks wake, by link id. The callback's
+    /// argument is the id, not a pointer: an engine may call a callback it
+    /// fetched earlier after the driver is gone (a cancelled job, a late
+    /// completion), and a stale id just finds nothing.
+    static WAKE: Mutex<Option<HashMap<u64, WaitCtx>>> = Mutex::new(None);
+
+    fn wake_table() -> std::sync::MutexGuard<'static, Option<HashMap<u64, WaitCtx>>> {
+        WAKE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The C ctx's callback in callback mode: wakes the task (a lock, a
+    /// lookup and a reference count; no allocation).
     unsafe extern "C" fn wake(arg: *mut c_void) -> c_int {
-        // SAFETY: `arg` is the `Box<WaitCtx>` of a live `Link`, which clears
-        // the callback before it frees the box.
-        unsafe { (*arg.cast::<WaitCtx>()).wake() };
+        let ctx = wake_table().as_ref().and_then(|t| t.get(&(arg as u64)).cloned());
+        if let Some(ctx) = ctx {
+            ctx.wake();
+        }
         1
     }
 
@@ -694,8 +707,6 @@ mod c_abi {
         /// Boxed: C code may keep the handle and the wait ctx across
         /// pauses, and the driver may move between polls.
         job: Box<ForeignJob>,
-        /// The `WaitCtx` the C callback wakes (a clone of the driver's).
-        wake_ctx: *mut WaitCtx,
         /// C fds currently mirrored into the driver's context.
         mirrored: Vec<RawFd>,
     }
@@ -710,14 +721,13 @@ mod c_abi {
             if cctx.is_null() {
                 return None;
             }
-            let wake_ctx = Box::into_raw(Box::new(ctx.clone()));
+            wake_table().get_or_insert_with(HashMap::new).insert(id, ctx.clone());
             if mode == super::Mode::Callback {
-                // SAFETY: a live C ctx of the library; `wake_ctx` outlives
-                // the registration (see Drop).
-                unsafe { (api.wait_ctx_set_callback)(cctx, Some(wake), wake_ctx.cast()) };
+                // SAFETY: a live C ctx of the library; the argument is an id.
+                unsafe { (api.wait_ctx_set_callback)(cctx, Some(wake), id as *mut c_void) };
             }
             let job = Box::new(ForeignJob { id, pause: pause_job, wait_ctx: cctx, blocked: 0 });
-            Some(Link { api, job, wake_ctx, mirrored: Vec::new() })
+            Some(Link { api, job, mirrored: Vec::new() })
         }
 
         /// Makes the job current for C code until the guard drops.
@@ -763,13 +773,13 @@ mod c_abi {
 
     impl Drop for Link {
         fn drop(&mut self) {
-            // SAFETY: our C ctx: the callback is removed before the box it
-            // points at is freed, then the ctx (its fd cleanups run now).
+            let ctx = wake_table().as_mut().and_then(|t| t.remove(&self.job.id));
+            // SAFETY: our C ctx, freed once (its fd cleanups run now).
             unsafe {
                 (self.api.wait_ctx_set_callback)(self.job.wait_ctx, None, std::ptr::null_mut());
                 (self.api.wait_ctx_free)(self.job.wait_ctx);
-                drop(Box::from_raw(self.wake_ctx));
             }
+            drop(ctx);
         }
     }
 

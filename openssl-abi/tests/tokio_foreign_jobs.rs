@@ -16,6 +16,7 @@
 
 use stackjob::tokio::{JobDriver, Mode, job};
 use std::ffi::{CString, c_int, c_long, c_void};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -148,6 +149,18 @@ fn c_provider_pauses_a_rust_job_under_tokio() {
         }
         assert_eq!(stat(p, 2), 20, "the provider took its fd path");
         assert_eq!(driver.wait_ctx().fd_count(), 1, "the provider's eventfd, mirrored once");
+
+        // Dropping a job paused inside C: C frames cannot be unwound, so
+        // the job is not resumed into C again; its stack is quarantined
+        // (kept mapped: the device still writes its request there), and the
+        // device's late callback finds no driver and does nothing.
+        let before = stackjob::quarantined_jobs();
+        let mut fut = Box::pin(job(move || digest(p, b"never finished")));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+        assert!(!first, "the job paused inside the provider");
+        drop(fut);
+        assert_eq!(stackjob::quarantined_jobs(), before + 1);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // the device completes into the void
     });
     assert_eq!(stackjob::pool_stats().in_use, 0);
 }
