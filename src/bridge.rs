@@ -24,6 +24,12 @@
 //! * dropping the future cancels its job (destructors run, the stack goes
 //!   back to the pool), and a panic in the job is raised again from `poll`.
 //!
+//! When the process has stackjob's OpenSSL-ABI library (`libstackjob_openssl`,
+//! loaded before the first [`JobDriver`] is made), each driver's job is
+//! also the current `ASYNC_JOB` for C code, with a C wait ctx of its own
+//! whose callback and fds drive the future as the [`WaitCtx`]'s do; see
+//! the `c_abi` part of this module's source.
+//!
 //! A job never leaves the thread that started it, so a `JobFuture` is not
 //! `Send`: drive it with the executor's `block_on`, or spawn it on a
 //! single-threaded executor (tokio's `LocalSet`/`spawn_local`, the
