@@ -11,11 +11,34 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+/// The example's binary next to this test's; built first (with the
+/// feature, this test's profile and `--target`) when a filtered
+/// `cargo test --test example_tokio_server` did not build it.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile = exe.parent().and_then(|deps| deps.parent()).expect("<profile>/deps/");
     let bin = profile.join("examples").join("tokio_server");
-    assert!(bin.is_file(), "{} is missing: cargo test --features tokio-dev builds it", bin.display());
+    if !bin.is_file() {
+        let layout = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("<layout>/tmp");
+        let cross = layout.file_name().and_then(|n| n.to_str()) == Some(env!("STACKJOB_BUILD_TARGET"));
+        let target_dir = if cross { layout.parent().expect("<target-dir>/<triple>") } else { layout };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", "tokio_server", "--features", "tokio-dev", "--manifest-path"])
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => cmd.args(["--profile", "dev"]),
+            Some(p) => cmd.args(["--profile", p]),
+        };
+        if cross {
+            cmd.args(["--target", env!("STACKJOB_BUILD_TARGET")]);
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "{cmd:?} failed");
+    }
+    assert!(bin.is_file(), "{} is missing after the build", bin.display());
     bin
 }
 
