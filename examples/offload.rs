@@ -1,8 +1,14 @@
 //! Offloading work to a (simulated) crypto accelerator with stackjob: the
 //! pattern OpenSSL's async mode and engines like Intel QAT use.
 //!
-//! The "accelerator" is a pool of worker threads that compute SHA-256 of
-//! real data (`--workers`, default 2). The main thread keeps `--jobs` jobs
+//! The "accelerator" models a device: separate hardware with a latency per
+//! request (`--latency`, default 20 µs, about what a PCIe crypto card
+//! takes) and a capacity of its own (`--capacity` requests in service at
+//! once; more wait in its queue). Its engines are worker threads that
+//! compute the real SHA-256 (`--workers`, default 1), and a completion
+//! thread that sleeps until each request's latency has passed (timer slack
+//! 1 ns) and then delivers it: the device never spins and never runs on
+//! the main thread. The main thread keeps `--jobs` jobs
 //! in flight (default 64), one job per request: a job builds its request's
 //! payload, submits it to an accelerator queue, and pauses. Like a QAT
 //! engine, the job finds its wait fd in its [`WaitCtx`] — an eventfd that
@@ -14,15 +20,22 @@
 //! reads its eventfd and, on a spurious wake-up (nothing to read), pauses
 //! again — as QAT's engine does.
 //!
-//! Afterwards the same requests are hashed synchronously on the main
-//! thread, which times the synchronous alternative and verifies every
-//! offloaded result. The summary shows both rates, the pauses per
-//! operation and the main thread's CPU time per operation. The exit status
-//! is non-zero if any result is wrong.
+//! One run compares, on the same device and payloads: **blocking** offload
+//! (the main thread submits one request and sleeps until it completes: one
+//! in flight), **jobs** with `--jobs` in flight (the epoll loop above),
+//! with the feature `tokio` the same jobs through **stackjob::tokio** (a
+//! current-thread runtime, one task per job slot, each reusing its
+//! `JobDriver`), and **inline** hashing on the main thread's CPU, which
+//! also verifies every result. Each line gives ops/s and the main
+//! thread's CPU time per op (`getrusage(RUSAGE_THREAD)`); the summary
+//! names the winner on each. The exit status is non-zero if any result is
+//! wrong.
 //!
 //! ```text
 //! cargo run --release --example offload
 //! cargo run --release --example offload -- --jobs 16 --requests 100000 --workers 2 --size 16384
+//! cargo run --release --example offload -- --latency 100 --capacity 32
+//! cargo run --release --example offload --features tokio   # adds the tokio bridge, side by side
 //! ```
 //!
 //! Before any work starts the flags are checked against fixed limits
@@ -80,17 +93,27 @@ mod demo {
     const MAX_REQUESTS: u64 = 10_000_000;
     /// The most accelerator worker threads.
     const MAX_WORKERS: u64 = 1024;
+    /// The longest device latency, 1 s (in µs).
+    const MAX_LATENCY_US: u64 = 1_000_000;
+    /// The largest device capacity.
+    const MAX_CAPACITY: u64 = 1_000_000;
+    /// The blocking run does at most this many of the requests: one at a
+    /// time, each costs the full latency.
+    const BLOCKING_MAX: u64 = 5000;
     /// The largest payload, 16 MiB.
     const MAX_SIZE: u64 = 16 << 20;
     /// The most payload bytes in flight at once (jobs in flight × size), 1 GiB:
     /// every job in flight holds a copy of its payload.
     const MAX_IN_FLIGHT_BYTES: u64 = 1 << 30;
 
-    const USAGE: &str = "usage: offload [--jobs N] [--requests M] [--workers W] [--size BYTES]
+    const USAGE: &str =
+        "usage: offload [--jobs N] [--requests M] [--workers W] [--size BYTES] [--latency US] [--capacity C]
   --jobs N        jobs in flight on the main thread (default 64, at most 1000000)
   --requests M    SHA-256 requests to run (default 100000, at most 10000000)
-  --workers W     accelerator worker threads (default 2, at most 1024)
+  --workers W     accelerator worker threads computing the digests (default 1, at most 1024)
   --size BYTES    payload bytes per request (default 4096, at most 16777216 = 16 MiB)
+  --latency US    the device's latency per request in microseconds (default 20, at most 1000000)
+  --capacity C    requests the device serves at once; more wait in its queue (default 64, at most 1000000)
 --jobs × --size is at most 1 GiB. Each job also needs an eventfd (see ulimit -n)
 and two memory mappings (see vm.max_map_count); both are checked before the run.
 OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
@@ -137,6 +160,8 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         requests: u64,
         workers: usize,
         size: usize,
+        latency: Duration,
+        capacity: usize,
     }
 
     /// A numeric flag: its range and why its limit is what it is.
@@ -147,7 +172,7 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         why: &'static str,
     }
 
-    const FLAGS: [Flag; 4] = [
+    const FLAGS: [Flag; 6] = [
         Flag {
             name: "--jobs",
             min: 1,
@@ -162,6 +187,13 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         },
         Flag { name: "--workers", min: 1, max: MAX_WORKERS, why: "each worker is a thread with its own stack" },
         Flag { name: "--size", min: 0, max: MAX_SIZE, why: "16 MiB; every job in flight holds a copy of its payload" },
+        Flag { name: "--latency", min: 0, max: MAX_LATENCY_US, why: "1 s; the blocking run waits it out per request" },
+        Flag {
+            name: "--capacity",
+            min: 1,
+            max: MAX_CAPACITY,
+            why: "the device keeps a due time per request in service",
+        },
     ];
 
     impl Flag {
@@ -184,7 +216,14 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
     }
 
     fn parse_args() -> Args {
-        let mut args = Args { jobs: 64, requests: 100_000, workers: 2, size: 4096 };
+        let mut args = Args {
+            jobs: 64,
+            requests: 100_000,
+            workers: 1,
+            size: 4096,
+            latency: Duration::from_micros(20),
+            capacity: 64,
+        };
         let utf8 = |arg: OsString| {
             arg.into_string().unwrap_or_else(|arg| usage_error(&format!("argument {arg:?} is not valid UTF-8")))
         };
@@ -213,6 +252,8 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
                 "--requests" => args.requests = n,
                 "--workers" => args.workers = small(),
                 "--size" => args.size = small(),
+                "--latency" => args.latency = Duration::from_micros(n),
+                "--capacity" => args.capacity = small(),
                 _ => unreachable!("FLAGS has no other names"),
             }
         }
@@ -288,11 +329,14 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         fn check_fds(&self, args: &Args) {
             let Some((soft, hard)) = nofile_limit() else { return };
             let open = open_fds();
-            let need = open + self.slots as u64 + 1 + FD_HEADROOM;
+            // With the tokio run, each eventfd is also duplicated for tokio's
+            // reactor, which has an epoll fd and an eventfd of its own.
+            let per_job = 1 + u64::from(cfg!(feature = "tokio"));
+            let need = open + per_job * self.slots as u64 + 1 + 2 * u64::from(cfg!(feature = "tokio")) + FD_HEADROOM;
             if need <= soft {
                 return;
             }
-            let fit = soft.saturating_sub(open + 1 + FD_HEADROOM);
+            let fit = soft.saturating_sub(open + 1 + 2 * u64::from(cfg!(feature = "tokio")) + FD_HEADROOM) / per_job;
             let raise = if need <= hard {
                 format!("raise it with ulimit -n {need}")
             } else {
@@ -315,7 +359,8 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
             let Some((max, source)) = max_map_count() else { return };
             let Some(now) = mappings_now() else { return };
             let per_job = 2 + u64::from(args.size >= MALLOC_MMAP_THRESHOLD);
-            let workers = MAPS_PER_WORKER * self.workers as u64;
+            // The workers and the device's completion thread.
+            let workers = MAPS_PER_WORKER * (self.workers as u64 + 1);
             let others = now + workers + MAP_HEADROOM;
             let need = others + per_job * self.slots as u64;
             if need <= max {
@@ -444,27 +489,50 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         payload: Vec<u8>,
         mailbox: Arc<Mailbox>,
         eventfd: RawFd,
+        submitted: Instant,
     }
 
-    /// The accelerator: worker threads, each with its own queue.
+    /// A computed request, waiting for its latency to pass.
+    struct Completion {
+        digest: Digest256,
+        mailbox: Arc<Mailbox>,
+        eventfd: RawFd,
+        submitted: Instant,
+    }
+
+    /// The accelerator: worker threads (each with its own queue) compute
+    /// the digests; the completion thread delivers each one when the
+    /// device's latency has passed, with at most `capacity` requests in
+    /// service at once.
     struct Accelerator {
         queues: Vec<Sender<Request>>,
         workers: Vec<thread::JoinHandle<()>>,
     }
 
     impl Accelerator {
-        /// Starts `workers` threads; a thread that cannot start ends the
-        /// demo with the cause (before any request is submitted).
-        fn new(workers: usize) -> Accelerator {
+        /// Starts `workers` threads and the completion thread; a thread
+        /// that cannot start ends the demo with the cause (before any
+        /// request is submitted).
+        fn new(workers: usize, latency: Duration, capacity: usize) -> Accelerator {
             let mut queues = Vec::with_capacity(workers);
-            let mut handles = Vec::with_capacity(workers);
+            let mut handles = Vec::with_capacity(workers + 1);
+            let (done_tx, done_rx) = mpsc::channel::<Completion>();
+            match thread::Builder::new().name("accel-timer".into()).spawn(move || deliver(done_rx, latency, capacity)) {
+                Ok(handle) => handles.push(handle),
+                Err(e) => fail("starting the accelerator's completion thread", e),
+            }
             for i in 0..workers {
                 let (tx, rx) = mpsc::channel::<Request>();
                 queues.push(tx);
+                let done = done_tx.clone();
                 let spawned = thread::Builder::new().name(format!("accel-{i}")).spawn(move || {
                     for req in rx {
-                        req.mailbox.put(sha256(&req.payload));
-                        signal(req.eventfd);
+                        let digest = sha256(&req.payload);
+                        let c =
+                            Completion { digest, mailbox: req.mailbox, eventfd: req.eventfd, submitted: req.submitted };
+                        if done.send(c).is_err() {
+                            return;
+                        }
                     }
                 });
                 match spawned {
@@ -492,6 +560,63 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         }
     }
 
+    /// The device's completion side: each request completes `latency` after
+    /// it entered service, and enters service when it was submitted or, if
+    /// `capacity` requests are in service then, when the first of them
+    /// completes. Sleeps until the next completion is due (timer slack 1 ns,
+    /// so a sleep of 20 µs is not 70); never spins.
+    fn deliver(rx: mpsc::Receiver<Completion>, latency: Duration, capacity: usize) {
+        use std::cmp::Reverse;
+        use std::collections::{BinaryHeap, VecDeque};
+        // SAFETY: PR_SET_TIMERSLACK takes a number; it only affects this thread.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        let mut in_service: VecDeque<Instant> = VecDeque::with_capacity(capacity.min(1 << 16));
+        let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+        let mut waiting: std::collections::HashMap<u64, Completion> = std::collections::HashMap::new();
+        let mut seq = 0u64;
+        let mut open = true;
+        while open || !due.is_empty() {
+            let now = Instant::now();
+            while let Some(&Reverse((at, id))) = due.peek() {
+                if at > now {
+                    break;
+                }
+                due.pop();
+                let c = waiting.remove(&id).expect("every due entry has its completion");
+                c.mailbox.put(c.digest);
+                signal(c.eventfd);
+            }
+            let next = match (due.peek(), open) {
+                (Some(&Reverse((at, _))), true) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                (Some(&Reverse((at, _))), false) => {
+                    thread::sleep(at.saturating_duration_since(Instant::now()));
+                    continue;
+                }
+                (None, true) => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                (None, false) => break,
+            };
+            match next {
+                Ok(c) => {
+                    while in_service.front().is_some_and(|&t| t <= c.submitted) {
+                        in_service.pop_front();
+                    }
+                    let start = if in_service.len() >= capacity {
+                        in_service.pop_front().map_or(c.submitted, |t| t.max(c.submitted))
+                    } else {
+                        c.submitted
+                    };
+                    let at = start + latency;
+                    in_service.push_back(at);
+                    due.push(Reverse((at, seq)));
+                    waiting.insert(seq, c);
+                    seq += 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+            }
+        }
+    }
+
     /// Adds 1 to an eventfd (the worker's "done" interrupt).
     fn signal(fd: RawFd) {
         let one: u64 = 1;
@@ -514,7 +639,7 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         let ctx = stackjob::current_wait_ctx().ok_or("the job has no wait context")?;
         let eventfd = engine_eventfd(&ctx)?;
         let payload = shared.payloads.get(request);
-        let req = Request { payload, mailbox: mailbox.clone(), eventfd };
+        let req = Request { payload, mailbox: mailbox.clone(), eventfd, submitted: Instant::now() };
         shared.queues[queue].send(req).map_err(|_| "the accelerator is gone".to_owned())?;
         drop(shared);
         loop {
@@ -708,7 +833,7 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         let slot_count = plan.slots;
         // A pool with exactly one stack per slot, made up front.
         stackjob::init_thread(slot_count, slot_count)?;
-        let accel = Accelerator::new(plan.workers);
+        let accel = Accelerator::new(plan.workers, args.latency, args.capacity);
         let shared = Rc::new(Shared { payloads, queues: accel.queues.clone() });
         let mut slots: Vec<Slot> = (0..slot_count)
             .map(|_| Slot { ctx: WaitCtx::new(), mailbox: Arc::default(), job: None, request: 0 })
@@ -819,20 +944,107 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
         }
     }
 
+    /// One measured way of doing the requests.
+    struct Row {
+        name: &'static str,
+        what: String,
+        ops: u64,
+        elapsed: Duration,
+        cpu: Duration,
+    }
+
+    impl Row {
+        fn rate(&self) -> f64 {
+            rate(self.ops, self.elapsed)
+        }
+        fn cpu_us(&self) -> f64 {
+            per_op_us(self.cpu, self.ops)
+        }
+        fn print(&self) {
+            say!(
+                "{:<12} {:>10.0} ops/s  ({} ops in {:.3} s; main thread CPU {:.2} µs/op)  {}",
+                format!("{}:", self.name),
+                self.rate(),
+                self.ops,
+                self.elapsed.as_secs_f64(),
+                self.cpu_us(),
+                self.what
+            );
+        }
+    }
+
+    /// Times `f` in wall-clock time and in the main thread's CPU time.
+    fn measure<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
+        let cpu0 = thread_cpu();
+        let t0 = Instant::now();
+        let value = f();
+        (value, t0.elapsed(), thread_cpu().saturating_sub(cpu0))
+    }
+
+    /// Blocking offload: the main thread submits one request and sleeps in
+    /// `read` on an eventfd until the device completes it.
+    fn run_blocking(args: &Args, plan: &Plan, count: u64) -> Vec<Digest256> {
+        let accel = Accelerator::new(plan.workers, args.latency, args.capacity);
+        let payloads = Payloads::new(args.size);
+        // SAFETY: no memory arguments; checked. Blocking: `read` sleeps.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            fail("eventfd", io::Error::last_os_error());
+        }
+        let mailbox = Arc::new(Mailbox::default());
+        let mut out = Vec::with_capacity(count as usize);
+        let mut progress = Progress::new();
+        for request in 0..count {
+            let req = Request {
+                payload: payloads.get(request),
+                mailbox: mailbox.clone(),
+                eventfd: fd,
+                submitted: Instant::now(),
+            };
+            if accel.queues[request as usize % plan.workers].send(req).is_err() {
+                fail("submitting to the accelerator", "it is gone");
+            }
+            let mut n = 0u64;
+            loop {
+                // SAFETY: reads 8 bytes into `n` from our open eventfd.
+                if unsafe { libc::read(fd, (&raw mut n).cast(), 8) } == 8 {
+                    break;
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    fail("read (eventfd)", err);
+                }
+            }
+            out.push(mailbox.take().unwrap_or_else(|| fail("the blocking run", "a completion without a digest")));
+            progress.tick("blocking", request + 1, count);
+        }
+        progress.finish();
+        accel.shut_down();
+        // SAFETY: our eventfd; the accelerator that wrote it has stopped.
+        unsafe { libc::close(fd) };
+        out
+    }
+
     pub fn main() {
         let args = parse_args();
         let plan = Plan::new(&args);
         let requests = usize::try_from(args.requests).unwrap_or_else(|_| usage_error("--requests is too large here"));
         let mut results: Vec<Option<Digest256>> = Vec::new();
-        if let Err(e) = results.try_reserve_exact(requests) {
+        let tokio_copies = usize::from(cfg!(feature = "tokio") && plan.not_capable.is_none());
+        let keep = requests.saturating_mul(1 + tokio_copies);
+        if let Err(e) = results.try_reserve_exact(keep) {
             refuse(format_args!(
                 "--requests {requests} needs {} MiB to keep the results: {e}; use fewer --requests",
-                (requests * std::mem::size_of::<Option<Digest256>>()) >> 20
+                (keep * std::mem::size_of::<Option<Digest256>>()) >> 20
             ));
         }
         results.resize(requests, None);
 
         // The header says what runs.
+        let mut rows: Vec<Row> = Vec::new();
+        let mut blocking: Vec<Digest256> = Vec::new();
+        #[allow(unused_mut)]
+        let mut via_tokio: Option<Vec<Option<Digest256>>> = None;
         let offloaded = if let Some(e) = &plan.not_capable {
             say!(
                 "offload: {} SHA-256 requests of {} bytes, all on the main thread: jobs are not supported here \
@@ -853,27 +1065,38 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
                 String::new()
             };
             say!(
-                "offload: {} SHA-256 requests of {} bytes, {} jobs in flight, {} accelerator workers{capped} \
-                 (stackjob backend {})",
+                "offload: {} SHA-256 requests of {} bytes, {} jobs in flight, {} accelerator workers{capped}, \
+                 device latency {} µs, capacity {} (stackjob backend {})",
                 args.requests,
                 args.size,
                 plan.slots,
                 plan.workers,
+                args.latency.as_micros(),
+                args.capacity,
                 stackjob::backend()
             );
-            let cpu0 = thread_cpu();
-            let t0 = Instant::now();
-            let stats = run_offloaded(&args, &plan, Payloads::new(args.size), &mut results)
-                .unwrap_or_else(|e| run_failed(&args, &plan, e));
-            let elapsed = t0.elapsed();
-            let cpu = thread_cpu().saturating_sub(cpu0);
-            say!(
-                "offloaded:   {:>10.0} ops/s  ({} ops in {:.3} s; main thread CPU {:.2} µs/op)",
-                rate(args.requests, elapsed),
-                args.requests,
-                elapsed.as_secs_f64(),
-                per_op_us(cpu, args.requests)
-            );
+
+            let count = args.requests.min(BLOCKING_MAX);
+            let (digests, elapsed, cpu) = measure(|| run_blocking(&args, &plan, count));
+            blocking = digests;
+            let what = if count < args.requests {
+                format!("one request in flight (the first {count} requests)")
+            } else {
+                "one request in flight".to_owned()
+            };
+            rows.push(Row { name: "blocking", what, ops: count, elapsed, cpu });
+
+            SPURIOUS.with(|s| s.set(0));
+            let (stats, elapsed, cpu) = measure(|| run_offloaded(&args, &plan, Payloads::new(args.size), &mut results));
+            let stats = stats.unwrap_or_else(|e| run_failed(&args, &plan, e));
+            rows.push(Row {
+                name: "offloaded",
+                what: format!("{} jobs in flight, epoll loop", plan.slots),
+                ops: args.requests,
+                elapsed,
+                cpu,
+            });
+            rows.last().expect("just pushed").print_after(&rows[..rows.len() - 1]);
             say!(
                 "             {} jobs in flight, {:.2} pauses per op ({} spurious wake-ups), \
                  {:.1} jobs ready per epoll_wait, {} eventfds (one per job slot)",
@@ -883,50 +1106,197 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
                 stats.ready_sum as f64 / stats.waits.max(1) as f64,
                 EVENTFDS.with(Cell::get)
             );
-            Some((stats, elapsed))
+
+            #[cfg(feature = "tokio")]
+            {
+                SPURIOUS.with(|s| s.set(0));
+                let mut out = vec![None; requests];
+                let (r, elapsed, cpu) = measure(|| bridge::run_tokio(&args, &plan, Payloads::new(args.size), &mut out));
+                r.unwrap_or_else(|e| run_failed(&args, &plan, e));
+                rows.push(Row {
+                    name: "tokio",
+                    what: format!("{} jobs in flight, stackjob::tokio on a current-thread runtime", plan.slots),
+                    ops: args.requests,
+                    elapsed,
+                    cpu,
+                });
+                rows.last().expect("just pushed").print();
+                via_tokio = Some(out);
+            }
+            Some(stats)
         };
 
-        // The synchronous run: the same requests on the main thread, each
-        // checked against the offloaded result.
+        // Inline: the same requests hashed on the main thread, each checked
+        // against every offloaded result.
         let payloads = Payloads::new(args.size);
         let mut wrong = 0u64;
         let mut progress = Progress::new();
-        let cpu0 = thread_cpu();
-        let t0 = Instant::now();
-        for (i, result) in results.iter().enumerate() {
-            let digest = sha256(&payloads.get(i as u64));
-            if *result != Some(digest) {
+        let mut check = |what: &str, i: usize, got: Option<Digest256>, want: Digest256| {
+            if got != Some(want) {
                 if wrong < 5 {
-                    warn(format_args!("request {i}: wrong or missing result {:?}", result.map(hex)));
+                    warn(format_args!("request {i} ({what}): wrong or missing result {:?}", got.map(hex)));
                 }
                 wrong += 1;
             }
-            if i % 1024 == 0 {
-                progress.tick("synchronous", i as u64, args.requests);
+        };
+        let mut inline: Vec<Digest256> = Vec::with_capacity(requests);
+        let ((), elapsed_sync, cpu_sync) = measure(|| {
+            for i in 0..requests {
+                inline.push(sha256(&payloads.get(i as u64)));
+                if i % 1024 == 0 {
+                    progress.tick("inline", i as u64, args.requests);
+                }
+            }
+        });
+        progress.finish();
+        for (i, want) in inline.iter().enumerate() {
+            check("jobs", i, results[i], *want);
+            if let Some(t) = &via_tokio {
+                check("tokio", i, t[i], *want);
+            }
+            if let Some(b) = blocking.get(i) {
+                check("blocking", i, Some(*b), *want);
             }
         }
-        let elapsed_sync = t0.elapsed();
-        let cpu_sync = thread_cpu().saturating_sub(cpu0);
-        progress.finish();
-        say!(
-            "synchronous: {:>10.0} ops/s  ({} ops in {:.3} s; main thread CPU {:.2} µs/op)",
-            rate(args.requests, elapsed_sync),
-            args.requests,
-            elapsed_sync.as_secs_f64(),
-            per_op_us(cpu_sync, args.requests)
-        );
-        if let Some((_, elapsed)) = &offloaded {
-            say!(
-                "offloaded/synchronous throughput: {:.2}x",
-                rate(args.requests, *elapsed) / rate(args.requests, elapsed_sync).max(f64::MIN_POSITIVE)
-            );
+        rows.push(Row {
+            name: if offloaded.is_some() { "inline" } else { "synchronous" },
+            what: "SHA-256 on the main thread's CPU".to_owned(),
+            ops: args.requests,
+            elapsed: elapsed_sync,
+            cpu: cpu_sync,
+        });
+        rows.last().expect("just pushed").print();
+        if offloaded.is_some() {
+            summary(&rows);
         }
-        let failures = offloaded.as_ref().map_or(0, |(s, _)| s.failures);
+        let failures = offloaded.as_ref().map_or(0, |s| s.failures);
         if wrong == 0 && failures == 0 {
             say!("verified: all {} results match", args.requests);
         } else {
             say!("verification FAILED: {wrong} of {} results wrong or missing", args.requests);
             process::exit(1);
+        }
+    }
+
+    impl Row {
+        /// Prints the blocking row first (measured before), then this one.
+        fn print_after(&self, before: &[Row]) {
+            for r in before {
+                r.print();
+            }
+            self.print();
+        }
+    }
+
+    /// The winners, named plainly: throughput and main-thread CPU per op
+    /// are different questions, and offload does not win both everywhere.
+    fn summary(rows: &[Row]) {
+        let by = |key: &dyn Fn(&Row) -> f64, most: bool| {
+            let mut sorted: Vec<&Row> = rows.iter().collect();
+            sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+            if most {
+                sorted.reverse();
+            }
+            sorted
+        };
+        let fast = by(&|r| r.rate(), true);
+        let others: Vec<String> = fast[1..]
+            .iter()
+            .map(|r| format!("{:.2}x {}", fast[0].rate() / r.rate().max(f64::MIN_POSITIVE), r.name))
+            .collect();
+        say!("winner, throughput: {} ({:.0} ops/s; {})", fast[0].name, fast[0].rate(), others.join(", "));
+        let lean = by(&|r| r.cpu_us(), false);
+        let others: Vec<String> = lean[1..].iter().map(|r| format!("{} {:.2}", r.name, r.cpu_us())).collect();
+        say!(
+            "winner, main-thread CPU per op: {} ({:.2} µs/op; {} µs/op)",
+            lean[0].name,
+            lean[0].cpu_us(),
+            others.join(", ")
+        );
+        let find = |name: &str| rows.iter().find(|r| r.name == name);
+        if let (Some(epoll), Some(tokio)) = (find("offloaded"), find("tokio")) {
+            say!(
+                "tokio bridge / epoll loop: main-thread CPU per op {:.2}x ({:.2} / {:.2} µs), throughput {:.2}x",
+                tokio.cpu_us() / epoll.cpu_us().max(f64::MIN_POSITIVE),
+                tokio.cpu_us(),
+                epoll.cpu_us(),
+                tokio.rate() / epoll.rate().max(f64::MIN_POSITIVE)
+            );
+        } else if cfg!(not(feature = "tokio")) {
+            say!("(tokio bridge not built: cargo run --release --example offload --features tokio)");
+        }
+    }
+
+    /// The same jobs as [`run_offloaded`], driven by `stackjob::tokio` on a
+    /// current-thread runtime: one task per job slot, each reusing its
+    /// `JobDriver` (the slot's wait context and its eventfd's registration).
+    #[cfg(feature = "tokio")]
+    mod bridge {
+        use super::*;
+        use std::cell::RefCell;
+
+        pub(super) fn run_tokio(
+            args: &Args,
+            plan: &Plan,
+            payloads: Payloads,
+            results: &mut [Option<Digest256>],
+        ) -> Result<(), Error> {
+            stackjob::init_thread(plan.slots, plan.slots)?;
+            let accel = Accelerator::new(plan.workers, args.latency, args.capacity);
+            let shared = Rc::new(Shared { payloads, queues: accel.queues.clone() });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap_or_else(|e| fail("building the tokio runtime", e));
+            let next = Rc::new(Cell::new(0u64));
+            let out: Rc<RefCell<Vec<Option<Digest256>>>> = Rc::new(RefCell::new(vec![None; results.len()]));
+            let progress = Rc::new(RefCell::new(Progress::new()));
+            let done = Rc::new(Cell::new(0u64));
+            let local = tokio::task::LocalSet::new();
+            let requests = args.requests;
+            local.block_on(&rt, async {
+                let tasks: Vec<_> = (0..plan.slots)
+                    .map(|slot| {
+                        let (shared, next, out) = (shared.clone(), next.clone(), out.clone());
+                        let (progress, done) = (progress.clone(), done.clone());
+                        let queue = slot % plan.workers;
+                        tokio::task::spawn_local(async move {
+                            let mut driver = stackjob::tokio::JobDriver::with_mode(stackjob::tokio::Mode::Fd);
+                            let mailbox = Arc::new(Mailbox::default());
+                            loop {
+                                let request = next.get();
+                                if request >= requests {
+                                    break;
+                                }
+                                next.set(request + 1);
+                                let (s, m) = (shared.clone(), mailbox.clone());
+                                match driver.run(move || offload_job(s, queue, m, request)).await {
+                                    Ok(Ok(digest)) => out.borrow_mut()[request as usize] = Some(digest),
+                                    Ok(Err(why)) => warn(format_args!("request {request} failed: {why}")),
+                                    Err(e) => fail("stackjob::tokio", e),
+                                }
+                                done.set(done.get() + 1);
+                                progress.borrow_mut().tick("tokio", done.get(), requests);
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    if t.await.is_err() {
+                        fail("a tokio task", "it panicked");
+                    }
+                }
+            });
+            if let Ok(p) = Rc::try_unwrap(progress) {
+                p.into_inner().finish();
+            }
+            results.copy_from_slice(&out.borrow());
+            drop(local);
+            drop(rt);
+            drop(shared);
+            accel.shut_down();
+            stackjob::cleanup_thread();
+            Ok(())
         }
     }
 

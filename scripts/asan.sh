@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (unit, integration and doc tests) under
 # AddressSanitizer, with the crate's fiber annotations on (feature `asan`),
-# including tests/asan.rs, which only builds with that feature.
+# including tests/asan.rs, which only builds with that feature, and the
+# tokio bridge's tests (feature tokio-dev).
 # Usage: scripts/asan.sh [extra cargo test arguments]
 #
 # -Zsanitizer is unstable: this needs a nightly toolchain (override with
@@ -23,4 +24,4 @@ fi
 host=$(rustc "+$toolchain" -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="${RUSTFLAGS:-} -Zsanitizer=address"
 export RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -Zsanitizer=address"
-cargo "+$toolchain" test --features asan --target "$host" "$@"
+cargo "+$toolchain" test --features asan,tokio-dev --target "$host" "$@"

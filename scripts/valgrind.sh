@@ -12,6 +12,7 @@
 # tests/example_manpage.rs) run natively: Valgrind does not trace children
 # unless --trace-children=yes is given.
 # Doc tests are not covered: rustdoc builds and runs them itself.
+# With the feature tokio-dev, so the tokio bridge's tests run too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Deliberate panics stay one line each, whatever the caller set (a backtrace
@@ -20,7 +21,7 @@ export RUST_BACKTRACE=0
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 
 # The test executables: artifacts built with the test profile flag.
-mapfile -t bins < <(cargo test --no-run --message-format=json 2>/dev/null \
+mapfile -t bins < <(cargo test --features tokio-dev --no-run --message-format=json 2>/dev/null \
     | grep '"profile":{[^}]*"test":true' \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [ "${#bins[@]}" -gt 0 ] || { echo "valgrind.sh: no test executables found (does 'cargo test --no-run' build?)" >&2; exit 2; }

@@ -48,6 +48,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+pub mod bridge;
 mod capable;
 mod current;
 mod errno;
@@ -58,6 +59,8 @@ mod pool;
 pub mod raw;
 mod sanitizer;
 mod stack;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod wait_ctx;
 
 pub use error::Error;

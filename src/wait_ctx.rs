@@ -16,7 +16,8 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Waker;
 
 #[cfg(unix)]
 pub use std::os::fd::RawFd;
@@ -116,6 +117,10 @@ struct Shared {
     dirty: AtomicBool,
     status: AtomicI32,
     callback: Mutex<Option<Callback>>,
+    /// The task to wake on [`WaitCtx::wake`] (see `register_waker`).
+    waker: Mutex<Option<Waker>>,
+    /// A wake happened since the last `take_woken`.
+    woken: AtomicBool,
 }
 
 /// A wait context: keyed wait fds, a completion callback and a status,
@@ -164,6 +169,8 @@ impl WaitCtx {
                 dirty: AtomicBool::new(false),
                 status: AtomicI32::new(Status::Unsupported as i32),
                 callback: Mutex::new(None),
+                waker: Mutex::new(None),
+                woken: AtomicBool::new(false),
             }),
         }
     }
@@ -306,6 +313,95 @@ impl WaitCtx {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
+    // ---- the waker hook: how an executor learns that a job can go on ----
+
+    /// Registers the [`Waker`] of the task that drives this context's job;
+    /// the next [`wake`](Self::wake), from any thread, wakes it. An executor
+    /// integration calls this on every poll before it looks at
+    /// [`take_woken`](Self::take_woken) (only the newest waker is kept; a
+    /// waker that [`will_wake`](Waker::will_wake) the same task is not
+    /// cloned again). This is the runtime-neutral piece the bridges in
+    /// [`bridge`](crate::bridge) and `stackjob::tokio` are built on.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::task::{Wake, Waker};
+    /// struct Count(AtomicUsize);
+    /// impl Wake for Count {
+    ///     fn wake(self: Arc<Self>) { self.0.fetch_add(1, Ordering::SeqCst); }
+    /// }
+    /// let count = Arc::new(Count(AtomicUsize::new(0)));
+    /// let ctx = stackjob::WaitCtx::new();
+    /// ctx.register_waker(&Waker::from(count.clone()));
+    /// let remote = ctx.clone();
+    /// std::thread::spawn(move || remote.wake()).join().unwrap();
+    /// assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    /// assert!(ctx.take_woken());  // the wake is remembered until taken
+    /// assert!(!ctx.take_woken());
+    /// ```
+    pub fn register_waker(&self, waker: &Waker) {
+        let mut slot = self.shared.waker.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(old) if old.will_wake(waker) => {}
+            _ => {
+                // The old waker is dropped after the lock is released.
+                let old = slot.replace(waker.clone());
+                drop(slot);
+                drop(old);
+            }
+        }
+    }
+
+    /// Forgets the registered waker (a bridge whose job ended calls this,
+    /// so that the context does not keep the task alive).
+    pub fn clear_waker(&self) {
+        let old = self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+    }
+
+    /// Says that the job can go on: records the wake (see
+    /// [`take_woken`](Self::take_woken)) and wakes the registered task, if
+    /// any. Callable from any thread, any number of times; it allocates
+    /// nothing (a lock, a waker reference count, the waker's own wake). A
+    /// completion thread calls it directly, or through the callback that
+    /// [`waking_callback`](Self::waking_callback) makes.
+    pub fn wake(&self) {
+        wake_shared(&self.shared);
+    }
+
+    /// Whether [`wake`](Self::wake) was called since the last call, and
+    /// forgets it. The driver of the job calls it after each run segment:
+    /// a completion may arrive before the job even paused.
+    pub fn take_woken(&self) -> bool {
+        // Acquire: what the completing thread wrote before waking (the
+        // result, the status) is visible to the job once it is resumed.
+        self.shared.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// A completion [`Callback`] that calls [`wake`](Self::wake) on this
+    /// context, for engines that report completions through
+    /// [`callback`](Self::callback) (OpenSSL 3's callback mode). It holds
+    /// the context weakly, so installing it with
+    /// [`set_callback`](Self::set_callback) makes no reference cycle; made
+    /// once (one allocation), it is called without allocating.
+    ///
+    /// ```
+    /// let ctx = stackjob::WaitCtx::new();
+    /// ctx.set_callback(Some(ctx.waking_callback()));
+    /// let engine_side = ctx.clone();
+    /// std::thread::spawn(move || (engine_side.callback().unwrap())()).join().unwrap();
+    /// assert!(ctx.take_woken());
+    /// ```
+    pub fn waking_callback(&self) -> Callback {
+        let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+        Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                wake_shared(&shared);
+            }
+        })
+    }
+
     /// Starts a new run segment of a job using this context: the change
     /// flags of the previous segment are forgotten. Costs one relaxed load
     /// when nothing changed.
@@ -327,6 +423,19 @@ impl WaitCtx {
         }
         drop(entries);
         drop(deleted);
+    }
+}
+
+/// [`WaitCtx::wake`] on the shared part.
+fn wake_shared(shared: &Shared) {
+    // Release: pairs with `take_woken`'s acquire. Set before the waker runs,
+    // so the woken task sees it.
+    shared.woken.store(true, Ordering::Release);
+    // Cloned under the lock, woken after it: the wake may poll (or drop)
+    // code that registers a waker on this context again.
+    let waker = shared.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 

@@ -131,8 +131,15 @@ fn payloads_in_flight_beyond_the_limit_are_refused() {
 }
 
 #[test]
+fn device_latency_and_capacity_beyond_the_limits_are_refused() {
+    offload(&["--latency", "1000001"]).assert_refused(&["--latency", "too large", "1000000"]);
+    offload(&["--capacity", "1000001"]).assert_refused(&["--capacity", "too large", "1000000"]);
+    offload(&["--latency", "fast"]).assert_refused(&["--latency", "not a number", "0 to 1000000"]);
+}
+
+#[test]
 fn zero_counts_are_refused() {
-    for flag in ["--jobs", "--requests", "--workers"] {
+    for flag in ["--jobs", "--requests", "--workers", "--capacity"] {
         offload(&[flag, "0"]).assert_refused(&[flag, "at least 1"]);
     }
 }
@@ -153,7 +160,17 @@ fn help_prints_the_flags_and_their_limits() {
         let run = offload(&[flag]);
         assert_eq!(run.code, Some(0), "{run}");
         run.assert_no_panic();
-        for needle in ["usage: offload", "--jobs", "--requests", "--workers", "--size", "at most", "vm.max_map_count"] {
+        for needle in [
+            "usage: offload",
+            "--jobs",
+            "--requests",
+            "--workers",
+            "--size",
+            "--latency",
+            "--capacity",
+            "at most",
+            "vm.max_map_count",
+        ] {
             assert!(run.stdout.contains(needle), "--help does not mention {needle:?}\n{run}");
         }
     }
@@ -172,6 +189,13 @@ fn header_states_what_runs() {
         run.assert_verified(100);
         let header = run.stdout.lines().next().unwrap_or_default();
         assert!(header.contains("2 jobs in flight, 2 accelerator workers"), "{run}");
+        let run = offload(&["--requests", "50", "--jobs", "4", "--latency", "7", "--capacity", "3"]);
+        run.assert_verified(50);
+        let header = run.stdout.lines().next().unwrap_or_default();
+        assert!(header.contains("device latency 7 µs, capacity 3"), "{run}");
+        for row in ["blocking:", "offloaded:", "inline:", "winner, throughput:", "winner, main-thread CPU per op:"] {
+            assert!(run.stdout.lines().any(|l| l.starts_with(row)), "no {row:?} line\n{run}");
+        }
     } else {
         assert!(header.contains("jobs are not supported here") && header.contains("synchronously"), "{run}");
         assert!(!header.contains("jobs in flight"), "the header claims jobs that do not run\n{run}");

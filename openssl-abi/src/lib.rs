@@ -55,6 +55,8 @@
 
 mod config;
 mod ext;
+// Jobs of another stackjob copy (a Rust program's) seen as ASYNC_JOBs.
+mod foreign;
 mod handles;
 mod wait_ctx;
 
@@ -73,6 +75,7 @@ pub use ext::{
     STACKJOB_WAKE_NO_CALLBACK, stackjob_async_cancel_job, stackjob_async_get_thread_stack,
     stackjob_async_set_thread_stack, stackjob_async_wake, stackjob_async_wake_handle,
 };
+pub use foreign::{FOREIGN_API_VERSION, ForeignApi, ForeignJob, stackjob_openssl_foreign_api};
 pub use wait_ctx::{CWaitCtx, CallbackFn, CleanupFn};
 
 /// `ASYNC_start_job` failed.
@@ -158,6 +161,7 @@ exports! {
     stackjob_openssl_counters stackjob_openssl_stack_size stackjob_openssl_libctx_swapping
     stackjob_async_cancel_job stackjob_async_set_thread_stack stackjob_async_get_thread_stack
     stackjob_async_wake_handle stackjob_async_wake
+    stackjob_openssl_foreign_api
 }
 
 /// Set once the first job stack was needed (latches `ASYNC_set_mem_functions`).
@@ -515,7 +519,9 @@ fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
 pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
     let r = match handles::with_state(|t| t.current_rec()) {
         Some(r) if r.blocked.get() == 0 => r,
-        _ => return 1,
+        Some(_) => return 1,
+        // Not in a job of ours: perhaps in a Rust program's own (foreign.rs).
+        None => return foreign::pause(),
     };
     count(&COUNTERS.pauses);
     // The crate cancels a job whose handle is dropped by making `pause`
@@ -539,7 +545,9 @@ pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
 /// value `ASYNC_start_job` puts in `*job`), or NULL outside a job.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_get_current_job() -> *mut AsyncJob {
-    handles::with_state(|t| t.current.get()) as *mut AsyncJob
+    let h = handles::with_state(|t| t.current.get());
+    // Not in a job of ours: perhaps in a Rust program's own (foreign.rs).
+    if h == 0 { foreign::current_handle() as *mut AsyncJob } else { h as *mut AsyncJob }
 }
 
 /// `ASYNC_WAIT_CTX *ASYNC_get_wait_ctx(ASYNC_JOB *job)`: the wait ctx the
@@ -548,6 +556,10 @@ pub extern "C" fn ASYNC_get_current_job() -> *mut AsyncJob {
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
     let h = job as usize;
+    // A Rust program's own job (foreign.rs).
+    if let Some(ctx) = foreign::wait_ctx_of(h) {
+        return ctx;
+    }
     let Some((_, r)) = handles::lookup(h) else { return ptr::null_mut() };
     let ctx = r.ctx.load(Ordering::Acquire);
     // Re-check: the job may have finished meanwhile.
@@ -562,8 +574,9 @@ pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
 /// No effect outside a job.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_block_pause() {
-    if let Some(r) = handles::with_state(|t| t.current_rec()) {
-        r.blocked.set(r.blocked.get().saturating_add(1));
+    match handles::with_state(|t| t.current_rec()) {
+        Some(r) => r.blocked.set(r.blocked.get().saturating_add(1)),
+        None => foreign::block(1), // a Rust program's own job (foreign.rs)
     }
 }
 
@@ -571,8 +584,9 @@ pub extern "C" fn ASYNC_block_pause() {
 /// running job. No effect outside a job or when not blocked.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_unblock_pause() {
-    if let Some(r) = handles::with_state(|t| t.current_rec()) {
-        r.blocked.set(r.blocked.get().saturating_sub(1));
+    match handles::with_state(|t| t.current_rec()) {
+        Some(r) => r.blocked.set(r.blocked.get().saturating_sub(1)),
+        None => foreign::block(-1), // a Rust program's own job (foreign.rs)
     }
 }
 

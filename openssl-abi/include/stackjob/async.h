@@ -164,6 +164,12 @@ void stackjob_openssl_counters(uint64_t out[4]);
 size_t stackjob_openssl_stack_size(void);
 int stackjob_openssl_libctx_swapping(void);
 
+/* The hook through which the stackjob Rust crate, in the same process,
+ * makes the jobs it starts itself visible to C code as ASYNC_JOBs (the
+ * current job, its wait ctx, pausing it). Not for C code: the table it
+ * returns is versioned and private to stackjob. */
+const void *stackjob_openssl_foreign_api(void);
+
 #ifdef __cplusplus
 }
 #endif
