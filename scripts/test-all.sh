@@ -7,11 +7,14 @@
 #   logs       scripts/check-log.sh              (no script reopens a standard
 #              stream by name: that would wipe a log file the output goes to)
 #   fmt        cargo fmt --check
-#   clippy     cargo clippy --workspace --all-targets -- -D warnings
-#   test       cargo test                        (native, debug)
-#   release    cargo test --release             (native, optimised: the scrub
-#              tests check the starter's frame only when optimised)
-#   examples   the man-page example and the offload demo
+#   clippy     cargo clippy --workspace --all-targets -- -D warnings, then
+#              the same with --features tokio-dev (the tokio bridge)
+#   test       cargo test, then cargo test --features tokio-dev (native,
+#              debug; the second adds the tokio bridge's tests)
+#   release    cargo test --release --features tokio-dev (native, optimised:
+#              the scrub tests check the starter's frame only when optimised)
+#   examples   the man-page example, the offload demo (with the tokio
+#              bridge beside the epoll loop) and the tokio TCP server
 #   cross      scripts/test-cross.sh --bti       (the whole suite under QEMU for
 #              aarch64, riscv64 and s390x (no backend), plus the aarch64
 #              branch-protection leg, nightly: skip it alone with "bti")
@@ -125,7 +128,18 @@ ensure_nightly() {
 
 examples() {
     cargo run --quiet --example manpage
-    cargo run --quiet --release --example offload -- --requests 20000
+    cargo run --quiet --release --example offload --features tokio -- --requests 20000
+    cargo run --quiet --release --example tokio_server --features tokio-dev
+}
+
+clippy() {
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --features tokio-dev -- -D warnings
+}
+
+native_tests() {
+    cargo test
+    cargo test --features tokio-dev
 }
 
 ensure_component rustfmt fmt
@@ -139,9 +153,9 @@ rustc --version
 
 step logs scripts/check-log.sh
 step fmt cargo fmt --check
-step clippy cargo clippy --workspace --all-targets -- -D warnings
-step test cargo test
-step release cargo test --release
+step clippy clippy
+step test native_tests
+step release cargo test --release --features tokio-dev
 step examples examples
 if skipped bti; then
     printf '\n==== bti: skipped (STACKJOB_SKIP): the cross step runs without --bti ====\n'
