@@ -25,17 +25,17 @@ n=${1:-100000}
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
              rt        default  96      80
-             life0     default  127     110
-             life1     default  249     200
-             rt        shared   66      55
-             life0     shared   106     95
-             life1     shared   198     155
+             life0     default  113     110
+             life1     default  244     200
+             rt        shared   70      55
+             life0     shared   96      95
+             life1     shared   200     155
              raw-rt    default  75      60
-             raw-life0 default  113     75
-             raw-life1 default  190     145
+             raw-life0 default  101     75
+             raw-life1 default  188     145
              raw-rt    shared   48      30
-             raw-life0 shared   92      55
-             raw-life1 shared   141     100
+             raw-life0 shared   80      55
+             raw-life1 shared   140     100
 TABLE
 )
 

@@ -136,36 +136,52 @@ pub(crate) fn core_of(stack: &Stack) -> *mut Core {
     stack.top().cast()
 }
 
-/// Bytes at the top of a fiber's stack, below the core, that hold the
-/// body's outcome (above every frame): `size` rounded up to `align`, at
-/// least 16 so the frames below stay 16-byte aligned.
+/// `size` rounded up to `align` (at least 16, so the frames below the
+/// room stay 16-byte aligned).
 const fn reserve(size: usize, align: usize) -> usize {
     let align = if align > 16 { align } else { 16 };
     size.div_ceil(align) * align
 }
 
-/// The largest body (closure) and outcome that go into the room at the
-/// top of a fiber's stack ([`Room`]). A larger body stays in its starter's
-/// frame until the fiber has moved it (the fiber's first act), so that a
-/// big capture is never copied twice onto the new stack; a larger outcome
-/// is written into its resumer's frame ([`Landing`]), so that a big result
+/// Each half of the [`ROOM`]: the largest body (closure) and the largest
+/// outcome, each, that it holds. A larger body stays in its starter's frame
+/// until the fiber has moved it (the fiber's first act), so that a big
+/// capture is never copied twice onto the new stack; a larger outcome is
+/// written into its resumer's frame ([`Landing`]), so that a big result
 /// never has to fit in a small stack.
-const INLINE_MAX: usize = 512;
+const HALF: usize = 512;
+
+/// The room at the top of every fiber's stack, below the core and above
+/// its first frame: the outcome of the body in the upper half, an inline
+/// body in the lower one. Its size is the same for every fiber, so that
+/// every fiber's first frame starts at the same place, `top - ROOM`: no
+/// frame of an earlier fiber ever lay in the room (Valgrind's Memcheck
+/// holds memory a frame left inaccessible, and writes there would be
+/// flagged). It costs 1 KiB of each stack, in the page that holds the
+/// core anyway.
+const ROOM: usize = 2 * HALF;
+
+/// Whether a value of `size` and `align` fits a half of the room at a
+/// constant offset (stack tops are 256-byte aligned; 64 is what the stack
+/// promises).
+const fn fits(size: usize, align: usize) -> bool {
+    align <= 64 && reserve(size, align) <= HALF
+}
 
 /// Whether a body `F` goes into the room at the top of the stack.
 const fn body_inline<F>() -> bool {
-    size_of::<F>() <= INLINE_MAX
+    fits(size_of::<F>(), align_of::<F>())
 }
 
 /// Whether the outcome of a body returning `R` goes into the room at the
 /// top of the stack (or else into the resumer's [`Landing`]).
 const fn outcome_inline<R>() -> bool {
-    size_of::<thread::Result<R>>() <= INLINE_MAX
+    fits(size_of::<thread::Result<R>>(), align_of::<thread::Result<R>>())
 }
 
 /// The resumer's room for the outcome of a body whose result is too large
-/// for the stack's own room (see [`INLINE_MAX`]): unused, and free, for
-/// every other result type. One per resume, in the resumer's frame.
+/// for the stack's own room (see [`HALF`]): unused, and free, for every
+/// other result type. One per resume, in the resumer's frame.
 pub(crate) struct Landing<R>(MaybeUninit<thread::Result<R>>);
 
 impl<R> Landing<R> {
@@ -175,43 +191,27 @@ impl<R> Landing<R> {
     }
 }
 
-/// The room at the top of every fiber's stack, below the core and above
-/// its first frame, fixed by the types: the outcome of a body returning
-/// `R`, then (if [`body_inline`]) the body `F` itself. Stack tops are
-/// page-aligned, so every offset here is a constant and no resume stores
-/// or loads a pointer to either.
-struct Room<F, R>(PhantomData<(F, R)>);
-
-impl<F, R> Room<F, R> {
-    const OUTCOME: usize = if outcome_inline::<R>() {
-        assert!(
-            align_of::<thread::Result<R>>() <= 4096,
-            "stackjob: result types aligned beyond a page are not supported"
-        );
-        reserve(size_of::<thread::Result<R>>(), align_of::<thread::Result<R>>())
-    } else {
-        0
-    };
-    const BODY: usize = if body_inline::<F>() {
-        assert!(align_of::<F>() <= 4096, "stackjob: closures aligned beyond a page are not supported");
-        Self::OUTCOME + reserve(size_of::<F>(), align_of::<F>())
-    } else {
-        Self::OUTCOME
-    };
-}
-
-/// Where the body leaves its outcome: see [`Room`]. The bytes go when the
-/// stack is scrubbed.
+/// Where the body leaves its outcome, in the upper half of the [`ROOM`]
+/// (at a constant offset: no resume stores or loads a pointer to it). The
+/// bytes go when the stack is scrubbed.
 #[inline(always)]
 fn outcome_at<R>(core: *mut Core) -> *mut thread::Result<R> {
-    core.cast::<u8>().wrapping_sub(Room::<(), R>::OUTCOME).cast()
+    let offset = const { reserve(size_of::<thread::Result<R>>(), align_of::<thread::Result<R>>()) };
+    core.cast::<u8>().wrapping_sub(offset).cast()
 }
 
-/// Where an inline body waits for its first run, which is also where the
-/// fiber's first frame starts (16-byte aligned): see [`Room`].
+/// Where an inline body waits for its first run, in the lower half of the
+/// [`ROOM`].
 #[inline(always)]
-fn body_at<F, R>(core: *mut Core) -> *mut u8 {
-    core.cast::<u8>().wrapping_sub(Room::<F, R>::BODY)
+fn body_at<F>(core: *mut Core) -> *mut F {
+    let offset = const { HALF + reserve(size_of::<F>(), align_of::<F>()) };
+    core.cast::<u8>().wrapping_sub(offset).cast()
+}
+
+/// Where every fiber's first frame starts: below the [`ROOM`].
+#[inline(always)]
+fn first_frame(core: *mut Core) -> *mut u8 {
+    core.cast::<u8>().wrapping_sub(ROOM)
 }
 
 /// The private payload used to unwind a cancelled fiber or job.
@@ -224,7 +224,7 @@ const MAX_CANCEL_RESUMES: usize = 8;
 
 /// Lays a new body `F` (returning `R`) on `stack`, entered at the next
 /// [`resume`] with the isolation `I`. `f_at` points at the closure: a small
-/// one is moved here into the room at the top of the stack (see [`Room`]);
+/// one is moved here into the room at the top of the stack (see [`ROOM`]);
 /// a large one the fiber moves onto its own frame as its first act (its
 /// starter then wipes the bytes it leaves, see [`must_wipe`]). The new fiber
 /// inherits the starter's `errno` and FP control state.
@@ -250,13 +250,12 @@ where
         if !CORE_READY && (I::ISOLATE || sanitizer::ENABLED) && (*core).errno_at.is_null() {
             init_core(core);
         }
-        let first = body_at::<F, R>(core);
         if body_inline::<F>() {
-            first.cast::<F>().write(ptr::read(f_at));
+            body_at::<F>(core).write(ptr::read(f_at));
         } else {
             (*core).arg = f_at.cast();
         }
-        arch::prepare(first, addr_of_mut!((*core).regs), entry::<F, R, I>);
+        arch::prepare(first_frame(core), addr_of_mut!((*core).regs), entry::<F, R, I>);
         (*core).done = false;
         (*core).cancel = false;
         // Nothing of errno or the FP control state is stored: the first
@@ -317,7 +316,7 @@ where
         // would be one more copy of it on the stack in unoptimised builds
         // (a job capturing 16 KiB overflowed 256 KiB that way). The closure
         // captures two pointers by value, so that its call is one indirection.
-        let arg = if body_inline::<F>() { body_at::<F, R>(core).cast::<F>() } else { (*core).arg.cast::<F>() };
+        let arg = if body_inline::<F>() { body_at::<F>(core) } else { (*core).arg.cast::<F>() };
         let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
             let suspender = Suspender { core, _marker: PhantomData };
             ptr::read(arg)(&suspender)
