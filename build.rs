@@ -10,7 +10,9 @@ use std::env;
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
-    println!("cargo::rustc-check-cfg=cfg(stackjob_backend, values(\"x86_64\", \"aarch64\", \"riscv64\"))");
+    println!(
+        "cargo::rustc-check-cfg=cfg(stackjob_backend, values(\"x86_64\", \"aarch64\", \"riscv64\", \"arm\", \"x86\", \"powerpc64\"))"
+    );
     println!("cargo::rustc-check-cfg=cfg(stackjob_riscv_flen, values(\"0\", \"4\", \"8\"))");
     // For the tests that run an example as a child process: they must build
     // it for the same target (tests/common/example.rs).
@@ -32,6 +34,10 @@ fn main() {
         "aarch64" if elf_os && pointer_width == "64" && abi != "ilp32" => Some("aarch64"),
         // RV64 only, and only where the float ABI is known (see below).
         "riscv64" if elf_os && pointer_width == "64" && riscv_flen(&os).is_some() => Some("riscv64"),
+        // 32-bit Arm, hard-float (VFP d8-d15 exist and are callee-saved) and
+        // A32 code: the job-side inline asm takes its resume PC with `adr`,
+        // which would lack the Thumb bit in T32 code (thumbv7neon-*).
+        "arm" if elf_os && abi == "eabihf" && !target_name().starts_with("thumb") => Some("arm"),
         _ => None,
     };
     if let Some(backend) = backend {
@@ -41,6 +47,11 @@ fn main() {
         let flen = riscv_flen(&os).unwrap_or_default();
         println!("cargo::rustc-cfg=stackjob_riscv_flen=\"{flen}\"");
     }
+}
+
+/// The target triple, e.g. `armv7-unknown-linux-gnueabihf`.
+fn target_name() -> String {
+    env::var("TARGET").unwrap_or_default()
 }
 
 /// Bytes of fs0-fs11 that the riscv64 calling convention preserves (the

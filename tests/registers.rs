@@ -236,7 +236,11 @@ mod aarch64;
 #[path = "registers/riscv64.rs"]
 mod riscv64;
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+#[cfg(target_arch = "arm")]
+#[path = "registers/arm.rs"]
+mod arm;
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm")))]
 #[test]
 fn register_preservation_needs_a_backend() {
     assert!(!stackjob::is_capable(), "a backend exists here but has no register test");

@@ -148,7 +148,7 @@ fn signal_mask_changed_inside_a_job_stays_changed_for_the_thread() {
 
 // Declared only where a rounding test uses them (the constants differ per
 // architecture; see `fe`).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
 unsafe extern "C" {
     fn fegetround() -> i32;
     fn fesetround(mode: i32) -> i32;
@@ -162,7 +162,8 @@ mod fe {
     pub const TOWARDZERO: i32 = 0xc00;
 }
 
-#[cfg(target_arch = "aarch64")]
+// FPSCR/FPCR rounding field (bits 22-23): the same constants on 32-bit Arm.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 mod fe {
     pub const TONEAREST: i32 = 0;
     pub const DOWNWARD: i32 = 0x80_0000;
@@ -178,7 +179,7 @@ mod fe {
     pub const TOWARDZERO: i32 = 1;
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
 mod rounding {
     use super::{fe, fegetround, fesetround};
     use std::hint::black_box;
@@ -243,7 +244,7 @@ mod rounding {
     }
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
 #[test]
 fn rounding_probe_tells_every_mode_apart() {
     // No job needed: this checks the probe the other tests rely on.
@@ -338,7 +339,7 @@ fn interleaved_jobs_each_keep_their_own_rounding_mode() {
 
 /// Checks that the rounding mode behaves as shared thread state: what one
 /// side sets the other sees, and a job starts with whatever is in force.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
 fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     let _reset = rounding::ResetToNearest;
     rounding::set(fe::UPWARD);
@@ -361,10 +362,10 @@ fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     assert_eq!(rounding::observed(), (fe::TONEAREST, fe::TONEAREST), "the job's last mode stays");
 }
 
-/// On aarch64 (FPCR) and riscv64 (fcsr) the rounding mode is thread-global
-/// by ABI and the switch leaves it alone: it behaves like any other thread
-/// state, so what one side sets the other sees.
-#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+/// On aarch64 (FPCR), 32-bit Arm (FPSCR) and riscv64 (fcsr) the rounding
+/// mode is thread-global by ABI and the switch leaves it alone: it behaves
+/// like any other thread state, so what one side sets the other sees.
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
 #[test]
 fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
     if !jobs_available("rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch") {
@@ -386,7 +387,7 @@ fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
     stackjob::cleanup_thread();
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm")))]
 #[test]
 fn rounding_mode_tests_need_known_fe_constants() {
     eprintln!("skipping the rounding-mode tests: no FE_* constants are defined for this architecture");
