@@ -38,6 +38,9 @@ fn main() {
         // A32 code: the job-side inline asm takes its resume PC with `adr`,
         // which would lack the Thumb bit in T32 code (thumbv7neon-*).
         "arm" if elf_os && abi == "eabihf" && !target_name().starts_with("thumb") => Some("arm"),
+        // i686 and up: the switch saves MXCSR, so SSE must be there (i586 and
+        // older have none).
+        "x86" if elf_os && pointer_width == "32" && has_feature("sse") => Some("x86"),
         _ => None,
     };
     if let Some(backend) = backend {
@@ -47,6 +50,11 @@ fn main() {
         let flen = riscv_flen(&os).unwrap_or_default();
         println!("cargo::rustc-cfg=stackjob_riscv_flen=\"{flen}\"");
     }
+}
+
+/// Whether the target enables `feature` (only stable features are listed).
+fn has_feature(feature: &str) -> bool {
+    env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default().split(',').any(|f| f == feature)
 }
 
 /// The target triple, e.g. `armv7-unknown-linux-gnueabihf`.

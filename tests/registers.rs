@@ -240,7 +240,17 @@ mod riscv64;
 #[path = "registers/arm.rs"]
 mod arm;
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm")))]
+#[cfg(target_arch = "x86")]
+#[path = "registers/x86.rs"]
+mod x86;
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86"
+)))]
 #[test]
 fn register_preservation_needs_a_backend() {
     assert!(!stackjob::is_capable(), "a backend exists here but has no register test");

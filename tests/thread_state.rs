@@ -148,13 +148,20 @@ fn signal_mask_changed_inside_a_job_stays_changed_for_the_thread() {
 
 // Declared only where a rounding test uses them (the constants differ per
 // architecture; see `fe`).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86"
+))]
 unsafe extern "C" {
     fn fegetround() -> i32;
     fn fesetround(mode: i32) -> i32;
 }
 
-#[cfg(target_arch = "x86_64")]
+// glibc's i386 and x86_64 FE_* constants are the same (x87 RC field).
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 mod fe {
     pub const TONEAREST: i32 = 0;
     pub const DOWNWARD: i32 = 0x400;
@@ -179,7 +186,13 @@ mod fe {
     pub const TOWARDZERO: i32 = 1;
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86"
+))]
 mod rounding {
     use super::{fe, fegetround, fesetround};
     use std::hint::black_box;
@@ -244,7 +257,13 @@ mod rounding {
     }
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86"
+))]
 #[test]
 fn rounding_probe_tells_every_mode_apart() {
     // No job needed: this checks the probe the other tests rely on.
@@ -259,7 +278,7 @@ fn rounding_probe_tells_every_mode_apart() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 #[test]
 fn rounding_mode_is_inherited_at_start_and_kept_per_side_across_switches() {
     if !jobs_available("rounding_mode_is_inherited_at_start_and_kept_per_side_across_switches") {
@@ -298,7 +317,7 @@ fn rounding_mode_is_inherited_at_start_and_kept_per_side_across_switches() {
     assert_eq!(rounding::observed(), (fe::TOWARDZERO, fe::TOWARDZERO));
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 #[test]
 fn interleaved_jobs_each_keep_their_own_rounding_mode() {
     if !jobs_available("interleaved_jobs_each_keep_their_own_rounding_mode") {
@@ -339,7 +358,13 @@ fn interleaved_jobs_each_keep_their_own_rounding_mode() {
 
 /// Checks that the rounding mode behaves as shared thread state: what one
 /// side sets the other sees, and a job starts with whatever is in force.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86"
+))]
 fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     let _reset = rounding::ResetToNearest;
     rounding::set(fe::UPWARD);
@@ -376,7 +401,7 @@ fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
 
 /// With `isolate_thread_state(false)` the x86_64 switch leaves the control
 /// words alone: the rounding mode is shared, as on aarch64 and riscv64.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 #[test]
 fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
     if !jobs_available("rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state") {
@@ -387,7 +412,13 @@ fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
     stackjob::cleanup_thread();
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86"
+)))]
 #[test]
 fn rounding_mode_tests_need_known_fe_constants() {
     eprintln!("skipping the rounding-mode tests: no FE_* constants are defined for this architecture");

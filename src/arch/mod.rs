@@ -58,6 +58,9 @@ cfg_if::cfg_if! {
     } else if #[cfg(stackjob_backend = "arm")] {
         mod arm;
         pub(crate) use self::arm::*;
+    } else if #[cfg(stackjob_backend = "x86")] {
+        mod x86;
+        pub(crate) use self::x86::*;
     } else {
         mod none;
         pub(crate) use self::none::*;
