@@ -41,6 +41,9 @@ fn main() {
         // i686 and up: the switch saves MXCSR, so SSE must be there (i586 and
         // older have none).
         "x86" if elf_os && pointer_width == "32" && has_feature("sse") => Some("x86"),
+        // ELFv2 only (rustc says so in target_abi): ELFv1 (big-endian glibc)
+        // has function descriptors and another frame layout.
+        "powerpc64" if elf_os && abi == "elfv2" => Some("powerpc64"),
         _ => None,
     };
     if let Some(backend) = backend {

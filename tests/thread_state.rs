@@ -153,7 +153,8 @@ fn signal_mask_changed_inside_a_job_stays_changed_for_the_thread() {
     target_arch = "aarch64",
     target_arch = "riscv64",
     target_arch = "arm",
-    target_arch = "x86"
+    target_arch = "x86",
+    target_arch = "powerpc64"
 ))]
 unsafe extern "C" {
     fn fegetround() -> i32;
@@ -178,6 +179,15 @@ mod fe {
     pub const TOWARDZERO: i32 = 0xc0_0000;
 }
 
+// glibc's powerpc FE_* constants (the FPSCR RN field).
+#[cfg(target_arch = "powerpc64")]
+mod fe {
+    pub const TONEAREST: i32 = 0;
+    pub const DOWNWARD: i32 = 3;
+    pub const UPWARD: i32 = 2;
+    pub const TOWARDZERO: i32 = 1;
+}
+
 #[cfg(target_arch = "riscv64")]
 mod fe {
     pub const TONEAREST: i32 = 0;
@@ -191,7 +201,8 @@ mod fe {
     target_arch = "aarch64",
     target_arch = "riscv64",
     target_arch = "arm",
-    target_arch = "x86"
+    target_arch = "x86",
+    target_arch = "powerpc64"
 ))]
 mod rounding {
     use super::{fe, fegetround, fesetround};
@@ -262,7 +273,8 @@ mod rounding {
     target_arch = "aarch64",
     target_arch = "riscv64",
     target_arch = "arm",
-    target_arch = "x86"
+    target_arch = "x86",
+    target_arch = "powerpc64"
 ))]
 #[test]
 fn rounding_probe_tells_every_mode_apart() {
@@ -363,7 +375,8 @@ fn interleaved_jobs_each_keep_their_own_rounding_mode() {
     target_arch = "aarch64",
     target_arch = "riscv64",
     target_arch = "arm",
-    target_arch = "x86"
+    target_arch = "x86",
+    target_arch = "powerpc64"
 ))]
 fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     let _reset = rounding::ResetToNearest;
@@ -387,10 +400,11 @@ fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     assert_eq!(rounding::observed(), (fe::TONEAREST, fe::TONEAREST), "the job's last mode stays");
 }
 
-/// On aarch64 (FPCR), 32-bit Arm (FPSCR) and riscv64 (fcsr) the rounding
-/// mode is thread-global by ABI and the switch leaves it alone: it behaves
-/// like any other thread state, so what one side sets the other sees.
-#[cfg(any(target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm"))]
+/// On aarch64 (FPCR), 32-bit Arm (FPSCR), powerpc64 (FPSCR) and riscv64
+/// (fcsr) the rounding mode is thread-global by ABI and the switch leaves it
+/// alone: it behaves like any other thread state, so what one side sets the
+/// other sees.
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm", target_arch = "powerpc64"))]
 #[test]
 fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
     if !jobs_available("rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch") {
@@ -417,7 +431,8 @@ fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
     target_arch = "aarch64",
     target_arch = "riscv64",
     target_arch = "arm",
-    target_arch = "x86"
+    target_arch = "x86",
+    target_arch = "powerpc64"
 )))]
 #[test]
 fn rounding_mode_tests_need_known_fe_constants() {

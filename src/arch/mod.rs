@@ -61,6 +61,9 @@ cfg_if::cfg_if! {
     } else if #[cfg(stackjob_backend = "x86")] {
         mod x86;
         pub(crate) use self::x86::*;
+    } else if #[cfg(stackjob_backend = "powerpc64")] {
+        mod powerpc64;
+        pub(crate) use self::powerpc64::*;
     } else {
         mod none;
         pub(crate) use self::none::*;
