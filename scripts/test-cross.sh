@@ -4,11 +4,16 @@
 #
 #   scripts/test-cross.sh [--bti] [--no-install] [TARGET...]
 #
-# Targets (default: all three):
-#   aarch64-unknown-linux-gnu    backend aarch64-aapcs64
-#   riscv64gc-unknown-linux-gnu  backend riscv64-lp64d
-#   s390x-unknown-linux-gnu      no backend: is_capable() is false, every
-#                                job test must say that it skips
+# Targets (default: all of them, in this order):
+#   aarch64-unknown-linux-gnu       backend aarch64-aapcs64, qemu-aarch64
+#   riscv64gc-unknown-linux-gnu     backend riscv64-lp64d, qemu-riscv64
+#   armv7-unknown-linux-gnueabihf   backend arm-aapcs-vfp, qemu-arm
+#   i686-unknown-linux-gnu          backend x86-sysv-i386, natively (the
+#                                   x86_64 kernel runs 32-bit binaries;
+#                                   they name the cross libc's loader)
+#   powerpc64le-unknown-linux-gnu   backend powerpc64-elfv2, qemu-ppc64le
+#   s390x-unknown-linux-gnu         no backend: is_capable() is false, every
+#                                   job test must say that it skips
 #
 # --bti         also run the aarch64 branch-protection leg (nightly, rust-src,
 #               -Zbranch-protection=bti,pac-ret -Zbuild-std, qemu -cpu max):
@@ -32,19 +37,33 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_TARGETS=(aarch64-unknown-linux-gnu riscv64gc-unknown-linux-gnu s390x-unknown-linux-gnu)
+ALL_TARGETS=(aarch64-unknown-linux-gnu riscv64gc-unknown-linux-gnu armv7-unknown-linux-gnueabihf
+    i686-unknown-linux-gnu powerpc64le-unknown-linux-gnu s390x-unknown-linux-gnu)
+# The emulator per target; "native" runs the binaries as they are.
 declare -A QEMU=(
     [aarch64-unknown-linux-gnu]=qemu-aarch64
     [riscv64gc-unknown-linux-gnu]=qemu-riscv64
+    [armv7-unknown-linux-gnueabihf]=qemu-arm
+    [i686-unknown-linux-gnu]=native
+    [powerpc64le-unknown-linux-gnu]=qemu-ppc64le
     [s390x-unknown-linux-gnu]=qemu-s390x
 )
 declare -A GNU=(
     [aarch64-unknown-linux-gnu]=aarch64-linux-gnu
     [riscv64gc-unknown-linux-gnu]=riscv64-linux-gnu
+    [armv7-unknown-linux-gnueabihf]=arm-linux-gnueabihf
+    [i686-unknown-linux-gnu]=i686-linux-gnu
+    [powerpc64le-unknown-linux-gnu]=powerpc64le-linux-gnu
     [s390x-unknown-linux-gnu]=s390x-linux-gnu
 )
-DEBIAN_PACKAGES=(qemu-user gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-s390x-linux-gnu
-    libc6-dev-arm64-cross libc6-dev-riscv64-cross libc6-dev-s390x-cross)
+DEBIAN_PACKAGES=(qemu-user gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-arm-linux-gnueabihf
+    gcc-i686-linux-gnu gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu
+    libc6-dev-arm64-cross libc6-dev-riscv64-cross libc6-dev-armhf-cross libc6-dev-i386-cross
+    libc6-dev-ppc64el-cross libc6-dev-s390x-cross)
+# i686 binaries name /usr/i686-linux-gnu/lib/ld-linux.so.2 as their loader
+# (.cargo/config.toml); rustdoc does not get target rustflags from cargo,
+# so the doctests get the same link arguments here.
+I686_LINK_ARGS="-C link-arg=-Wl,--dynamic-linker=/usr/i686-linux-gnu/lib/ld-linux.so.2 -C link-arg=-Wl,-rpath,/usr/i686-linux-gnu/lib"
 
 BTI=0
 INSTALL=1
@@ -53,7 +72,7 @@ for arg in "$@"; do
     case "$arg" in
         --bti) BTI=1 ;;
         --no-install) INSTALL=0 ;;
-        -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
         *)
             if [[ -z "${QEMU[$arg]:-}" ]]; then
@@ -83,7 +102,7 @@ as_root() {
 missing_tools() {
     local t missing=()
     for t in "${TARGETS[@]}"; do
-        command -v "${QEMU[$t]}" >/dev/null || missing+=("${QEMU[$t]}")
+        [[ ${QEMU[$t]} == native ]] || command -v "${QEMU[$t]}" >/dev/null || missing+=("${QEMU[$t]}")
         command -v "${GNU[$t]}-gcc" >/dev/null || missing+=("${GNU[$t]}-gcc")
         [[ -e /usr/${GNU[$t]}/lib/libc.so.6 ]] || missing+=("/usr/${GNU[$t]}/lib/libc.so.6")
     done
@@ -114,6 +133,7 @@ done
 # ---------------------------------------------------------------------------
 echo "== $(cargo --version), $(rustc --version)"
 for t in "${TARGETS[@]}"; do
+    [[ ${QEMU[$t]} == native ]] && { echo "== $t: runs natively"; continue; }
     echo "== ${QEMU[$t]}: $("${QEMU[$t]}" --version | head -n1)"
 done
 cargo_minor="$(cargo --version | sed -E 's/^cargo 1\.([0-9]+).*/\1/')"
@@ -140,7 +160,7 @@ run_leg() {
     shift 3
     local log="$LOG_DIR/$name.log" start rc
     echo
-    echo "== $name: cargo $* (runner: $runner)"
+    echo "== $name: cargo $* (runner: ${runner:-none, native})"
     start=$(date +%s)
     set +e
     # STACKJOB_TEST_RUNNER: tests that re-execute their own binary (crash
@@ -170,7 +190,12 @@ for t in "${TARGETS[@]}"; do
     # Without a backend every job test returns early; --nocapture puts its
     # "skipped: ..." line in the log, so the skips are counted, not silent.
     [[ $t == s390x-* ]] && extra=(-- --nocapture)
-    run_leg "$t" "$t" "$runner" test --target "$t" --no-fail-fast "${extra[@]}"
+    if [[ ${QEMU[$t]} == native ]]; then
+        # An empty STACKJOB_TEST_RUNNER: child processes run natively too.
+        RUSTDOCFLAGS="${RUSTDOCFLAGS:-} $I686_LINK_ARGS" run_leg "$t" "$t" "" test --target "$t" --no-fail-fast
+    else
+        run_leg "$t" "$t" "$runner" test --target "$t" --no-fail-fast "${extra[@]}"
+    fi
 done
 
 # ---------------------------------------------------------------------------
