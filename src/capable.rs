@@ -71,7 +71,8 @@ fn runtime_blocker() -> Option<&'static str> {
 /// The reason [`Error::NotCapable`] gives.
 pub(crate) fn not_capable_reason() -> &'static str {
     if !crate::arch::CAPABLE {
-        "no context-switch backend for this target (stackjob has x86_64, aarch64 and riscv64 backends for ELF systems)"
+        "no context-switch backend for this target (stackjob has x86_64, i686, aarch64, 32-bit Arm hard-float, \
+         riscv64 and powerpc64 ELFv2 backends for ELF systems)"
     } else {
         runtime_blocker().unwrap_or("jobs are disabled at run time")
     }
