@@ -45,8 +45,9 @@
 // No `endbr32`: Linux has no indirect-branch tracking for 32-bit user
 // space. The job-side inline asm takes its resume PC with `call 3f; 3: pop`,
 // the i386 PIC idiom (no absolute address, so no text relocation in a PIE;
-// CPUs treat a call to the next instruction as no call for the return-
-// stack predictor).
+// LLVM's own i386 PIC code reads the PC this way; cores that special-case
+// a zero-displacement call leave the return-stack predictor alone, others
+// lose one prediction per pause).
 //
 // The saved record (28 bytes; the same for both directions):
 //
