@@ -42,10 +42,10 @@
 //   r1                    this file                       regs.sp / regs.parent_sp
 //   pc                    LR (resumer `bl`) / r4 (job)    the record's +16
 //
-// What that costs: ELFv2 has 49 nonvolatile registers besides r1 and r2, so a
-// function that contains a switch saves and restores up to 46 of them (the
-// ones declared clobbered, vectors with an address computation each) in its
-// prologue and epilogue; where a switch sits in a loop that is paid once,
+// What that costs: ELFv2 has 48 nonvolatile registers besides r1, r2 and the
+// CR fields, so a function that contains a switch saves and restores the 46
+// declared clobbered (vectors with an address computation each) and the CR
+// in its prologue and epilogue; where a switch sits in a loop that is paid once,
 // where each call of a small function switches once it is paid per switch
 // (scripts/icount-qemu.sh: a `raw` round trip is about 210 instructions here
 // against about 80 on aarch64, which declares 16 registers clobbered).
