@@ -34,7 +34,10 @@
 // build.rs gives the backend only to A32 targets (`arm*-...-eabihf`): the
 // job-side inline asm reaches switch_out with a plain `b` and takes the
 // resume PC with `adr`, which in T32 code would need bit 0 set and a `bx`
-// (thumbv7neon-* has no backend for that reason).
+// (thumbv7neon-* has no backend for that reason). T32 code built from an
+// A32 target (`-C target-feature=+thumb-mode`, invisible to stable cfg) is
+// caught at run time: a Rust function's address with bit 0 set makes
+// is_capable() false (src/capable.rs), so nothing ever switches wrongly.
 //
 // Who saves what (the x86_64 scheme): the inline asm blocks that enter this
 // file (src/arch/arm.rs) declare r4, r5, r8, r9, r10 and d8-d15 as outputs

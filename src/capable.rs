@@ -49,6 +49,16 @@ fn runtime_capable() -> bool {
 
 /// Why jobs cannot run, if something at run time forbids them.
 fn runtime_blocker() -> Option<&'static str> {
+    #[cfg(stackjob_backend = "arm")]
+    if crate::arch::compiled_as_thumb() {
+        // build.rs gives the backend to A32 targets only, but T32 code can
+        // also come from `-C target-feature=+thumb-mode`, which stable cfg
+        // cannot see: the job side would resume in the wrong state.
+        return Some(
+            "this 32-bit Arm code is compiled as Thumb (T32), and stackjob's arm backend switches A32 code only \
+             (build without +thumb-mode)",
+        );
+    }
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
         // The probe fails with EINVAL on kernels without shadow stacks: the
