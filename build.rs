@@ -10,10 +10,12 @@ use std::env;
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     println!(
         "cargo::rustc-check-cfg=cfg(stackjob_backend, values(\"x86_64\", \"aarch64\", \"riscv64\", \"arm\", \"x86\", \"powerpc64\"))"
     );
     println!("cargo::rustc-check-cfg=cfg(stackjob_riscv_flen, values(\"0\", \"4\", \"8\"))");
+    println!("cargo::rustc-check-cfg=cfg(stackjob_arm_thumb)");
     // For the tests that run an example as a child process: they must build
     // it for the same target (tests/common/example.rs).
     println!("cargo::rustc-env=STACKJOB_BUILD_TARGET={}", env::var("TARGET").unwrap_or_default());
@@ -34,10 +36,9 @@ fn main() {
         "aarch64" if elf_os && pointer_width == "64" && abi != "ilp32" => Some("aarch64"),
         // RV64 only, and only where the float ABI is known (see below).
         "riscv64" if elf_os && pointer_width == "64" && riscv_flen(&os).is_some() => Some("riscv64"),
-        // 32-bit Arm, hard-float (VFP d8-d15 exist and are callee-saved) and
-        // A32 code: the job-side inline asm takes its resume PC with `adr`,
-        // which would lack the Thumb bit in T32 code (thumbv7neon-*).
-        "arm" if elf_os && abi == "eabihf" && !target_name().starts_with("thumb") => Some("arm"),
+        // 32-bit Arm, hard-float: VFP d8-d15 exist and are callee-saved (A32
+        // and T32 code alike; target_arch is "arm" for thumbv7neon-* too).
+        "arm" if elf_os && abi == "eabihf" => Some("arm"),
         // i686 and up: the switch saves MXCSR, so SSE must be there (i586 and
         // older have none).
         "x86" if elf_os && pointer_width == "32" && has_feature("sse") => Some("x86"),
@@ -48,6 +49,9 @@ fn main() {
     };
     if let Some(backend) = backend {
         println!("cargo::rustc-cfg=stackjob_backend=\"{backend}\"");
+    }
+    if backend == Some("arm") && arm_thumb() {
+        println!("cargo::rustc-cfg=stackjob_arm_thumb");
     }
     if backend == Some("riscv64") {
         let flen = riscv_flen(&os).unwrap_or_default();
@@ -60,9 +64,25 @@ fn has_feature(feature: &str) -> bool {
     env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default().split(',').any(|f| f == feature)
 }
 
-/// The target triple, e.g. `armv7-unknown-linux-gnueabihf`.
-fn target_name() -> String {
-    env::var("TARGET").unwrap_or_default()
+/// Whether 32-bit Arm code is T32 (Thumb-2): thumb* targets, or A32 targets
+/// built with `+thumb-mode`, which stable rustc hides from `cfg`
+/// (`target_feature = "thumb-mode"` is unstable), so the rustflags tell.
+/// The asm is assembled in the same state (src/arch/arm.rs); a build whose
+/// state this misjudges is refused at run time (src/capable.rs).
+fn arm_thumb() -> bool {
+    let target = env::var("TARGET").unwrap_or_default();
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let mut thumb = target.starts_with("thumb");
+    // `-C target-feature=+a,-b` or `-Ctarget-feature=...`; the last word wins.
+    let features = flags.split('\x1f').filter_map(|arg| arg.split_once("target-feature=").map(|(_, list)| list));
+    for feature in features.flat_map(|list| list.split(',')) {
+        match feature {
+            "+thumb-mode" => thumb = true,
+            "-thumb-mode" => thumb = false,
+            _ => {}
+        }
+    }
+    thumb
 }
 
 /// Bytes of fs0-fs11 that the riscv64 calling convention preserves (the

@@ -1,5 +1,5 @@
 // stackjob context switch for 32-bit Arm, AAPCS32 with the VFP hard-float
-// variant (ELF, `eabihf`), GNU unified syntax, assembled as A32 (`.arm`).
+// variant (ELF, `eabihf`), GNU unified syntax, A32 or T32 (below).
 //
 // As arch/aarch64.s (read arch/x86_64.s first: the entry points, the
 // return-predictor discipline and the unwind scheme are the same), except:
@@ -24,20 +24,20 @@
 //     interface (5.2.1.2): the record is 16 bytes and job tops are
 //     16-byte aligned, so every call made from either side sees 8.
 //
-// Interworking (A32 / T32). This file is A32 (`.arm`) whatever the mode of
-// the Rust code around it. Every branch that can change state is one that
-// interworks: switch_in is entered by `bl` from the Rust inline asm (the
-// linker turns a T32 `bl` to this A32 symbol into `blx`); it leaves into
-// the job with `bx r12`, whose bit 0 selects the state of the resume PC
-// (entry functions and resume labels of T32 code carry bit 0 = 1); the
-// resumer is resumed by `pop {{..., pc}}`, which interworks since Armv5T.
-// build.rs gives the backend only to A32 targets (`arm*-...-eabihf`): the
-// job-side inline asm reaches switch_out with a plain `b` and takes the
-// resume PC with `adr`, which in T32 code would need bit 0 set and a `bx`
-// (thumbv7neon-* has no backend for that reason). T32 code built from an
-// A32 target (`-C target-feature=+thumb-mode`, invisible to stable cfg) is
-// caught at run time: a Rust function's address with bit 0 set makes
-// is_capable() false (src/capable.rs), so nothing ever switches wrongly.
+// Interworking (A32 / T32). The file is assembled in the state of the Rust
+// code around it: src/arch/arm.rs puts `.arm` or `.thumb` in front of it,
+// and the STACKJOB_FUNCTION macro that opens each entry point adds
+// `.thumb_func` in T32 (build.rs tells T32 from thumbv7neon-* targets and
+// from `+thumb-mode` in the rustflags; a mismatch found at run time makes
+// is_capable() false). So every resume PC is of one state: the trampoline
+// and the resume labels of the inline asm are both in it. switch_in leaves
+// with `mov pc, r12`: in A32 that takes bit 0 as the state (Armv7) or
+// ignores it (Armv6), and the `adr` results have it clear; in T32 it keeps
+// the state whatever bit 0 says. Everything that may change state
+// interworks: switch_in is entered by `bl` (from C or Rust of either
+// state), the resumer is resumed by `pop {{..., pc}}` (its `bl` set bit 0 of
+// lr in T32 code), and the trampoline enters the entry function with
+// `bx r7` (a T32 function's address has bit 0 set).
 //
 // Who saves what (the x86_64 scheme): the inline asm blocks that enter this
 // file (src/arch/arm.rs) declare r4, r5, r8, r9, r10 and d8-d15 as outputs
@@ -64,7 +64,8 @@
 //   stackjob_switch_in(regs: *mut Regs)      called by Rust (`bl`).
 //       r0 = regs, lr = return address into the resumer. Pushes the
 //       resumer's record, stores sp in regs.parent_sp, pops the job's
-//       record from regs.sp and jumps to the job's resume PC with `bx r12`.
+//       record from regs.sp and jumps to the job's resume PC with
+//       `mov pc, r12`.
 //
 //   stackjob_switch_out                       branch target, not a function.
 //       Reached by `b` from the inline asm in src/arch/arm.rs with r0 = regs
@@ -136,7 +137,6 @@
 
     .text
     .syntax unified
-    .arm
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_in(regs: *mut Regs /* r0 */)
@@ -145,7 +145,7 @@
     .hidden stackjob_switch_in
     .type   stackjob_switch_in, %function
     .p2align 4
-stackjob_switch_in:
+STACKJOB_FUNCTION stackjob_switch_in
     .fnstart
     .cantunwind
     // sp: resumer stack (8-aligned); lr = return address into the resumer.
@@ -158,8 +158,10 @@ stackjob_switch_in:
     // the job's; r0 = regs; lr still holds the resumer's return address
     // (the job treats lr as clobbered). The only indirect branch of the
     // round trip, and not a return: never `bx lr` or `pop {{pc}}` into the
-    // job, which would pop the resumer's entry off the return stack.
-    bx      r12
+    // job, which would pop the resumer's entry off the return stack. `mov pc`
+    // and not `bx`: the resume PC is always of this file's state (see the
+    // header), and in T32 `mov pc` keeps the state whatever bit 0 says.
+    mov     pc, r12
     .fnend
     .size   stackjob_switch_in, . - stackjob_switch_in
 
@@ -172,7 +174,7 @@ stackjob_switch_in:
     .hidden stackjob_switch_out
     .type   stackjob_switch_out, %function
     .p2align 4
-stackjob_switch_out:
+STACKJOB_FUNCTION stackjob_switch_out
     .fnstart
     .cantunwind
     push    {{r6, r7, r11, lr}}               // the job's record
@@ -192,7 +194,7 @@ stackjob_switch_out:
     .hidden stackjob_switch_exit
     .type   stackjob_switch_exit, %function
     .p2align 4
-stackjob_switch_exit:
+STACKJOB_FUNCTION stackjob_switch_exit
     .fnstart
     .cantunwind
     ldr     sp, [r0, #{PARENT_SP}]          // sp = the resumer's record
@@ -202,8 +204,8 @@ stackjob_switch_exit:
 
 // ---------------------------------------------------------------------------
 // stackjob_trampoline: first PC of every job.
-// Entered by switch_in's `bx r12` (A32: the FRESH record's PC has bit 0
-// clear) with the FRESH record popped: r6 = regs, r7 = entry function,
+// Entered by switch_in's `mov pc, r12` with the FRESH record popped:
+// r6 = regs, r7 = entry function,
 // r11 = 0 (ends frame-pointer chains), sp = the 16-byte aligned top of the
 // usable stack.
 // ---------------------------------------------------------------------------
@@ -211,7 +213,7 @@ stackjob_switch_exit:
     .hidden stackjob_trampoline
     .type   stackjob_trampoline, %function
     .p2align 4
-stackjob_trampoline:
+STACKJOB_FUNCTION stackjob_trampoline
     .fnstart
     // See the header: vsp = *(r6 + PARENT_SP), then the resumer's record.
     .unwind_raw 0, 0x96, ({PARENT_SP} - 4) >> 2, 0x82, 0x00, 0x84, 0x8c

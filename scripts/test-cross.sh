@@ -8,7 +8,9 @@
 # Targets (default: all of them, in this order):
 #   aarch64-unknown-linux-gnu       backend aarch64-aapcs64, qemu-aarch64
 #   riscv64gc-unknown-linux-gnu     backend riscv64-lp64d, qemu-riscv64
-#   armv7-unknown-linux-gnueabihf   backend arm-aapcs-vfp, qemu-arm
+#   armv7-unknown-linux-gnueabihf   backend arm-aapcs-vfp (A32 code), qemu-arm
+#   thumbv7neon-unknown-linux-gnueabihf
+#                                   backend arm-aapcs-vfp (T32 code), qemu-arm
 #   i686-unknown-linux-gnu          backend x86-sysv-i386, natively (the
 #                                   x86_64 kernel runs 32-bit binaries;
 #                                   they name the cross libc's loader)
@@ -45,7 +47,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ALL_TARGETS=(aarch64-unknown-linux-gnu riscv64gc-unknown-linux-gnu armv7-unknown-linux-gnueabihf
-    i686-unknown-linux-gnu powerpc64le-unknown-linux-gnu armv7-unknown-linux-musleabihf s390x-unknown-linux-gnu)
+    thumbv7neon-unknown-linux-gnueabihf i686-unknown-linux-gnu powerpc64le-unknown-linux-gnu armv7-unknown-linux-musleabihf s390x-unknown-linux-gnu)
 # Built with nightly -Zbuild-std (no rust-std from rustup).
 MUSL=armv7-unknown-linux-musleabihf
 MUSL_LIB=/usr/lib/arm-linux-musleabihf
@@ -54,6 +56,7 @@ declare -A QEMU=(
     [aarch64-unknown-linux-gnu]=qemu-aarch64
     [riscv64gc-unknown-linux-gnu]=qemu-riscv64
     [armv7-unknown-linux-gnueabihf]=qemu-arm
+    [thumbv7neon-unknown-linux-gnueabihf]=qemu-arm
     [i686-unknown-linux-gnu]=native
     [powerpc64le-unknown-linux-gnu]=qemu-ppc64le
     [armv7-unknown-linux-musleabihf]=qemu-arm
@@ -63,6 +66,7 @@ declare -A GNU=(
     [aarch64-unknown-linux-gnu]=aarch64-linux-gnu
     [riscv64gc-unknown-linux-gnu]=riscv64-linux-gnu
     [armv7-unknown-linux-gnueabihf]=arm-linux-gnueabihf
+    [thumbv7neon-unknown-linux-gnueabihf]=arm-linux-gnueabihf
     [i686-unknown-linux-gnu]=i686-linux-gnu
     [powerpc64le-unknown-linux-gnu]=powerpc64le-linux-gnu
     [armv7-unknown-linux-musleabihf]=arm-linux-gnueabihf

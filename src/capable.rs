@@ -50,13 +50,12 @@ fn runtime_capable() -> bool {
 /// Why jobs cannot run, if something at run time forbids them.
 fn runtime_blocker() -> Option<&'static str> {
     #[cfg(stackjob_backend = "arm")]
-    if crate::arch::compiled_as_thumb() {
-        // build.rs gives the backend to A32 targets only, but T32 code can
-        // also come from `-C target-feature=+thumb-mode`, which stable cfg
-        // cannot see: the job side would resume in the wrong state.
+    if crate::arch::state_mismatch() {
+        // build.rs picks A32 or T32 for the asm from the target name and the
+        // rustflags; code of the other state would resume in the wrong one.
         return Some(
-            "this 32-bit Arm code is compiled as Thumb (T32), and stackjob's arm backend switches A32 code only \
-             (build without +thumb-mode)",
+            "this 32-bit Arm build mixes T32 and A32 code in a way build.rs could not see (set \
+             `-C target-feature=+thumb-mode` in RUSTFLAGS or CARGO_ENCODED_RUSTFLAGS, not elsewhere)",
         );
     }
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

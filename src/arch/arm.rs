@@ -1,4 +1,4 @@
-//! 32-bit Arm AAPCS32 (VFP hard-float, A32) backend: `arch/arm.s` plus the
+//! 32-bit Arm AAPCS32 (VFP hard-float; A32 or T32 code) backend: `arch/arm.s` plus the
 //! three-instruction inline asm that enters it from the job side. The
 //! file's header documents the saved record, the stack states, the EHABI
 //! unwind entry and interworking.
@@ -31,8 +31,37 @@ const _: () = assert!(offset_of!(Regs, parent_sp) >= 4 && offset_of!(Regs, paren
 const _: () = assert!(offset_of!(Regs, parent_sp).is_multiple_of(4) && offset_of!(Regs, sp) < 256);
 const _: () = assert!(RECORD.is_multiple_of(8));
 
+/// The instruction set of this build's code (and so of the asm): the
+/// directive that selects it, and the STACKJOB_FUNCTION macro that opens
+/// each entry point of `arch/arm.s` (a T32 function symbol needs
+/// `.thumb_func`, so that its address has bit 0 set).
+#[cfg(stackjob_arm_thumb)]
+macro_rules! arm_state {
+    () => {
+        ".thumb\n.macro STACKJOB_FUNCTION name\n.thumb_func\n\\name:\n.endm\n"
+    };
+}
+#[cfg(not(stackjob_arm_thumb))]
+macro_rules! arm_state {
+    () => {
+        ".arm\n.macro STACKJOB_FUNCTION name\n\\name:\n.endm\n"
+    };
+}
+
+/// Whether build.rs assembled the asm as T32 (see `arm_state!`).
+const ASM_IS_THUMB: bool = cfg!(stackjob_arm_thumb);
+
+/// Whether this crate's code is T32: the address of one of its functions
+/// then has bit 0 set (interworking). capable.rs refuses jobs when this
+/// disagrees with `ASM_IS_THUMB` (a build whose state build.rs could not
+/// see), since the resume labels would then be of the wrong state.
+pub(crate) fn state_mismatch() -> bool {
+    let rust_is_thumb = (state_mismatch as fn() -> bool as usize) & 1 != 0;
+    rust_is_thumb != ASM_IS_THUMB
+}
+
 backend_asm!(
-    include_str!("../../arch/arm.s"),
+    concat!(arm_state!(), include_str!("../../arch/arm.s")),
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
 );
@@ -64,15 +93,6 @@ unsafe extern "C" {
     fn stackjob_trampoline();
 }
 
-/// Whether this crate's code is T32 (Thumb): the address of one of its
-/// functions then has bit 0 set (interworking). The job side below takes its
-/// resume PC with `adr`, which has no Thumb bit, so such a build must not
-/// switch (capable.rs turns this into `Error::NotCapable`).
-#[inline(never)]
-pub(crate) fn compiled_as_thumb() -> bool {
-    (compiled_as_thumb as fn() -> bool as usize) & 1 != 0
-}
-
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
 /// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
 /// four stores).
@@ -87,7 +107,8 @@ pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     // SAFETY: the caller guarantees RECORD writable bytes below `top`.
     unsafe {
         let rec = top.sub(RECORD);
-        // An A32 symbol: bit 0 clear, so switch_in's `bx` stays in A32.
+        // In T32 the address has bit 0 set; switch_in's `mov pc` ignores it
+        // there (the trampoline is always of the crate's state).
         rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
         rec.add(REC_R6).cast::<*mut Regs>().write(regs);
         rec.add(REC_R7).cast::<usize>().write(entry as *const () as usize);
@@ -135,9 +156,9 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
     // (lr, written here: clobber_abi("C") declares lr clobbered); every other
     // callee-saved register and everything caller-saved is declared
     // clobbered (see the macro). The block is entered and left like a call
-    // (no `nostack`), so sp is 8-byte aligned. This code is A32 (build.rs
-    // gives the backend to A32 targets only), so the `adr` result needs no
-    // Thumb bit for switch_in's `bx r12`.
+    // (no `nostack`), so sp is 8-byte aligned. The `adr` result has no Thumb
+    // bit in T32 code either: switch_in returns here with `mov pc`, which
+    // keeps the state (arch/arm.s, "Interworking").
     unsafe {
         asm_clobbering_callee_saved!(
             "adr lr, 2f",
@@ -183,13 +204,10 @@ mod tests {
     /// The offsets named in Rust agree with the record the asm pops: a
     /// FRESH record laid by `prepare` is entered through the real asm,
     /// the trampoline must call our entry with our `regs`, and every later
-    /// round trip (resume label, `bx r12`, `pop {pc}`) must come back here.
+    /// round trip (resume label, `mov pc, r12`, `pop {pc}`) must come back here.
     #[test]
     fn record_layout_matches_asm() {
-        if compiled_as_thumb() {
-            eprintln!("skipped: T32 build, the backend is disabled (see capable.rs)");
-            return;
-        }
+        assert!(!state_mismatch(), "the asm and the Rust code are of one instruction set");
         let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
         // SAFETY: one past the end of the allocation.
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
@@ -203,7 +221,6 @@ mod tests {
         // SAFETY: regs.sp points at the record inside `stack`.
         let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
         assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
-        assert_eq!(word(REC_PC) & 1, 0, "the trampoline is A32 code");
         assert_eq!(word(REC_R6), regs_ptr as usize);
         assert_eq!(word(REC_R7), probe as *const () as usize);
         assert_eq!(word(REC_R11), 0);
