@@ -34,10 +34,9 @@
 // with `mov pc, r12`: in A32 that takes bit 0 as the state (Armv7) or
 // ignores it (Armv6), and the `adr` results have it clear; in T32 it keeps
 // the state whatever bit 0 says. Everything that may change state
-// interworks: switch_in is entered by `bl` (from C or Rust of either
-// state), the resumer is resumed by `pop {{..., pc}}` (its `bl` set bit 0 of
-// lr in T32 code), and the trampoline enters the entry function with
-// `bx r7` (a T32 function's address has bit 0 set).
+// interworks: the resumer is resumed by `pop {{..., pc}}` (its `bl` set
+// bit 0 of lr in T32 code), and the trampoline enters the entry function
+// with `bx r7` (a T32 function's address has bit 0 set).
 //
 // Who saves what (the x86_64 scheme): the inline asm blocks that enter this
 // file (src/arch/arm.rs) declare r4, r5, r8, r9, r10 and d8-d15 as outputs
