@@ -482,12 +482,12 @@ fi
 # ---------------------------------------------------------------------------
 echo
 echo "== summary"
-printf '%-30s %-9s %8s %8s %8s %9s %6s %7s\n' target result passed failed ignored binaries skips seconds
+printf '%-36s %-9s %8s %8s %8s %9s %6s %7s\n' target result passed failed ignored binaries skips seconds
 total_passed=0
 total_failed=0
 status=0
 for name in "${ROWS[@]}"; do
-    printf '%-30s %-9s %8s %8s %8s %9s %6s %7s\n' "$name" "${RESULT[$name]}" "${PASSED[$name]}" \
+    printf '%-36s %-9s %8s %8s %8s %9s %6s %7s\n' "$name" "${RESULT[$name]}" "${PASSED[$name]}" \
         "${FAILED[$name]}" "${IGNORED[$name]}" "${BINARIES[$name]}" "${SKIPS[$name]}" "${SECONDS_TAKEN[$name]}"
     total_passed=$((total_passed + PASSED[$name]))
     total_failed=$((total_failed + FAILED[$name]))
