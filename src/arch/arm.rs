@@ -1,7 +1,7 @@
-//! 32-bit Arm AAPCS32 (VFP hard-float; A32 or T32 code) backend: `arch/arm.s` plus the
-//! three-instruction inline asm that enters it from the job side. The
-//! file's header documents the saved record, the stack states, the EHABI
-//! unwind entry and interworking.
+//! 32-bit Arm AAPCS32 (VFP hard-float; A32 or T32 code) backend:
+//! `arch/arm.s` plus the two-instruction inline asm that enters it from the
+//! job side. The file's header documents the saved record, the stack
+//! states, the EHABI unwind entry and interworking.
 
 use super::{Entry, Regs};
 use core::arch::asm;

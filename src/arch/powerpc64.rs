@@ -1,4 +1,4 @@
-//! powerpc64 ELFv2 backend: `arch/powerpc64.s` plus the five-instruction
+//! powerpc64 ELFv2 backend: `arch/powerpc64.s` plus the four-instruction
 //! inline asm that enters it from the job side. The file's header documents
 //! the saved record, the stack states, the TOC rule and the CFI.
 
