@@ -81,7 +81,7 @@ unsafe extern "C" {
 
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
 /// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
-/// four stores).
+/// seven stores).
 ///
 /// # Safety
 /// `top` must be 16-byte aligned, the `FRESH` bytes below it must be
