@@ -64,7 +64,7 @@ unsafe extern "C" {
 
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
 /// the next [`switch_in`] jumps straight into `entry(regs)` on this stack
-/// (once per job: eight stores; the control-word bytes are
+/// (once per job: seven stores; the control-word bytes are
 /// [`inherit_fp_env`]'s).
 ///
 /// # Safety
