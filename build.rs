@@ -1,6 +1,7 @@
 //! Picks the context-switch backend for the target and tells rustc through
-//! the `stackjob_backend` cfg, plus one fact plain `cfg` cannot tell on
-//! stable Rust: the riscv64 float ABI (`stackjob_riscv_flen`); and it hands
+//! the `stackjob_backend` cfg, plus two facts plain `cfg` cannot tell on
+//! stable Rust: the riscv64 float ABI (`stackjob_riscv_flen`) and whether
+//! 32-bit Arm code is T32 (`stackjob_arm_thumb`); and it hands
 //! the target triple to the tests that build an example for the same
 //! target (`STACKJOB_BUILD_TARGET`). Nothing else happens here: the assembly
 //! is pulled in by `global_asm!(include_str!(..))`, so no C compiler or
