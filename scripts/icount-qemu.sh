@@ -5,7 +5,9 @@
 # icount.sh, (count(2N) - count(N)) / N cancels start-up costs.
 # Reports only (QEMU has no callgrind; the counts are exact but the CI
 # ceilings live in icount.sh for x86_64).
-# Usage: scripts/icount-qemu.sh TARGET [N]   (e.g. aarch64-unknown-linux-gnu 2000)
+# Usage: scripts/icount-qemu.sh TARGET [N]   (e.g. aarch64-unknown-linux-gnu 2000;
+# also riscv64gc-, armv7-...-gnueabihf, thumbv7neon-...-gnueabihf, i686- and
+# powerpc64le-unknown-linux-gnu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:?usage: scripts/icount-qemu.sh TARGET [N]}
@@ -13,6 +15,10 @@ n=${2:-2000}
 case "$target" in
     aarch64-*) qemu=qemu-aarch64; sysroot=/usr/aarch64-linux-gnu ;;
     riscv64*) qemu=qemu-riscv64; sysroot=/usr/riscv64-linux-gnu ;;
+    armv7-*gnueabihf | thumbv7neon-*gnueabihf) qemu=qemu-arm; sysroot=/usr/arm-linux-gnueabihf ;;
+    # i686 runs natively on x86_64, but only QEMU counts guest instructions.
+    i686-*) qemu=qemu-i386; sysroot=/usr/i686-linux-gnu ;;
+    powerpc64le-*) qemu=qemu-ppc64le; sysroot=/usr/powerpc64le-linux-gnu ;;
     *) echo "icount-qemu: no QEMU mapping for $target" >&2; exit 2 ;;
 esac
 bin=$(cargo bench -p stackjob-bench --bench icount --no-run --target "$target" --message-format=json 2>/dev/null \

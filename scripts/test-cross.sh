@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit, integration, examples' tests, doctests)
-# under QEMU user mode for every cross target, then prints a summary table.
+# for every cross target, under QEMU user mode (natively where the kernel
+# runs the target: i686), then prints a summary table.
 #
 #   scripts/test-cross.sh [--bti] [--no-install] [TARGET...]
 #
-# Targets (default: all three):
-#   aarch64-unknown-linux-gnu    backend aarch64-aapcs64
-#   riscv64gc-unknown-linux-gnu  backend riscv64-lp64d
-#   s390x-unknown-linux-gnu      no backend: is_capable() is false, every
-#                                job test must say that it skips
+# Targets (default: all of them, in this order):
+#   aarch64-unknown-linux-gnu       backend aarch64-aapcs64, qemu-aarch64
+#   riscv64gc-unknown-linux-gnu     backend riscv64-lp64d, qemu-riscv64
+#   armv7-unknown-linux-gnueabihf   backend arm-aapcs-vfp (A32 code), qemu-arm
+#   thumbv7neon-unknown-linux-gnueabihf
+#                                   backend arm-aapcs-vfp (T32 code), qemu-arm
+#   i686-unknown-linux-gnu          backend x86-sysv-i386, natively (the
+#                                   x86_64 kernel runs 32-bit binaries;
+#                                   they name the cross libc's loader)
+#   powerpc64le-unknown-linux-gnu   backend powerpc64-elfv2, qemu-ppc64le
+#   armv7-unknown-linux-musleabihf  backend arm-aapcs-vfp, qemu-arm, static
+#                                   musl; rustup ships no rust-std for it, so
+#                                   the leg builds std with nightly
+#                                   -Zbuild-std and links Debian's musl
+#                                   (musl-dev:armhf, multiarch)
+#   s390x-unknown-linux-gnu         no backend: is_capable() is false, every
+#                                   job test must say that it skips
 #
 # --bti         also run the aarch64 branch-protection leg (nightly, rust-src,
 #               -Zbranch-protection=bti,pac-ret -Zbuild-std, qemu -cpu max):
@@ -23,8 +36,9 @@
 # would print thousands of lines of backtraces that read as failures.
 #
 # Installs what is missing: rustup targets, the nightly toolchain and its
-# rust-src for --bti, and (only when a cross tool or sysroot is missing) the
-# Debian packages after an `apt-get update`. The linkers and runners come
+# rust-src for --bti and the musl leg, and (only when a cross tool or
+# sysroot is missing) the Debian packages after an `apt-get update` (for the
+# musl leg also the armhf architecture, for musl-dev:armhf). The linkers and runners come
 # from .cargo/config.toml. Exits non-zero if any target fails, runs no test,
 # or times out.
 
@@ -32,19 +46,40 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_TARGETS=(aarch64-unknown-linux-gnu riscv64gc-unknown-linux-gnu s390x-unknown-linux-gnu)
+ALL_TARGETS=(aarch64-unknown-linux-gnu riscv64gc-unknown-linux-gnu armv7-unknown-linux-gnueabihf
+    thumbv7neon-unknown-linux-gnueabihf i686-unknown-linux-gnu powerpc64le-unknown-linux-gnu armv7-unknown-linux-musleabihf s390x-unknown-linux-gnu)
+# Built with nightly -Zbuild-std (no rust-std from rustup).
+MUSL=armv7-unknown-linux-musleabihf
+MUSL_LIB=/usr/lib/arm-linux-musleabihf
+# The emulator per target; "native" runs the binaries as they are.
 declare -A QEMU=(
     [aarch64-unknown-linux-gnu]=qemu-aarch64
     [riscv64gc-unknown-linux-gnu]=qemu-riscv64
+    [armv7-unknown-linux-gnueabihf]=qemu-arm
+    [thumbv7neon-unknown-linux-gnueabihf]=qemu-arm
+    [i686-unknown-linux-gnu]=native
+    [powerpc64le-unknown-linux-gnu]=qemu-ppc64le
+    [armv7-unknown-linux-musleabihf]=qemu-arm
     [s390x-unknown-linux-gnu]=qemu-s390x
 )
 declare -A GNU=(
     [aarch64-unknown-linux-gnu]=aarch64-linux-gnu
     [riscv64gc-unknown-linux-gnu]=riscv64-linux-gnu
+    [armv7-unknown-linux-gnueabihf]=arm-linux-gnueabihf
+    [thumbv7neon-unknown-linux-gnueabihf]=arm-linux-gnueabihf
+    [i686-unknown-linux-gnu]=i686-linux-gnu
+    [powerpc64le-unknown-linux-gnu]=powerpc64le-linux-gnu
+    [armv7-unknown-linux-musleabihf]=arm-linux-gnueabihf
     [s390x-unknown-linux-gnu]=s390x-linux-gnu
 )
-DEBIAN_PACKAGES=(qemu-user gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-s390x-linux-gnu
-    libc6-dev-arm64-cross libc6-dev-riscv64-cross libc6-dev-s390x-cross)
+DEBIAN_PACKAGES=(qemu-user gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu gcc-arm-linux-gnueabihf
+    gcc-i686-linux-gnu gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu
+    libc6-dev-arm64-cross libc6-dev-riscv64-cross libc6-dev-armhf-cross libc6-dev-i386-cross
+    libc6-dev-ppc64el-cross libc6-dev-s390x-cross)
+# i686 binaries name /usr/i686-linux-gnu/lib/ld-linux.so.2 as their loader
+# (.cargo/config.toml); rustdoc does not get target rustflags from cargo,
+# so the doctests get the same link arguments here.
+I686_LINK_ARGS="-C link-arg=-Wl,--dynamic-linker=/usr/i686-linux-gnu/lib/ld-linux.so.2 -C link-arg=-Wl,-rpath,/usr/i686-linux-gnu/lib"
 
 BTI=0
 INSTALL=1
@@ -53,7 +88,7 @@ for arg in "$@"; do
     case "$arg" in
         --bti) BTI=1 ;;
         --no-install) INSTALL=0 ;;
-        -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
         *)
             if [[ -z "${QEMU[$arg]:-}" ]]; then
@@ -83,11 +118,18 @@ as_root() {
 missing_tools() {
     local t missing=()
     for t in "${TARGETS[@]}"; do
-        command -v "${QEMU[$t]}" >/dev/null || missing+=("${QEMU[$t]}")
+        [[ ${QEMU[$t]} == native ]] || command -v "${QEMU[$t]}" >/dev/null || missing+=("${QEMU[$t]}")
         command -v "${GNU[$t]}-gcc" >/dev/null || missing+=("${GNU[$t]}-gcc")
         [[ -e /usr/${GNU[$t]}/lib/libc.so.6 ]] || missing+=("/usr/${GNU[$t]}/lib/libc.so.6")
+        [[ $t != "$MUSL" || -e $MUSL_LIB/libc.a ]] || missing+=("$MUSL_LIB/libc.a")
     done
     echo "${missing[*]}"
+}
+
+wants_musl() {
+    local t
+    for t in "${TARGETS[@]}"; do [[ $t == "$MUSL" ]] && return 0; done
+    return 1
 }
 
 missing="$(missing_tools)"
@@ -97,11 +139,29 @@ if [[ -n "$missing" ]]; then
         exit 1
     fi
     echo "== installing Debian packages (missing: $missing)"
+    packages=("${DEBIAN_PACKAGES[@]}")
+    # Debian packages musl for armhf only as an armhf package: multiarch.
+    if wants_musl; then
+        dpkg --print-foreign-architectures | grep -qx armhf || as_root dpkg --add-architecture armhf
+        packages+=(musl-dev:armhf)
+    fi
     as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${DEBIAN_PACKAGES[@]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
+fi
+if wants_musl; then
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        [[ $INSTALL -eq 0 ]] && { echo "no nightly toolchain for $MUSL (rustup toolchain install nightly --profile minimal)" >&2; exit 1; }
+        echo "== rustup toolchain install nightly --profile minimal (for $MUSL: -Zbuild-std)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! rustup component list --toolchain nightly --installed | grep '^rust-src' >/dev/null; then
+        [[ $INSTALL -eq 0 ]] && { echo "nightly rust-src missing (for $MUSL)" >&2; exit 1; }
+        rustup component add rust-src --toolchain nightly
+    fi
 fi
 installed_targets="$(rustup target list --installed)"
 for t in "${TARGETS[@]}"; do
+    [[ $t == "$MUSL" ]] && continue # std comes from -Zbuild-std
     if ! grep -qx "$t" <<<"$installed_targets"; then
         [[ $INSTALL -eq 0 ]] && { echo "rustup target $t missing" >&2; exit 1; }
         echo "== rustup target add $t"
@@ -114,6 +174,7 @@ done
 # ---------------------------------------------------------------------------
 echo "== $(cargo --version), $(rustc --version)"
 for t in "${TARGETS[@]}"; do
+    [[ ${QEMU[$t]} == native ]] && { echo "== $t: runs natively"; continue; }
     echo "== ${QEMU[$t]}: $("${QEMU[$t]}" --version | head -n1)"
 done
 cargo_minor="$(cargo --version | sed -E 's/^cargo 1\.([0-9]+).*/\1/')"
@@ -140,7 +201,7 @@ run_leg() {
     shift 3
     local log="$LOG_DIR/$name.log" start rc
     echo
-    echo "== $name: cargo $* (runner: $runner)"
+    echo "== $name: cargo $* (runner: ${runner:-none, native})"
     start=$(date +%s)
     set +e
     # STACKJOB_TEST_RUNNER: tests that re-execute their own binary (crash
@@ -164,13 +225,45 @@ run_leg() {
     echo "== $name: ${RESULT[$name]}: ${PASSED[$name]} passed, ${FAILED[$name]} failed, ${IGNORED[$name]} ignored in ${BINARIES[$name]} test binaries"
 }
 
+# armv7 musl: std built by nightly -Zbuild-std, linked statically by the cross
+# gcc against Debian's musl instead of rustc's self-contained crt objects
+# (those come with rust-std, which rustup does not have for this target):
+# -B makes gcc take musl's crt1.o/crti.o/crtn.o, -L its libc.a. Rust's
+# unwind crate links libunwind.a on static musl targets (rust-std would ship
+# LLVM's); the cross gcc's libgcc_eh.a is the same _Unwind_* and Arm EHABI
+# interface, offered under that name. Toolchain, build-std, flags, linker
+# and runner go through the environment, so that nested cargo runs
+# (tests/example_manpage.rs) and rustdoc (the doctests) build the same way.
+musl_leg() {
+    local unwind_dir="$TARGET_DIR/musl-unwind"
+    mkdir -p "$unwind_dir"
+    ln -sf "$(arm-linux-gnueabihf-gcc -print-file-name=libgcc_eh.a)" "$unwind_dir/libunwind.a"
+    local flags="-C link-self-contained=no -C link-arg=-B$MUSL_LIB -L native=$MUSL_LIB -L native=$unwind_dir"
+    local env_target
+    env_target=$(tr 'a-z-' 'A-Z_' <<<"$MUSL")
+    # Exported for this function only (run_leg and what it runs).
+    local -x RUSTFLAGS="$flags" RUSTDOCFLAGS="$flags" RUSTUP_TOOLCHAIN=nightly CARGO_UNSTABLE_BUILD_STD=std
+    local -x CARGO_TARGET_DIR="$TARGET_DIR/musl"
+    local -x "CARGO_TARGET_${env_target}_LINKER=arm-linux-gnueabihf-gcc" "CARGO_TARGET_${env_target}_RUNNER=qemu-arm"
+    echo
+    echo "== $MUSL: $(rustc --version), -Zbuild-std, static, musl $(dpkg-query -W -f='${Version}' musl-dev:armhf 2>/dev/null)"
+    run_leg "$MUSL" "$MUSL" qemu-arm test --target "$MUSL" --no-fail-fast
+}
+
 for t in "${TARGETS[@]}"; do
     runner="${QEMU[$t]} -L /usr/${GNU[$t]}"
     extra=()
     # Without a backend every job test returns early; --nocapture puts its
     # "skipped: ..." line in the log, so the skips are counted, not silent.
     [[ $t == s390x-* ]] && extra=(-- --nocapture)
-    run_leg "$t" "$t" "$runner" test --target "$t" --no-fail-fast "${extra[@]}"
+    if [[ ${QEMU[$t]} == native ]]; then
+        # An empty STACKJOB_TEST_RUNNER: child processes run natively too.
+        RUSTDOCFLAGS="${RUSTDOCFLAGS:-} $I686_LINK_ARGS" run_leg "$t" "$t" "" test --target "$t" --no-fail-fast
+    elif [[ $t == "$MUSL" ]]; then
+        musl_leg
+    else
+        run_leg "$t" "$t" "$runner" test --target "$t" --no-fail-fast "${extra[@]}"
+    fi
 done
 
 # ---------------------------------------------------------------------------
@@ -389,12 +482,12 @@ fi
 # ---------------------------------------------------------------------------
 echo
 echo "== summary"
-printf '%-30s %-9s %8s %8s %8s %9s %6s %7s\n' target result passed failed ignored binaries skips seconds
+printf '%-36s %-9s %8s %8s %8s %9s %6s %7s\n' target result passed failed ignored binaries skips seconds
 total_passed=0
 total_failed=0
 status=0
 for name in "${ROWS[@]}"; do
-    printf '%-30s %-9s %8s %8s %8s %9s %6s %7s\n' "$name" "${RESULT[$name]}" "${PASSED[$name]}" \
+    printf '%-36s %-9s %8s %8s %8s %9s %6s %7s\n' "$name" "${RESULT[$name]}" "${PASSED[$name]}" \
         "${FAILED[$name]}" "${IGNORED[$name]}" "${BINARIES[$name]}" "${SKIPS[$name]}" "${SECONDS_TAKEN[$name]}"
     total_passed=$((total_passed + PASSED[$name]))
     total_failed=$((total_failed + FAILED[$name]))

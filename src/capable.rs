@@ -49,6 +49,15 @@ fn runtime_capable() -> bool {
 
 /// Why jobs cannot run, if something at run time forbids them.
 fn runtime_blocker() -> Option<&'static str> {
+    #[cfg(stackjob_backend = "arm")]
+    if crate::arch::state_mismatch() {
+        // build.rs picks A32 or T32 for the asm from the target name and the
+        // rustflags; code of the other state would resume in the wrong one.
+        return Some(
+            "this 32-bit Arm build mixes T32 and A32 code in a way build.rs could not see (set \
+             `-C target-feature=+thumb-mode` in RUSTFLAGS or CARGO_ENCODED_RUSTFLAGS, not elsewhere)",
+        );
+    }
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
         // The probe fails with EINVAL on kernels without shadow stacks: the
@@ -71,7 +80,8 @@ fn runtime_blocker() -> Option<&'static str> {
 /// The reason [`Error::NotCapable`] gives.
 pub(crate) fn not_capable_reason() -> &'static str {
     if !crate::arch::CAPABLE {
-        "no context-switch backend for this target (stackjob has x86_64, aarch64 and riscv64 backends for ELF systems)"
+        "no context-switch backend for this target (stackjob has x86_64, i686, aarch64, 32-bit Arm hard-float, \
+         riscv64 and powerpc64 ELFv2 backends for ELF systems)"
     } else {
         runtime_blocker().unwrap_or("jobs are disabled at run time")
     }

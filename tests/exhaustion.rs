@@ -89,7 +89,11 @@ fn vm_size() -> u64 {
     kib * 1024
 }
 
-fn set_address_space_limit(soft: libc::rlim_t) -> libc::rlimit {
+fn set_address_space_limit(soft: u64) -> libc::rlimit {
+    // rlim_t is 32 bits on 32-bit targets (a limit past 4 GiB is no limit
+    // there) and u64 elsewhere, where the casts change nothing.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = soft.min(libc::rlim_t::MAX as u64) as libc::rlim_t;
     let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with valid pointers; only the soft limit
     // changes (lowering it and raising it back up to the hard limit needs

@@ -80,25 +80,51 @@ fn overshoot_job(index: usize, how: &'static str, reach: usize) -> u8 {
     pause();
     if OVERSHOOTER.load(Ordering::SeqCst) == index {
         match how {
-            "frame" => return big_frame(),
+            "frame" => return overshooting_frame(common::stack_pointer() - stack_bottom(common::stack_pointer())),
             _ => wild_write(reach),
         }
     }
     std::hint::black_box(&marks)[0]
 }
 
-/// A frame of 160 KiB on a 64 KiB stack, as in a riscv64 job with a large
-/// local array: where the target has no stack probes, its first store lands
-/// 100 KiB below the stack.
+/// A frame of `N` bytes, written one page at a time from its lowest address
+/// up: where the target has no stack probes (riscv64, 32-bit Arm), its first
+/// store is the one that lands below the stack.
 #[inline(never)]
-fn big_frame() -> u8 {
-    let mut frame = [0u8; 160 * 1024];
+fn big_frame<const N: usize>() -> u8 {
+    let mut frame = [0u8; N];
     std::hint::black_box(&mut frame);
     for i in (0..frame.len()).step_by(4096) {
         // SAFETY: in bounds; volatile so every page is written.
         unsafe { frame.as_mut_ptr().add(i).write_volatile(1) };
     }
     std::hint::black_box(&frame)[4096]
+}
+
+/// The "frame" overshoot, called with the bytes of stack left below the
+/// caller's sp. Where the default guard is 1 MiB (64-bit targets): a frame
+/// of 160 KiB on the 64 KiB stack, as in a riscv64 job with a large local
+/// array, whose first store lands about 100 KiB below the stack. 32-bit
+/// targets have a 16 KiB default guard (address space for 10,000 default
+/// stacks), which a frame reaching 100 KiB below would skip where rustc
+/// inserts no stack probes (32-bit Arm): there the frame is the room left
+/// plus 8 KiB, rounded up to a page, so its first store lands half-way
+/// into the guard (the room differs between debug and release builds).
+fn overshooting_frame(room: usize) -> u8 {
+    if cfg!(target_pointer_width = "64") {
+        return big_frame::<{ 160 * 1024 }>();
+    }
+    match (room + 8 * 1024).div_ceil(4096) {
+        ..=10 => big_frame::<{ 40 * 1024 }>(),
+        11 => big_frame::<{ 44 * 1024 }>(),
+        12 => big_frame::<{ 48 * 1024 }>(),
+        13 => big_frame::<{ 52 * 1024 }>(),
+        14 => big_frame::<{ 56 * 1024 }>(),
+        15 => big_frame::<{ 60 * 1024 }>(),
+        16 => big_frame::<{ 64 * 1024 }>(),
+        17 => big_frame::<{ 68 * 1024 }>(),
+        _ => big_frame::<{ 72 * 1024 }>(),
+    }
 }
 
 /// The first store of a frame that reaches `reach` bytes below the bottom
@@ -150,7 +176,11 @@ fn overshoot_scenario() {
     let sp = [JOB_SP[0].load(Ordering::SeqCst), JOB_SP[1].load(Ordering::SeqCst)];
     // The job on the higher stack overshoots down towards the lower one.
     let (upper, lower) = if sp[0] > sp[1] { (0, 1) } else { (1, 0) };
-    println!("layout: stacks {} bytes apart, guard {guard} bytes, reach {reach} bytes", sp[upper] - sp[lower]);
+    println!(
+        "layout: stacks {} bytes apart, guard {guard} bytes, reach {reach} bytes, {} bytes of stack below the paused sp",
+        sp[upper] - sp[lower],
+        sp[upper] - stack_bottom(sp[upper])
+    );
     NEIGHBOUR_MARKS.store(JOB_MARKS[lower].load(Ordering::SeqCst), Ordering::SeqCst);
     // The SIGABRT handler runs on top of the SIGSEGV handler's frames, on
     // the thread's alternate signal stack; std's is a few KiB, too small

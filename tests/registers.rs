@@ -236,7 +236,26 @@ mod aarch64;
 #[path = "registers/riscv64.rs"]
 mod riscv64;
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+#[cfg(target_arch = "arm")]
+#[path = "registers/arm.rs"]
+mod arm;
+
+#[cfg(target_arch = "x86")]
+#[path = "registers/x86.rs"]
+mod x86;
+
+#[cfg(target_arch = "powerpc64")]
+#[path = "registers/powerpc64.rs"]
+mod powerpc64;
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86",
+    target_arch = "powerpc64"
+)))]
 #[test]
 fn register_preservation_needs_a_backend() {
     assert!(!stackjob::is_capable(), "a backend exists here but has no register test");

@@ -755,16 +755,22 @@ mod unmap_watch {
             *w = slot.load(Ordering::SeqCst);
         }
         // Skip the guard region (PROT_NONE) at the start of the mapping.
+        // Words are read at every 4-byte offset: 32-bit targets align a
+        // stack buffer to 4 only, so the secret's words may sit at 8n + 4.
         let mut hits = 0;
         let mut p = addr + GUARD.load(Ordering::SeqCst);
-        while p < addr + len {
+        while p + 8 <= addr + len {
             // SAFETY: the page is still mapped read-write (we are about to
-            // unmap it) and no code uses it any more.
-            let w = unsafe { (p as *const u64).read_volatile() };
+            // unmap it) and no code uses it any more; both 4-aligned reads
+            // end inside it. Little-endian, as u64::from_le_bytes above.
+            let w = unsafe {
+                let (lo, hi) = ((p as *const u32).read_volatile(), ((p + 4) as *const u32).read_volatile());
+                u64::from(lo) | u64::from(hi) << 32
+            };
             if w != 0 && words.binary_search(&w).is_ok() {
                 hits += 1;
             }
-            p += 8;
+            p += 4;
         }
         SEEN.fetch_add(1, Ordering::SeqCst);
         HITS.fetch_add(hits, Ordering::SeqCst);

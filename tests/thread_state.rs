@@ -148,13 +148,21 @@ fn signal_mask_changed_inside_a_job_stays_changed_for_the_thread() {
 
 // Declared only where a rounding test uses them (the constants differ per
 // architecture; see `fe`).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86",
+    target_arch = "powerpc64"
+))]
 unsafe extern "C" {
     fn fegetround() -> i32;
     fn fesetround(mode: i32) -> i32;
 }
 
-#[cfg(target_arch = "x86_64")]
+// glibc's i386 and x86_64 FE_* constants are the same (x87 RC field).
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 mod fe {
     pub const TONEAREST: i32 = 0;
     pub const DOWNWARD: i32 = 0x400;
@@ -162,12 +170,22 @@ mod fe {
     pub const TOWARDZERO: i32 = 0xc00;
 }
 
-#[cfg(target_arch = "aarch64")]
+// FPSCR/FPCR rounding field (bits 22-23): the same constants on 32-bit Arm.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 mod fe {
     pub const TONEAREST: i32 = 0;
     pub const DOWNWARD: i32 = 0x80_0000;
     pub const UPWARD: i32 = 0x40_0000;
     pub const TOWARDZERO: i32 = 0xc0_0000;
+}
+
+// glibc's powerpc FE_* constants (the FPSCR RN field).
+#[cfg(target_arch = "powerpc64")]
+mod fe {
+    pub const TONEAREST: i32 = 0;
+    pub const DOWNWARD: i32 = 3;
+    pub const UPWARD: i32 = 2;
+    pub const TOWARDZERO: i32 = 1;
 }
 
 #[cfg(target_arch = "riscv64")]
@@ -178,7 +196,14 @@ mod fe {
     pub const TOWARDZERO: i32 = 1;
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86",
+    target_arch = "powerpc64"
+))]
 mod rounding {
     use super::{fe, fegetround, fesetround};
     use std::hint::black_box;
@@ -243,7 +268,14 @@ mod rounding {
     }
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86",
+    target_arch = "powerpc64"
+))]
 #[test]
 fn rounding_probe_tells_every_mode_apart() {
     // No job needed: this checks the probe the other tests rely on.
@@ -258,7 +290,7 @@ fn rounding_probe_tells_every_mode_apart() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 #[test]
 fn rounding_mode_is_inherited_at_start_and_kept_per_side_across_switches() {
     if !jobs_available("rounding_mode_is_inherited_at_start_and_kept_per_side_across_switches") {
@@ -297,7 +329,7 @@ fn rounding_mode_is_inherited_at_start_and_kept_per_side_across_switches() {
     assert_eq!(rounding::observed(), (fe::TOWARDZERO, fe::TOWARDZERO));
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 #[test]
 fn interleaved_jobs_each_keep_their_own_rounding_mode() {
     if !jobs_available("interleaved_jobs_each_keep_their_own_rounding_mode") {
@@ -338,7 +370,14 @@ fn interleaved_jobs_each_keep_their_own_rounding_mode() {
 
 /// Checks that the rounding mode behaves as shared thread state: what one
 /// side sets the other sees, and a job starts with whatever is in force.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86",
+    target_arch = "powerpc64"
+))]
 fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     let _reset = rounding::ResetToNearest;
     rounding::set(fe::UPWARD);
@@ -361,10 +400,11 @@ fn assert_rounding_mode_is_shared_by_job_and_resumer() {
     assert_eq!(rounding::observed(), (fe::TONEAREST, fe::TONEAREST), "the job's last mode stays");
 }
 
-/// On aarch64 (FPCR) and riscv64 (fcsr) the rounding mode is thread-global
-/// by ABI and the switch leaves it alone: it behaves like any other thread
-/// state, so what one side sets the other sees.
-#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+/// On aarch64 (FPCR), 32-bit Arm (FPSCR), powerpc64 (FPSCR) and riscv64
+/// (fcsr) the rounding mode is thread-global by ABI and the switch leaves it
+/// alone: it behaves like any other thread state, so what one side sets the
+/// other sees.
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64", target_arch = "arm", target_arch = "powerpc64"))]
 #[test]
 fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
     if !jobs_available("rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch") {
@@ -375,7 +415,7 @@ fn rounding_mode_is_thread_state_shared_by_job_and_resumer_on_this_arch() {
 
 /// With `isolate_thread_state(false)` the x86_64 switch leaves the control
 /// words alone: the rounding mode is shared, as on aarch64 and riscv64.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 #[test]
 fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
     if !jobs_available("rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state") {
@@ -386,7 +426,14 @@ fn rounding_mode_is_shared_in_a_pool_that_does_not_isolate_thread_state() {
     stackjob::cleanup_thread();
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "arm",
+    target_arch = "x86",
+    target_arch = "powerpc64"
+)))]
 #[test]
 fn rounding_mode_tests_need_known_fe_constants() {
     eprintln!("skipping the rounding-mode tests: no FE_* constants are defined for this architecture");

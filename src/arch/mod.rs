@@ -26,7 +26,14 @@
 /// say, AddressSanitizer's module constructor) it writes `.debug_frame`
 /// alone, which unwinders at run time never read, and backtraces taken
 /// inside a job would stop at the trampoline.
-#[cfg(any(stackjob_backend = "x86_64", stackjob_backend = "aarch64", stackjob_backend = "riscv64"))]
+#[cfg(any(
+    stackjob_backend = "x86_64",
+    stackjob_backend = "aarch64",
+    stackjob_backend = "riscv64",
+    stackjob_backend = "arm",
+    stackjob_backend = "x86",
+    stackjob_backend = "powerpc64"
+))]
 macro_rules! backend_asm {
     ($($args:tt)*) => {
         core::arch::global_asm!($($args)*);
@@ -50,6 +57,15 @@ cfg_if::cfg_if! {
     } else if #[cfg(stackjob_backend = "riscv64")] {
         mod riscv64;
         pub(crate) use self::riscv64::*;
+    } else if #[cfg(stackjob_backend = "arm")] {
+        mod arm;
+        pub(crate) use self::arm::*;
+    } else if #[cfg(stackjob_backend = "x86")] {
+        mod x86;
+        pub(crate) use self::x86::*;
+    } else if #[cfg(stackjob_backend = "powerpc64")] {
+        mod powerpc64;
+        pub(crate) use self::powerpc64::*;
     } else {
         mod none;
         pub(crate) use self::none::*;

@@ -55,7 +55,26 @@ pub fn stack_pointer() -> usize {
     unsafe {
         std::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
     }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+    #[cfg(target_arch = "arm")]
+    unsafe {
+        std::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(target_arch = "x86")]
+    unsafe {
+        std::arch::asm!("mov {}, esp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(target_arch = "powerpc64")]
+    unsafe {
+        std::arch::asm!("mr {}, 1", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "arm",
+        target_arch = "x86",
+        target_arch = "powerpc64"
+    )))]
     {
         // No backend here, so no job ever runs: any address in this frame will do.
         let local = 0u8;

@@ -1,0 +1,228 @@
+//! powerpc64 ELFv2 backend: `arch/powerpc64.s` plus the four-instruction
+//! inline asm that enters it from the job side. The file's header documents
+//! the saved record, the stack states, the TOC rule and the CFI.
+
+use super::{Entry, Regs};
+use core::arch::asm;
+use core::mem::offset_of;
+
+/// This target has a context-switch backend.
+pub(crate) const CAPABLE: bool = true;
+
+/// Name of the backend, for messages.
+pub(crate) const BACKEND: &str = "powerpc64-elfv2";
+
+/// Size of the saved record (see the table in `arch/powerpc64.s`): the back
+/// chain, VRSAVE, the resume PC, r2, r30 and r31, eight bytes each. A
+/// multiple of 16, so r1 stays 16-byte aligned while a record is pushed or
+/// popped.
+const RECORD: usize = 48;
+/// A FRESH record plus the trampoline's 32-byte frame header above it,
+/// which the entry function may write (CR, LR and TOC save slots).
+const FRESH: usize = RECORD + 32;
+
+// Record offsets, named once (the asm spells the same layout in its table;
+// `record_layout_matches_asm` below runs the asm over a record laid here).
+const REC_BACK_CHAIN: usize = 0;
+const REC_VRSAVE: usize = 8;
+const REC_PC: usize = 16;
+const REC_R2: usize = 24;
+const REC_R30: usize = 32;
+const REC_R31: usize = 40;
+
+// The CFI escapes encode the `Regs` offsets as one SLEB128 byte each and the
+// record size as one ULEB128 byte; the asm uses them as `ld`/`std`
+// displacements (multiples of 4).
+const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64 && RECORD < 128);
+const _: () = assert!(RECORD.is_multiple_of(16));
+
+backend_asm!(
+    include_str!("../../arch/powerpc64.s"),
+    SP = const offset_of!(Regs, sp),
+    PARENT_SP = const offset_of!(Regs, parent_sp),
+    RECORD = const RECORD,
+);
+
+/// `asm!` with every nonvolatile register the asm does not save itself
+/// declared clobbered: r14-r29, f14-f31, v20-v31, cr2-cr4, and through
+/// clobber_abi("C") everything volatile (r0, r3-r12, f0-f13, v0-v19, cr0,
+/// cr1, cr5-cr7, LR, CTR, XER). The compiler then keeps nothing live in them
+/// across a switch and saves the ones it needs.
+macro_rules! asm_clobbering_callee_saved {
+    ($($args:tt)*) => {
+        asm!(
+            $($args)*,
+            out("r14") _, out("r15") _, out("r16") _, out("r17") _, out("r18") _,
+            out("r19") _, out("r20") _, out("r21") _, out("r22") _, out("r23") _,
+            out("r24") _, out("r25") _, out("r26") _, out("r27") _, out("r28") _,
+            out("r29") _,
+            out("f14") _, out("f15") _, out("f16") _, out("f17") _, out("f18") _,
+            out("f19") _, out("f20") _, out("f21") _, out("f22") _, out("f23") _,
+            out("f24") _, out("f25") _, out("f26") _, out("f27") _, out("f28") _,
+            out("f29") _, out("f30") _, out("f31") _,
+            out("v20") _, out("v21") _, out("v22") _, out("v23") _, out("v24") _,
+            out("v25") _, out("v26") _, out("v27") _, out("v28") _, out("v29") _,
+            out("v30") _, out("v31") _,
+            out("cr2") _, out("cr3") _, out("cr4") _,
+            clobber_abi("C"),
+        )
+    };
+}
+
+unsafe extern "C" {
+    // Called only from the inline asm in `switch_in`.
+    fn stackjob_switch_in(regs: *mut Regs);
+    // Not callable: branch targets with their own register convention.
+    fn stackjob_switch_out();
+    fn stackjob_switch_exit();
+    // Not callable: the first PC of a fresh stack.
+    fn stackjob_trampoline();
+}
+
+/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
+/// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
+/// seven stores).
+///
+/// # Safety
+/// `top` must be 16-byte aligned, the `FRESH` bytes below it must be
+/// writable memory of a stack that no running code uses, and `regs` must stay
+/// valid for as long as the stack is switched to.
+#[inline(always)]
+pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
+    debug_assert_eq!(top as usize % 16, 0);
+    // SAFETY: the caller guarantees FRESH writable bytes below `top`.
+    unsafe {
+        let rec = top.sub(FRESH);
+        rec.add(REC_BACK_CHAIN).cast::<usize>().write(0);
+        rec.add(REC_VRSAVE).cast::<usize>().write(0);
+        rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
+        // The entry computes its own TOC from r12 at its global entry point.
+        rec.add(REC_R2).cast::<usize>().write(0);
+        rec.add(REC_R30).cast::<*mut Regs>().write(regs);
+        rec.add(REC_R31).cast::<usize>().write(entry as *const () as usize);
+        // After the record is popped, r1 = top - 32: the trampoline's frame
+        // header, 16-byte aligned, its back chain 0 (ends back-chain walks).
+        rec.add(RECORD).cast::<usize>().write(0);
+        (*regs).sp = rec;
+    }
+}
+
+/// Nothing to copy: FPSCR and VSCR are limited-access registers under
+/// ELFv2 (their control fields change only through functions whose purpose
+/// is to change them), so a job runs with the FPSCR of the thread that
+/// resumes it.
+///
+/// # Safety
+/// None needed; `unsafe` only to match the other backends.
+#[inline(always)]
+pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
+
+/// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
+/// ignored: FPSCR is thread state on this ABI and is never switched.
+///
+/// # Safety
+/// `regs.sp` must hold the saved record of a switched-out job on a live
+/// stack, and this thread must be the one that owns the job.
+#[inline(always)]
+pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
+    // SAFETY: the asm saves r2, r30, r31, VRSAVE and the return address (see
+    // the record table) and returns to it; every other nonvolatile register
+    // is declared clobbered (see the macro). A direct `bl`, which the link
+    // stack pairs with switch_out's `blr`; no TOC-restoring `nop` after it:
+    // the callee is in this module and restores r2 itself.
+    unsafe { asm_clobbering_callee_saved!("bl {switch_in}", switch_in = sym stackjob_switch_in, in("r3") regs) }
+}
+
+/// Returns control to whoever last resumed the job owning `regs`, and
+/// returns when the job is resumed again.
+///
+/// # Safety
+/// Must run on the job stack described by `regs`, while that job is the one
+/// running (its `parent_sp` set by the `switch_in` that entered it).
+#[inline(always)]
+pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
+    // SAFETY: stackjob_switch_out saves r2, r30, r31, VRSAVE, r1 and the
+    // resume PC (r4); every other nonvolatile register and everything
+    // volatile (LR and r4 included) is declared clobbered (see the macro).
+    // `bcl 20,31,$+4` reads the PC without a link-stack push; the `addi`
+    // makes it the resume label. The block is entered and left like a call
+    // (no `nostack`), so nothing lives below r1.
+    unsafe {
+        asm_clobbering_callee_saved!(
+            "bcl 20, 31, 3f",
+            "3:",
+            "mflr 4",
+            "addi 4, 4, 2f - 3b",
+            "b {switch_out}",
+            "2:",
+            switch_out = sym stackjob_switch_out,
+            in("r3") regs
+        );
+    }
+}
+
+/// Leaves a job whose body is done for good: restores whoever last resumed
+/// it, as [`switch_out`] does, without saving anything of the job.
+///
+/// # Safety
+/// As for [`switch_out`]; nothing on the job stack may be used again until
+/// [`prepare`] lays a new record on it.
+#[inline(always)]
+pub(crate) unsafe fn exit(regs: *mut Regs, _fp_env: bool) -> ! {
+    // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
+    // and never comes back here.
+    unsafe { asm!("b {exit}", exit = sym stackjob_switch_exit, in("r3") regs, options(noreturn)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static ENTERED_WITH: AtomicUsize = AtomicUsize::new(0);
+    static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Parks on every round: counts, then switches out to the test.
+    unsafe extern "C" fn probe(regs: *mut Regs) -> ! {
+        ENTERED_WITH.store(regs as usize, Ordering::SeqCst);
+        loop {
+            ROUNDS.fetch_add(1, Ordering::SeqCst);
+            // SAFETY: we run on the probe stack, entered by switch_in.
+            unsafe { switch_out(regs, true) };
+        }
+    }
+
+    /// The offsets named in Rust agree with the record the asm pops: a
+    /// FRESH record laid by `prepare` is entered through the real asm,
+    /// the trampoline must call our entry with our `regs`, and every later
+    /// round trip (resume label, `bctr`, `blr`) must come back here.
+    #[test]
+    fn record_layout_matches_asm() {
+        let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
+        // SAFETY: one past the end of the allocation.
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
+        let mut regs = Regs::new();
+        let regs_ptr = &raw mut regs;
+        // SAFETY: `stack` provides FRESH writable bytes below the aligned top.
+        unsafe { prepare(top, regs_ptr, probe) };
+        // SAFETY: `regs` is live and only the probe (not running) shares it.
+        let saved_sp = || unsafe { (*regs_ptr).sp };
+        assert_eq!(saved_sp() as usize, top as usize - FRESH);
+        // SAFETY: regs.sp points at the record inside `stack`.
+        let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
+        assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
+        assert_eq!(word(REC_R30), regs_ptr as usize);
+        assert_eq!(word(REC_R31), probe as *const () as usize);
+        assert_eq!((word(REC_BACK_CHAIN), word(REC_VRSAVE), word(REC_R2), word(RECORD)), (0, 0, 0, 0));
+        for round in 1..=3 {
+            // SAFETY: regs.sp holds the probe's record on the live `stack`.
+            unsafe { switch_in(regs_ptr, true) };
+            assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
+            assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
+            let sp = saved_sp() as usize;
+            assert!(sp.is_multiple_of(16) && sp > stack.as_ptr() as usize && sp < top as usize);
+        }
+        // The probe stays parked in switch_out; its stack holds nothing to drop.
+        drop(stack);
+    }
+}
