@@ -12,7 +12,7 @@
 //   * x18 is the platform register: never touched;
 //   * FPCR is "global" thread state (6.1.2: changed only by functions whose
 //     documented purpose is to change it), FPSR and NZCV are not preserved:
-//     neither is saved, so inherit_fp_env is a no-op; TPIDR_EL0 untouched;
+//     neither is saved, so a new job inherits it (switch_in_fresh is switch_in); TPIDR_EL0 untouched;
 //   * sp is 16-byte aligned at every instruction (the record is 32 bytes,
 //     so it stays aligned while the record is pushed and popped).
 //

@@ -17,7 +17,7 @@
 //     flush-to-zero, default-NaN and trap-enable bits "may be modified by
 //     calls to specific support functions that affect the global state of
 //     the application", i.e. they are thread state, not callee-saved.
-//     Nothing saves it here, so inherit_fp_env is a no-op and job and
+//     Nothing saves it here (switch_in_fresh is switch_in), and job and
 //     resumer share one FPSCR (as FPCR on aarch64, not as MXCSR on
 //     x86_64); TPIDRURO (TLS) is never touched;
 //   * sp is 4-byte aligned always and 8-byte aligned at every public

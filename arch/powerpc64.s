@@ -19,7 +19,7 @@
 //   * r13 is the thread pointer: never touched;
 //   * FPSCR and VSCR are "limited-access": their control fields change only
 //     through functions whose purpose is to change them, so they are thread
-//     state, not saved (inherit_fp_env is a no-op, as on aarch64);
+//     state, not saved (switch_in_fresh is switch_in, as on aarch64);
 //   * a function may store into the 32-byte header of its caller's frame
 //     (back chain, CR save +8, LR save +16, TOC save +24): a job's entry
 //     function is therefore given such a header above it (FRESH below),

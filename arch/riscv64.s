@@ -12,8 +12,8 @@
 //     side declares them clobbered only under a float ABI; build.rs finds
 //     it);
 //   * gp and tp are "unallocatable": never touched;
-//   * fcsr has "thread storage duration": not saved, so inherit_fp_env is a
-//     no-op;
+//   * fcsr has "thread storage duration": not saved, so a new job inherits
+//     it (switch_in_fresh is switch_in);
 //   * sp is 16-byte aligned at every call; the record size is a multiple of
 //     16, so it stays aligned.
 //

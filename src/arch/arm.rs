@@ -119,15 +119,19 @@ pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     }
 }
 
-/// Nothing to copy: FPSCR is a global register under AAPCS32 (its mode bits
+/// [`switch_in`] for a job laid by [`prepare`] and never run. The same
+/// entry: FPSCR is a global register under AAPCS32 (its mode bits
 /// change only through functions whose purpose is to change them, its flags
 /// are not preserved by calls), so a job runs with the FPSCR of the thread
-/// that resumes it.
+/// that resumes it, and a new job inherits it with nothing to skip.
 ///
 /// # Safety
-/// None needed; `unsafe` only to match the other backends.
+/// As for [`switch_in`].
 #[inline(always)]
-pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
+pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
+    // SAFETY: per the contract.
+    unsafe { switch_in(regs, fp_env) }
+}
 
 /// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
 /// ignored: FPSCR is thread state on this ABI and is never switched.

@@ -12,8 +12,9 @@
 //! * [`exit`]: job side, the job is done: return control for good;
 //! * [`switch_in_fresh`]: [`switch_in`] for a job [`prepare`] just laid: the
 //!   new job inherits the caller's floating-point control state (x86_64 has a
-//!   lighter entry for it; elsewhere FPCR and fcsr are thread state and it is
-//!   `switch_in`).
+//!   lighter entry for it, i686 copies the control words into the record
+//!   first; on the other backends the FP control register is thread state
+//!   and it is `switch_in`).
 //!
 //! On targets without a backend, `none.rs` provides the same items with
 //! [`CAPABLE`] = `false`; nothing there is ever reached because the safe

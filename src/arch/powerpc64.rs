@@ -107,15 +107,19 @@ pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
     }
 }
 
-/// Nothing to copy: FPSCR and VSCR are limited-access registers under
+/// [`switch_in`] for a job laid by [`prepare`] and never run. The same
+/// entry: FPSCR and VSCR are limited-access registers under
 /// ELFv2 (their control fields change only through functions whose purpose
 /// is to change them), so a job runs with the FPSCR of the thread that
-/// resumes it.
+/// resumes it, and a new job inherits it with nothing to skip.
 ///
 /// # Safety
-/// None needed; `unsafe` only to match the other backends.
+/// As for [`switch_in`].
 #[inline(always)]
-pub(crate) unsafe fn inherit_fp_env(_regs: *mut Regs) {}
+pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
+    // SAFETY: per the contract.
+    unsafe { switch_in(regs, fp_env) }
+}
 
 /// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
 /// ignored: FPSCR is thread state on this ABI and is never switched.

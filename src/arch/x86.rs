@@ -63,7 +63,7 @@ unsafe extern "C" {
 }
 
 /// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// the next [`switch_in`] jumps straight into `entry(regs)` on this stack
+/// [`switch_in_fresh`] jumps straight into `entry(regs)` on this stack
 /// (once per job: seven stores; the control-word bytes are
 /// [`inherit_fp_env`]'s).
 ///
@@ -100,7 +100,7 @@ pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
 /// # Safety
 /// `regs.sp` must point at the saved record of a switched-out job.
 #[inline(always)]
-pub(crate) unsafe fn inherit_fp_env(regs: *mut Regs) {
+unsafe fn inherit_fp_env(regs: *mut Regs) {
     // SAFETY: the record's control-word fields are writable bytes at
     // regs.sp + REC_FCW and regs.sp + REC_MXCSR.
     unsafe {
@@ -142,6 +142,27 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, fp_env: bool) {
         } else {
             call!(stackjob_switch_in_shared);
         }
+    }
+}
+
+/// [`switch_in`] for a job laid by [`prepare`] and never run: with
+/// `fp_env`, the FRESH record first gets the caller's control words
+/// ([`inherit_fp_env`]), so the new job starts with the floating-point
+/// control state of the code that starts it. (x86_64 has an entry of its
+/// own that skips the compare; here the compare finds them equal.)
+///
+/// # Safety
+/// As for [`switch_in`], and `regs.sp` must be the FRESH record of
+/// [`prepare`].
+#[inline(always)]
+pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
+    // SAFETY: per the contract regs.sp is a FRESH record (whose control-word
+    // bytes inherit_fp_env writes), then as in `switch_in`.
+    unsafe {
+        if fp_env {
+            inherit_fp_env(regs);
+        }
+        switch_in(regs, fp_env)
     }
 }
 
