@@ -15,9 +15,11 @@
 #              the scrub tests check the starter's frame only when optimised)
 #   examples   the man-page example, the offload demo (with the tokio
 #              bridge beside the epoll loop) and the tokio TCP server
-#   cross      scripts/test-cross.sh --bti       (the whole suite under QEMU for
-#              aarch64, riscv64 and s390x (no backend), plus the aarch64
-#              branch-protection leg, nightly: skip it alone with "bti")
+#   cross      scripts/test-cross.sh --bti       (the whole suite, with the tokio
+#              bridge, under QEMU for aarch64, riscv64, armv7 (A32 and T32),
+#              armv7 musl, powerpc64le and s390x (no backend), natively for
+#              i686, plus the aarch64 branch-protection leg, nightly: skip it
+#              alone with "bti")
 #   valgrind   scripts/valgrind.sh               (every test binary, 0 errors)
 #   asan       scripts/asan.sh                   (nightly, -Zsanitizer=address)
 #   fuzz       scripts/fuzz.sh 60                (nightly, cargo-fuzz)

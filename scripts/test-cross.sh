@@ -258,11 +258,12 @@ for t in "${TARGETS[@]}"; do
     [[ $t == s390x-* ]] && extra=(-- --nocapture)
     if [[ ${QEMU[$t]} == native ]]; then
         # An empty STACKJOB_TEST_RUNNER: child processes run natively too.
-        RUSTDOCFLAGS="${RUSTDOCFLAGS:-} $I686_LINK_ARGS" run_leg "$t" "$t" "" test --target "$t" --no-fail-fast
+        RUSTDOCFLAGS="${RUSTDOCFLAGS:-} $I686_LINK_ARGS" run_leg "$t" "$t" "" test --target "$t" --no-fail-fast --features tokio-dev
     elif [[ $t == "$MUSL" ]]; then
         musl_leg
     else
-        run_leg "$t" "$t" "$runner" test --target "$t" --no-fail-fast "${extra[@]}"
+        # --features tokio-dev: the tokio bridge's tests too (a superset).
+        run_leg "$t" "$t" "$runner" test --target "$t" --no-fail-fast --features tokio-dev "${extra[@]}"
     fi
 done
 
