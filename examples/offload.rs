@@ -373,7 +373,7 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
                  is {max}{source}: raise it (sysctl -w vm.max_map_count={need}, as root) or {}",
                 self.jobs_flag(args),
                 self.workers,
-                fewer_jobs(max.saturating_sub(others) / per_job)
+                fewer_jobs(max.saturating_sub(others + SUGGESTION_SLACK) / per_job)
             ));
         }
     }
@@ -392,6 +392,11 @@ OFFLOAD_MAX_MAP_COUNT=N checks the mappings against N instead of the sysctl.";
     /// allocator, the results, the main thread's signal stack, the emulator
     /// under qemu-user.
     const MAP_HEADROOM: u64 = 256;
+    /// Mappings the suggested smaller `--jobs` leaves unused: what a process
+    /// holds at start varies from run to run (AddressSanitizer, thread
+    /// arenas, the tokio runtime's threads), and the suggestion must still
+    /// fit when the same command is run again with it.
+    const SUGGESTION_SLACK: u64 = 32;
     /// A worker thread's mappings: its stack and guard page, its signal
     /// stack and guard page, an allocator arena (heap and reserve).
     const MAPS_PER_WORKER: u64 = 6;
