@@ -17,7 +17,7 @@
 use crate::Error;
 use crate::current;
 use crate::pool;
-use crate::raw::{self, Core, Isolated, Isolation, Landing, Shared, Suspender, Wipe};
+use crate::raw::{self, Core, Isolated, Isolation, Landing, Shared, Suspender};
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
 use std::cell::Cell;
@@ -281,7 +281,7 @@ where
     // a panic out of the job (raised again by `drive`) or out of a wait-ctx
     // cleanup does not skip it. (A small body was moved onto the job's
     // stack by `prepare`: nothing of it is left here to wipe.)
-    let _wipe = raw::must_wipe(body_at, &stack).then(|| Wipe { at: body_at.cast(), len: size_of_val(&body) });
+    let _wipe = raw::wipe_after_start(body_at, &stack);
     drive::<R, I, true>(stack)
 }
 

@@ -226,7 +226,7 @@ const MAX_CANCEL_RESUMES: usize = 8;
 /// [`resume`] with the isolation `I`. `f_at` points at the closure: a small
 /// one is moved here into the room at the top of the stack (see [`ROOM`]);
 /// a large one the fiber moves onto its own frame as its first act (its
-/// starter then wipes the bytes it leaves, see [`must_wipe`]). The new fiber
+/// starter then wipes the bytes it leaves, see [`wipe_after_start`]). The new fiber
 /// inherits the starter's `errno` and FP control state.
 ///
 /// # Safety
@@ -264,12 +264,12 @@ where
     }
 }
 
-/// Whether the starter of a body `F` on `stack` must zero the closure's
-/// bytes in its own frame once the first segment is over (a scrubbing pool
-/// and a body too large to be moved into the stack's room by [`prepare`]).
+/// The guard that zeroes the closure at `f_at` in its starter's frame once
+/// the first segment is over, where that is needed: a scrubbing pool and a
+/// body too large to be moved into the stack's room by [`prepare`].
 #[inline(always)]
-pub(crate) fn must_wipe<F>(_f_at: *mut F, stack: &Stack) -> bool {
-    !body_inline::<F>() && stack.scrubs()
+pub(crate) fn wipe_after_start<F>(f_at: *mut F, stack: &Stack) -> Option<Wipe> {
+    (!body_inline::<F>() && stack.scrubs()).then(|| Wipe { at: f_at.cast(), len: size_of::<F>() })
 }
 
 /// Initialises a stack's core (its `errno` location is this thread's).
@@ -608,7 +608,7 @@ where
     // SAFETY: the pool lent us the stack exclusively; `f` stays put in
     // this frame until the first resume returns, and is never used again.
     unsafe { prepare::<F, R, I, false>(&stack, f_at) };
-    let _wipe = must_wipe(f_at, &stack).then(|| Wipe { at: f_at.cast(), len: size_of::<F>() });
+    let _wipe = wipe_after_start(f_at, &stack);
     // SAFETY: the fiber was just prepared on this stack for this R and I.
     Ok(unsafe { step::<R, I, true>(stack) })
 }
