@@ -348,8 +348,9 @@ fn guard_own_text() {
     let (hwcap2, page) = unsafe { (getauxval(AT_HWCAP2), getauxval(AT_PAGESZ) as usize) };
     assert!(hwcap2 & HWCAP2_BTI != 0, "this CPU model has no BTI (run qemu-aarch64 -cpu max)");
     let start = (_start as *const () as usize / page + 1) * page;
-    // SAFETY: only the address of the linker-defined symbol is taken.
-    let end = unsafe { &raw const etext } as usize / page * page;
+    // Only the address of the linker-defined symbol is taken (safe code since
+    // raw borrows of extern statics need no unsafe).
+    let end = (&raw const etext) as usize / page * page;
     // SAFETY: re-protects our own text with its current rights plus BTI.
     let rc = unsafe { mprotect(start as *mut u8, end - start, PROT_READ | PROT_EXEC | PROT_BTI) };
     assert_eq!(rc, 0, "mprotect(PROT_BTI) failed");
