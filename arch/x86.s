@@ -95,40 +95,10 @@
 
     .text
 
-// STACKJOB_FPENV_SAVE off: store this side's MXCSR and x87 CW into the
-// record at esp + off (+4 and +0) and read them back at the widths they
-// were stored: ecx = MXCSR, dx = x87 CW.
-.macro STACKJOB_FPENV_SAVE off
-    stmxcsr dword ptr [esp + \off + 4]
-    fnstcw  word ptr [esp + \off]
-    mov     ecx, dword ptr [esp + \off + 4]
-    movzx   edx, word ptr [esp + \off]
-.endm
-
-// STACKJOB_FPENV_CHECK name: esp = the other side's record; branch to the
-// out-of-line reloads when its words differ from ecx / dx.
-.macro STACKJOB_FPENV_CHECK name
-    cmp     ecx, dword ptr [esp + 4]
-    jne     .L\name\()_mxcsr
-.L\name\()_mxcsr_done:
-    cmp     dx, word ptr [esp]
-    jne     .L\name\()_fcw
-.L\name\()_fcw_done:
-.endm
-
-// STACKJOB_FPENV_RELOAD name: the out-of-line half of the check. The raw
-// MXCSR words differ: reload only if a control bit does.
-.macro STACKJOB_FPENV_RELOAD name
-.L\name\()_mxcsr:
-    xor     ecx, dword ptr [esp + 4]
-    test    ecx, {MXCSR_CONTROL}
-    jz      .L\name\()_mxcsr_done
-    ldmxcsr dword ptr [esp + 4]
-    jmp     .L\name\()_mxcsr_done
-.L\name\()_fcw:
-    fldcw   word ptr [esp]
-    jmp     .L\name\()_fcw_done
-.endm
+// The control-word macros (STACKJOB_FPENV_*) come from arch/x86-fpenv.s,
+// assembled just before this file; here they get esp, and ecx / edx (dx)
+// as the scratch registers (eax holds regs): both caller-saved and free at
+// every use.
 
 // ebx, esi, edi, ebp from the record at esp; the same for every direction.
 .macro STACKJOB_LOAD_CALLEE_SAVED
@@ -171,7 +141,7 @@
     // eax: regs of the job to resume; regs.sp = the job's saved record.
     STACKJOB_PUSH_CALLEE_SAVED
 .if \fpenv
-    STACKJOB_FPENV_SAVE 0                   // ecx, dx = the resumer's words
+    STACKJOB_FPENV_SAVE esp, ecx, edx, 0    // ecx, dx = the resumer's words
 .endif
     // The resumer's record is complete: publish it.
     mov     dword ptr [eax + {PARENT_SP}], esp
@@ -179,7 +149,7 @@
     .cfi_escape 0x0f, 5, 0x70, {PARENT_SP}, 0x06, 0x23, {RECORD}
     mov     esp, dword ptr [eax + {SP}]     // esp = the job's record
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name
+    STACKJOB_FPENV_CHECK \name, esp, ecx, dx
 .endif
     // esp: the job's record; its control words are in force.
     STACKJOB_LOAD_CALLEE_SAVED
@@ -190,7 +160,7 @@
     // indirect branch of the round trip.
     jmp     ecx
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name
+    STACKJOB_FPENV_RELOAD \name, esp, ecx
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -217,14 +187,14 @@
     .cfi_rel_offset eip, 0
     STACKJOB_PUSH_CALLEE_SAVED
 .if \fpenv
-    STACKJOB_FPENV_SAVE 0                   // ecx, dx = the job's words
+    STACKJOB_FPENV_SAVE esp, ecx, edx, 0    // ecx, dx = the job's words
 .endif
     mov     dword ptr [eax + {SP}], esp     // publish the job's record
     // From here on: CFA = regs.sp + RECORD.
     .cfi_escape 0x0f, 5, 0x70, {SP}, 0x06, 0x23, {RECORD}
     mov     esp, dword ptr [eax + {PARENT_SP}] // esp = the resumer's record
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name
+    STACKJOB_FPENV_CHECK \name, esp, ecx, dx
 .endif
     // esp: the resumer's record, above it the return address of its
     // `call stackjob_switch_in_*`: this `ret` pairs with that call.
@@ -232,7 +202,7 @@
     lea     esp, [esp + 24]
     ret
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name
+    STACKJOB_FPENV_RELOAD \name, esp, ecx
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -255,7 +225,7 @@
     // The job's control words, on its own (dead) stack: i386 has no red
     // zone, so the room is reserved first (a signal may come at any time).
     sub     esp, 8
-    STACKJOB_FPENV_SAVE 0
+    STACKJOB_FPENV_SAVE esp, ecx, edx, 0
 .endif
     mov     esp, dword ptr [eax + {PARENT_SP}] // esp = the resumer's record
     // From here on this is the resumer's switch_in frame.
@@ -266,13 +236,13 @@
     .cfi_offset esi, -16
     .cfi_offset ebx, -20
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name
+    STACKJOB_FPENV_CHECK \name, esp, ecx, dx
 .endif
     STACKJOB_LOAD_CALLEE_SAVED
     lea     esp, [esp + 24]
     ret
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name
+    STACKJOB_FPENV_RELOAD \name, esp, ecx
 .endif
     .cfi_endproc
     .size   \name, . - \name

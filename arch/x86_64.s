@@ -110,15 +110,8 @@
 //                 the job's pause site (pushed from rcx by switch_out)
 //   +32           = the CFA of the switched-out frame
 //
-// Control words. Each side stores its own, then compares them with the
-// other side's saved copies, and reloads only what differs (`ldmxcsr` and
-// `fldcw` cost far more than a compare). MXCSR is compared raw first: the
-// status flags are thread-wide and sticky, so in the steady state both
-// copies are bit-for-bit equal and one compare decides. Only when the raw
-// words differ are the control bits (mask {MXCSR_CONTROL}) compared; if just
-// the caller-saved status flags differ, nothing is reloaded. Each value is
-// read back at the width it was stored (4 and 2 bytes), so the loads
-// forward from the stores instead of stalling.
+// Control words: each side stores its own and reloads only what differs
+// from the other side's saved copies (arch/x86-fpenv.s says how).
 //
 // Stack states (addresses grow upwards; the job stack is one mmap with a
 // PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
@@ -159,47 +152,9 @@
 
     .text
 
-// The control-word steps of the *_fpenv variants, written once.
-//
-// STACKJOB_FPENV_STORE off: store this side's MXCSR and x87 CW into the
-// record at rsp + off (+4 and +0).
-.macro STACKJOB_FPENV_STORE off
-    stmxcsr dword ptr [rsp + \off + 4]
-    fnstcw  word ptr [rsp + \off]
-.endm
-
-// STACKJOB_FPENV_SAVE off: STACKJOB_FPENV_STORE, then read the words back
-// at the widths they were stored, for the compare: eax = MXCSR, cx = x87 CW.
-.macro STACKJOB_FPENV_SAVE off
-    STACKJOB_FPENV_STORE \off
-    mov     eax, dword ptr [rsp + \off + 4]
-    movzx   ecx, word ptr [rsp + \off]
-.endm
-
-// STACKJOB_FPENV_CHECK name: rsp = the other side's record; branch to the
-// out-of-line reloads when its words differ from eax / cx.
-.macro STACKJOB_FPENV_CHECK name
-    cmp     eax, dword ptr [rsp + 4]
-    jne     .L\name\()_mxcsr
-.L\name\()_mxcsr_done:
-    cmp     cx, word ptr [rsp]
-    jne     .L\name\()_fcw
-.L\name\()_fcw_done:
-.endm
-
-// STACKJOB_FPENV_RELOAD name: the out-of-line half of the check. The raw
-// MXCSR words differ: reload only if a control bit does.
-.macro STACKJOB_FPENV_RELOAD name
-.L\name\()_mxcsr:
-    xor     eax, dword ptr [rsp + 4]
-    test    eax, {MXCSR_CONTROL}
-    jz      .L\name\()_mxcsr_done
-    ldmxcsr dword ptr [rsp + 4]
-    jmp     .L\name\()_mxcsr_done
-.L\name\()_fcw:
-    fldcw   word ptr [rsp]
-    jmp     .L\name\()_fcw_done
-.endm
+// The control-word macros (STACKJOB_FPENV_*) come from arch/x86-fpenv.s,
+// assembled just before this file; here they get rsp, and eax / ecx (cx)
+// as the scratch registers: both caller-saved and free at every use.
 
 // rsp = the resumer's record: restore rbx and rbp, pop the record and
 // `ret` to the resumer's `call stackjob_switch_in_*`, which this pairs with.
@@ -233,9 +188,9 @@
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
 .if \check
-    STACKJOB_FPENV_SAVE 0                   // eax, cx = the resumer's words
+    STACKJOB_FPENV_SAVE rsp, eax, ecx, 0    // eax, cx = the resumer's words
 .elseif \fpenv
-    STACKJOB_FPENV_STORE 0                  // kept for the job's switch out
+    STACKJOB_FPENV_STORE rsp, 0             // kept for the job's switch out
 .endif
     // The resumer's record is complete: publish it.
     mov     qword ptr [rdi + {PARENT_SP}], rsp
@@ -243,7 +198,7 @@
     .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
 .if \check
-    STACKJOB_FPENV_CHECK \name
+    STACKJOB_FPENV_CHECK \name, rsp, eax, cx
 .endif
     // rsp: the job's record; its control words are in force.
     mov     rbx, qword ptr [rsp + 8]
@@ -255,7 +210,7 @@
     // branch of the round trip (its target has endbr64).
     jmp     rcx
 .if \check
-    STACKJOB_FPENV_RELOAD \name
+    STACKJOB_FPENV_RELOAD \name, rsp, eax
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -289,20 +244,20 @@
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
 .if \fpenv
-    STACKJOB_FPENV_SAVE 0                   // eax, cx = the job's words
+    STACKJOB_FPENV_SAVE rsp, eax, ecx, 0    // eax, cx = the job's words
 .endif
     mov     qword ptr [rdi + {SP}], rsp     // publish the job's record
     // From here on: CFA = regs.sp + 32.
     .cfi_escape 0x0f, 5, 0x75, {SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name
+    STACKJOB_FPENV_CHECK \name, rsp, eax, cx
 .endif
     // rsp: the resumer's record, above it the return address of its
     // `call stackjob_switch_in_*`.
     STACKJOB_RETURN_TO_RESUMER
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name
+    STACKJOB_FPENV_RELOAD \name, rsp, eax
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -323,7 +278,7 @@
     .cfi_undefined rip
 .if \fpenv
     // The job's control words, in the red zone of its own stack (dead).
-    STACKJOB_FPENV_SAVE -8
+    STACKJOB_FPENV_SAVE rsp, eax, ecx, -8
 .endif
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
     // From here on this is the resumer's switch_in frame.
@@ -332,11 +287,11 @@
     .cfi_offset rbp, -16
     .cfi_offset rbx, -24
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name
+    STACKJOB_FPENV_CHECK \name, rsp, eax, cx
 .endif
     STACKJOB_RETURN_TO_RESUMER
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name
+    STACKJOB_FPENV_RELOAD \name, rsp, eax
 .endif
     .cfi_endproc
     .size   \name, . - \name

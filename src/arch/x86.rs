@@ -38,6 +38,7 @@ const REC_PC: usize = 24;
 const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64 && RECORD < 128);
 
 backend_asm!(
+    include_str!("../../arch/x86-fpenv.s"),
     include_str!("../../arch/x86.s"),
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),

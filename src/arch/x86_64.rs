@@ -31,6 +31,7 @@ const REC_PC: usize = 24;
 const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64);
 
 backend_asm!(
+    include_str!("../../arch/x86-fpenv.s"),
     include_str!("../../arch/x86_64.s"),
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
