@@ -3,7 +3,7 @@
 
 use std::ffi::c_void;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Settings read from the environment on first use (or at load time).
 pub(crate) struct Config {
@@ -135,47 +135,74 @@ static AT_LOAD: extern "C" fn() = at_load;
 /// returns the thread's current default without changing it.
 type Set0Default = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
-static SET0_DEFAULT: OnceLock<Option<Set0Default>> = OnceLock::new();
+/// `SET0_DEFAULT` before the look-up.
+const UNRESOLVED: usize = 0;
+/// `SET0_DEFAULT` when libcrypto did not define the function.
+const ABSENT: usize = 1;
+
+/// libcrypto's `OSSL_LIB_CTX_set0_default` as an address, `UNRESOLVED` or
+/// `ABSENT`: one relaxed load on the hot path instead of a `OnceLock`
+/// check per use. Threads racing on the first look-up find the same
+/// address, so any of their stores is right.
+static SET0_DEFAULT: AtomicUsize = AtomicUsize::new(UNRESOLVED);
+
+/// The run-time link to libcrypto's default library context, fetched once
+/// per C-level call (`libctx()`).
+#[derive(Clone, Copy)]
+pub(crate) struct LibCtx(Option<Set0Default>);
 
 /// libcrypto's `OSSL_LIB_CTX_set0_default`, if libcrypto is in the process.
-#[inline]
-fn set0_default() -> Option<Set0Default> {
-    *SET0_DEFAULT.get_or_init(|| {
-        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
-        // searches the loaded objects.
-        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
-        if sym.is_null() {
-            None
-        } else {
-            // SAFETY: libcrypto 3.x defines the symbol with this signature.
-            Some(unsafe { std::mem::transmute::<*mut c_void, Set0Default>(sym) })
-        }
-    })
+#[inline(always)]
+pub(crate) fn libctx() -> LibCtx {
+    match SET0_DEFAULT.load(Ordering::Relaxed) {
+        UNRESOLVED => resolve_set0_default(),
+        ABSENT => LibCtx(None),
+        // SAFETY: a non-sentinel value is the address `resolve_set0_default`
+        // found, a function with this signature.
+        f => LibCtx(Some(unsafe { std::mem::transmute::<usize, Set0Default>(f) })),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn resolve_set0_default() -> LibCtx {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+    // searches the loaded objects.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
+    SET0_DEFAULT.store(if sym.is_null() { ABSENT } else { sym as usize }, Ordering::Relaxed);
+    if sym.is_null() {
+        LibCtx(None)
+    } else {
+        // SAFETY: libcrypto 3.x defines the symbol with this signature.
+        LibCtx(Some(unsafe { std::mem::transmute::<*mut c_void, Set0Default>(sym) }))
+    }
 }
 
 /// Whether default-library-context swapping is active (libcrypto found).
 pub(crate) fn libctx_swapping() -> bool {
-    set0_default().is_some()
+    libctx().0.is_some()
 }
 
-/// The thread's current default `OSSL_LIB_CTX` (null without libcrypto).
-#[inline]
-pub(crate) fn current_libctx() -> *mut c_void {
-    match set0_default() {
-        // SAFETY: with NULL the function only reads the thread's default.
-        Some(f) => unsafe { f(std::ptr::null_mut()) },
-        None => std::ptr::null_mut(),
+impl LibCtx {
+    /// The thread's current default `OSSL_LIB_CTX` (null without libcrypto).
+    #[inline(always)]
+    pub(crate) fn current(self) -> *mut c_void {
+        match self.0 {
+            // SAFETY: with NULL the function only reads the thread's default.
+            Some(f) => unsafe { f(std::ptr::null_mut()) },
+            None => std::ptr::null_mut(),
+        }
     }
-}
 
-/// Makes `ctx` the thread's default `OSSL_LIB_CTX` (no-op for null or
-/// without libcrypto).
-#[inline]
-pub(crate) fn set_libctx(ctx: *mut c_void) {
-    if let (Some(f), false) = (set0_default(), ctx.is_null()) {
-        // SAFETY: `ctx` came from an earlier `current_libctx` call, so it
-        // is a library context libcrypto handed out.
-        unsafe { f(ctx) };
+    /// Makes `ctx` the thread's default `OSSL_LIB_CTX` (no-op for null or
+    /// without libcrypto).
+    #[inline(always)]
+    pub(crate) fn set(self, ctx: *mut c_void) {
+        if let (Some(f), false) = (self.0, ctx.is_null()) {
+            // SAFETY: `ctx` came from an earlier `current` call, so it is a
+            // library context libcrypto handed out.
+            unsafe { f(ctx) };
+        }
     }
 }
 

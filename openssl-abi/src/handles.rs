@@ -99,6 +99,10 @@ pub(crate) struct ThreadState {
     current_rec: Cell<*const Rec>,
     /// This thread's pool was set up with the configured stack size.
     pub(crate) pool_ready: Cell<bool>,
+    /// `pool_ready`, the stacks are marked used and `ExitGuard` is armed:
+    /// a start needs none of those checks (`crate::prepare_start`).
+    /// Cleared with `pool_ready` by `ASYNC_cleanup_thread`.
+    pub(crate) start_ready: Cell<bool>,
     /// A number naming this thread for the process's lifetime; 0 until the
     /// thread first takes a record (live records never have owner 0).
     id: Cell<u64>,
@@ -127,6 +131,7 @@ thread_local! {
             current: Cell::new(0),
             current_rec: Cell::new(ptr::null()),
             pool_ready: Cell::new(false),
+            start_ready: Cell::new(false),
             id: Cell::new(0),
             free: Cell::new(0),
             armed: Cell::new(false),
@@ -140,10 +145,25 @@ thread_local! {
     };
 }
 
+/// The calling thread's state, reached with one thread-local access (a
+/// direct `__tls_get_addr` call where `LocalKey::with` around a large body
+/// would go through the key's accessor function).
+///
+/// The state is constant-initialised and has no destructor, so its storage
+/// is valid for the whole life of the thread, also while thread-local
+/// destructors run. `ThreadState` is `!Sync` (it holds `Cell`s), so the
+/// reference cannot reach another thread or outlive this one.
+#[inline(always)]
+pub(crate) fn state() -> &'static ThreadState {
+    // SAFETY: see above: the pointee lives as long as the calling thread,
+    // and the `!Sync` reference stays on it.
+    STATE.with(|t| unsafe { &*ptr::from_ref(t) })
+}
+
 /// Runs `f` with the calling thread's state.
 #[inline(always)]
 pub(crate) fn with_state<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
-    STATE.with(f)
+    f(state())
 }
 
 impl ThreadState {
@@ -293,19 +313,10 @@ pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
     // bump before the `ctx` store, so a reader that sees the new `ctx` also
     // sees the new generation and gives up. With a wake handle out, all of
     // this happens under the record's wake lock, which a wake holds while
-    // it checks the handle and calls the callback.
-    let wake = r.wake_issued.load(Ordering::Relaxed).then(|| {
-        r.wake_issued.store(false, Ordering::Relaxed);
-        crate::ext::wake_lock(index)
-    });
-    r.state.store(FREE, Ordering::Release);
-    r.generation.store(r.generation.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-    fence(Ordering::Release);
-    r.owner.store(0, Ordering::Relaxed);
-    let ctx = r.ctx.load(Ordering::Relaxed);
-    r.ctx.store(ptr::null_mut(), Ordering::Relaxed);
+    // it checks the handle and calls the callback (out of line: the common
+    // case carries no lock guard to drop).
+    let ctx = if r.wake_issued.load(Ordering::Relaxed) { end_locked(index, r) } else { end(r) };
     // The fd cleanups below are user code, which may wake other jobs.
-    drop(wake);
     if !ctx.is_null() {
         // SAFETY: the record held one reference to `ctx`.
         unsafe { CWaitCtx::release(ctx) };
@@ -316,6 +327,29 @@ pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
         r.next_free.set(t.free.get());
         t.free.set(index + 1);
     }
+}
+
+/// Makes the record's handle stale and takes its wait ctx reference (see
+/// `release`).
+#[inline(always)]
+fn end(r: &Rec) -> *mut CWaitCtx {
+    r.state.store(FREE, Ordering::Release);
+    r.generation.store(r.generation.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    fence(Ordering::Release);
+    r.owner.store(0, Ordering::Relaxed);
+    let ctx = r.ctx.load(Ordering::Relaxed);
+    r.ctx.store(ptr::null_mut(), Ordering::Relaxed);
+    ctx
+}
+
+/// `end` under the record's wake lock, for a job a wake handle was handed
+/// out for.
+#[cold]
+#[inline(never)]
+fn end_locked(index: u32, r: &Rec) -> *mut CWaitCtx {
+    r.wake_issued.store(false, Ordering::Relaxed);
+    let _wake = crate::ext::wake_lock(index);
+    end(r)
 }
 
 /// Ends every paused job of the calling thread (for `ASYNC_cleanup_thread`
