@@ -100,7 +100,20 @@ pub(crate) static COUNTERS: Counters = Counters {
 /// Adds one to `counter` if debugging is on.
 #[inline(always)]
 pub(crate) fn count(counter: &AtomicU64) {
-    if DEBUG.load(Ordering::Relaxed) {
+    count_if(debug(), counter);
+}
+
+/// Whether the counters are kept (`STACKJOB_DEBUG`); read once per call
+/// where one call counts twice.
+#[inline(always)]
+pub(crate) fn debug() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// Adds one to `counter` if `debug` (from `debug()`).
+#[inline(always)]
+pub(crate) fn count_if(debug: bool, counter: &AtomicU64) {
+    if debug {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -60,7 +60,7 @@ mod foreign;
 mod handles;
 mod wait_ctx;
 
-use config::{COUNTERS, count};
+use config::{COUNTERS, count, count_if};
 use handles::{PAUSED, RUNNING, ThreadState};
 use stackjob::{Error, Step};
 use std::ffi::{c_int, c_void};
@@ -371,20 +371,21 @@ unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
     }
 }
 
-/// Turns a crate result into the C result for the job in record `index`.
+/// Turns a crate result into the C result for the job in record `r`
+/// (handle `h`), counting a finish if `debug`.
 ///
 /// # Safety
-/// The calling thread (state `t`) owns record `index`; `job` and `ret` are
-/// the caller's `ASYNC_start_job` arguments.
+/// The calling thread (state `t`) owns record `r`; `job` and `ret` are the
+/// caller's `ASYNC_start_job` arguments.
 #[inline(always)]
 unsafe fn settle(
     t: &ThreadState,
-    index: u32,
     r: &'static handles::Rec,
     h: usize,
     result: Result<Step<c_int>, Error>,
     job: *mut *mut AsyncJob,
     ret: *mut c_int,
+    debug: bool,
 ) -> c_int {
     match result {
         Ok(Step::Paused(j)) => {
@@ -396,7 +397,7 @@ unsafe fn settle(
             ASYNC_PAUSE
         }
         Ok(Step::Finished(v)) => {
-            count(&COUNTERS.finishes);
+            count_if(debug, &COUNTERS.finishes);
             if !ret.is_null() {
                 // SAFETY: the caller's out-pointer for the result.
                 unsafe { *ret = v };
@@ -404,13 +405,13 @@ unsafe fn settle(
             // SAFETY: as above; then the record goes back (job slot empty).
             unsafe {
                 *job = ptr::null_mut();
-                handles::release(t, index, r);
+                handles::release(t, r.index, r);
             }
             ASYNC_FINISH
         }
         Err(e) => {
             // SAFETY: owner thread; no job is stored in the record.
-            unsafe { handles::release(t, index, r) };
+            unsafe { handles::release(t, r.index, r) };
             match e {
                 Error::NoJobs { .. } | Error::NotCapable { .. } => ASYNC_NO_JOBS,
                 _ => ASYNC_ERR,
@@ -490,7 +491,8 @@ unsafe fn start_job(
     }
     r.state.store(RUNNING, Ordering::Release);
     let h = handles::handle(index, r.generation.load(Ordering::Acquire));
-    count(&COUNTERS.starts);
+    let debug = config::debug();
+    count_if(debug, &COUNTERS.starts);
     let lc = config::libctx();
     let caller_libctx = lc.current();
     t.enter(h, r);
@@ -507,7 +509,7 @@ unsafe fn start_job(
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, index, r, h, result, job, ret) }
+    unsafe { settle(t, r, h, result, job, ret, debug) }
 }
 
 /// The first start on this thread (or the first since
@@ -533,19 +535,17 @@ fn prepare_start(t: &ThreadState) -> bool {
 /// As `ASYNC_start_job`.
 #[inline]
 unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
-    let Some((index, r)) = handles::lookup(h) else { return ASYNC_ERR };
     // Only the owner thread changes a live record's state, so once it is
     // ours a plain load and store do what a compare-exchange would.
-    if !t.owns(r) || r.state.load(Ordering::Relaxed) != PAUSED {
-        return ASYNC_ERR;
-    }
+    let Some(r) = handles::lookup_paused(t, h) else { return ASYNC_ERR };
     r.state.store(RUNNING, Ordering::Release);
     // SAFETY: this thread owns the record and the job is switched out.
     let Some(paused) = (unsafe { (*r.job.get()).take() }) else {
         r.state.store(PAUSED, Ordering::Release);
         return ASYNC_ERR;
     };
-    count(&COUNTERS.resumes);
+    let debug = config::debug();
+    count_if(debug, &COUNTERS.resumes);
     let lc = config::libctx();
     let caller_libctx = lc.current();
     if r.libctx.get() != caller_libctx {
@@ -556,7 +556,7 @@ unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, index, r, h, result, job, ret) }
+    unsafe { settle(t, r, h, result, job, ret, debug) }
 }
 
 /// Control is back from a job segment: saves the job's default
