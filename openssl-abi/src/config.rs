@@ -3,7 +3,7 @@
 
 use std::ffi::c_void;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 /// Settings read from the environment on first use (or at load time).
 pub(crate) struct Config {
@@ -148,73 +148,67 @@ static AT_LOAD: extern "C" fn() = at_load;
 /// returns the thread's current default without changing it.
 type Set0Default = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
-/// `SET0_DEFAULT` before the look-up.
-const UNRESOLVED: usize = 0;
-/// `SET0_DEFAULT` when libcrypto did not define the function.
-const ABSENT: usize = 1;
+/// libcrypto's `OSSL_LIB_CTX_set0_default` once looked up, `absent_set0`
+/// if libcrypto does not define it, and `resolve_set0` (which looks it up
+/// and forwards) before that: the hot path is one load and an indirect
+/// call, without a check. Threads racing on the first look-up find the
+/// same function, so any of their stores is right.
+static SET0_DEFAULT: AtomicPtr<c_void> = AtomicPtr::new(resolve_set0 as *mut c_void);
 
-/// libcrypto's `OSSL_LIB_CTX_set0_default` as an address, `UNRESOLVED` or
-/// `ABSENT`: one relaxed load on the hot path instead of a `OnceLock`
-/// check per use. Threads racing on the first look-up find the same
-/// address, so any of their stores is right.
-static SET0_DEFAULT: AtomicUsize = AtomicUsize::new(UNRESOLVED);
+/// Stands in for `OSSL_LIB_CTX_set0_default` without libcrypto: no context.
+unsafe extern "C" fn absent_set0(_: *mut c_void) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// The first call: looks the function up, then forwards to it.
+unsafe extern "C" fn resolve_set0(ctx: *mut c_void) -> *mut c_void {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+    // searches the loaded objects.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
+    let f = if sym.is_null() { absent_set0 as *mut c_void } else { sym };
+    SET0_DEFAULT.store(f, Ordering::Relaxed);
+    // SAFETY: libcrypto 3.x defines the symbol with this signature, as
+    // `absent_set0` has; `ctx` is the caller's (see `LibCtx`).
+    unsafe { std::mem::transmute::<*mut c_void, Set0Default>(f)(ctx) }
+}
 
 /// The run-time link to libcrypto's default library context, fetched once
 /// per C-level call (`libctx()`).
 #[derive(Clone, Copy)]
-pub(crate) struct LibCtx(Option<Set0Default>);
+pub(crate) struct LibCtx(Set0Default);
 
-/// libcrypto's `OSSL_LIB_CTX_set0_default`, if libcrypto is in the process.
+/// libcrypto's `OSSL_LIB_CTX_set0_default` (or a stand-in, see
+/// `SET0_DEFAULT`).
 #[inline(always)]
 pub(crate) fn libctx() -> LibCtx {
-    match SET0_DEFAULT.load(Ordering::Relaxed) {
-        UNRESOLVED => resolve_set0_default(),
-        ABSENT => LibCtx(None),
-        // SAFETY: a non-sentinel value is the address `resolve_set0_default`
-        // found, a function with this signature.
-        f => LibCtx(Some(unsafe { std::mem::transmute::<usize, Set0Default>(f) })),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn resolve_set0_default() -> LibCtx {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
-    // searches the loaded objects.
-    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
-    SET0_DEFAULT.store(if sym.is_null() { ABSENT } else { sym as usize }, Ordering::Relaxed);
-    if sym.is_null() {
-        LibCtx(None)
-    } else {
-        // SAFETY: libcrypto 3.x defines the symbol with this signature.
-        LibCtx(Some(unsafe { std::mem::transmute::<*mut c_void, Set0Default>(sym) }))
-    }
+    // SAFETY: the static only ever holds one of the three functions above
+    // (libcrypto's, `absent_set0`, `resolve_set0`), all of this signature.
+    LibCtx(unsafe { std::mem::transmute::<*mut c_void, Set0Default>(SET0_DEFAULT.load(Ordering::Relaxed)) })
 }
 
 /// Whether default-library-context swapping is active (libcrypto found).
 pub(crate) fn libctx_swapping() -> bool {
-    libctx().0.is_some()
+    // One call resolves the function if that did not happen yet.
+    libctx().current();
+    SET0_DEFAULT.load(Ordering::Relaxed) != absent_set0 as *mut c_void
 }
 
 impl LibCtx {
     /// The thread's current default `OSSL_LIB_CTX` (null without libcrypto).
     #[inline(always)]
     pub(crate) fn current(self) -> *mut c_void {
-        match self.0 {
-            // SAFETY: with NULL the function only reads the thread's default.
-            Some(f) => unsafe { f(std::ptr::null_mut()) },
-            None => std::ptr::null_mut(),
-        }
+        // SAFETY: with NULL the function only reads the thread's default.
+        unsafe { (self.0)(std::ptr::null_mut()) }
     }
 
-    /// Makes `ctx` the thread's default `OSSL_LIB_CTX` (no-op for null or
-    /// without libcrypto).
+    /// Makes `ctx` the thread's default `OSSL_LIB_CTX` (no-op for null,
+    /// which is also all `current` returns without libcrypto).
     #[inline(always)]
     pub(crate) fn set(self, ctx: *mut c_void) {
-        if let (Some(f), false) = (self.0, ctx.is_null()) {
+        if !ctx.is_null() {
             // SAFETY: `ctx` came from an earlier `current` call, so it is a
             // library context libcrypto handed out.
-            unsafe { f(ctx) };
+            unsafe { (self.0)(ctx) };
         }
     }
 }
