@@ -349,9 +349,9 @@ impl Args {
 /// `src` readable and `dst` writable for `n` bytes, not overlapping.
 #[inline(always)]
 unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
-    // SAFETY (for every block below): each access lies within the first `n`
-    // bytes of `src` and `dst` (offsets `0` and `n - w` for a width `w <= n`),
-    // read and written unaligned; the regions do not overlap.
+    // SAFETY: every access below lies within the first `n` bytes of `src`
+    // and `dst` (offsets `0` and `n - w` for a width `w <= n`), read and
+    // written unaligned; the regions do not overlap (the contract).
     unsafe {
         if n > 16 {
             ptr::copy_nonoverlapping(src, dst, n);
