@@ -155,6 +155,10 @@ type Set0Default = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 /// same function, so any of their stores is right.
 static SET0_DEFAULT: AtomicPtr<c_void> = AtomicPtr::new(resolve_set0 as *mut c_void);
 
+/// The look-up found libcrypto's function (for `libctx_swapping`, which
+/// thus compares no function addresses).
+static SET0_FOUND: AtomicBool = AtomicBool::new(false);
+
 /// Stands in for `OSSL_LIB_CTX_set0_default` without libcrypto: no context.
 unsafe extern "C" fn absent_set0(_: *mut c_void) -> *mut c_void {
     std::ptr::null_mut()
@@ -166,7 +170,9 @@ unsafe extern "C" fn resolve_set0(ctx: *mut c_void) -> *mut c_void {
     // searches the loaded objects.
     let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
     let f = if sym.is_null() { absent_set0 as *mut c_void } else { sym };
-    SET0_DEFAULT.store(f, Ordering::Relaxed);
+    SET0_FOUND.store(!sym.is_null(), Ordering::Relaxed);
+    // Release: whoever reads `f` with Acquire also sees `SET0_FOUND`.
+    SET0_DEFAULT.store(f, Ordering::Release);
     // SAFETY: libcrypto 3.x defines the symbol with this signature, as
     // `absent_set0` has; `ctx` is the caller's (see `LibCtx`).
     unsafe { std::mem::transmute::<*mut c_void, Set0Default>(f)(ctx) }
@@ -188,9 +194,12 @@ pub(crate) fn libctx() -> LibCtx {
 
 /// Whether default-library-context swapping is active (libcrypto found).
 pub(crate) fn libctx_swapping() -> bool {
-    // One call resolves the function if that did not happen yet.
+    // One call looks the function up if that did not happen yet; the
+    // Acquire load then reads this thread's store or the release store of
+    // the thread that did the look-up, after its `SET0_FOUND` store.
     libctx().current();
-    SET0_DEFAULT.load(Ordering::Relaxed) != absent_set0 as *mut c_void
+    SET0_DEFAULT.load(Ordering::Acquire);
+    SET0_FOUND.load(Ordering::Relaxed)
 }
 
 impl LibCtx {
