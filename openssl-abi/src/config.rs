@@ -3,7 +3,7 @@
 
 use std::ffi::c_void;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 /// Settings read from the environment on first use (or at load time).
 pub(crate) struct Config {
@@ -100,7 +100,20 @@ pub(crate) static COUNTERS: Counters = Counters {
 /// Adds one to `counter` if debugging is on.
 #[inline(always)]
 pub(crate) fn count(counter: &AtomicU64) {
-    if DEBUG.load(Ordering::Relaxed) {
+    count_if(debug(), counter);
+}
+
+/// Whether the counters are kept (`STACKJOB_DEBUG`); read once per call
+/// where one call counts twice.
+#[inline(always)]
+pub(crate) fn debug() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// Adds one to `counter` if `debug` (from `debug()`).
+#[inline(always)]
+pub(crate) fn count_if(debug: bool, counter: &AtomicU64) {
+    if debug {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -135,47 +148,77 @@ static AT_LOAD: extern "C" fn() = at_load;
 /// returns the thread's current default without changing it.
 type Set0Default = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
-static SET0_DEFAULT: OnceLock<Option<Set0Default>> = OnceLock::new();
+/// libcrypto's `OSSL_LIB_CTX_set0_default` once looked up, `absent_set0`
+/// if libcrypto does not define it, and `resolve_set0` (which looks it up
+/// and forwards) before that: the hot path is one load and an indirect
+/// call, without a check. Threads racing on the first look-up find the
+/// same function, so any of their stores is right.
+static SET0_DEFAULT: AtomicPtr<c_void> = AtomicPtr::new(resolve_set0 as *mut c_void);
 
-/// libcrypto's `OSSL_LIB_CTX_set0_default`, if libcrypto is in the process.
-#[inline]
-fn set0_default() -> Option<Set0Default> {
-    *SET0_DEFAULT.get_or_init(|| {
-        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
-        // searches the loaded objects.
-        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
-        if sym.is_null() {
-            None
-        } else {
-            // SAFETY: libcrypto 3.x defines the symbol with this signature.
-            Some(unsafe { std::mem::transmute::<*mut c_void, Set0Default>(sym) })
-        }
-    })
+/// The look-up found libcrypto's function (for `libctx_swapping`, which
+/// thus compares no function addresses).
+static SET0_FOUND: AtomicBool = AtomicBool::new(false);
+
+/// Stands in for `OSSL_LIB_CTX_set0_default` without libcrypto: no context.
+unsafe extern "C" fn absent_set0(_: *mut c_void) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// The first call: looks the function up, then forwards to it.
+unsafe extern "C" fn resolve_set0(ctx: *mut c_void) -> *mut c_void {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+    // searches the loaded objects.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
+    let f = if sym.is_null() { absent_set0 as *mut c_void } else { sym };
+    SET0_FOUND.store(!sym.is_null(), Ordering::Relaxed);
+    // Release: whoever reads `f` with Acquire also sees `SET0_FOUND`.
+    SET0_DEFAULT.store(f, Ordering::Release);
+    // SAFETY: libcrypto 3.x defines the symbol with this signature, as
+    // `absent_set0` has; `ctx` is the caller's (see `LibCtx`).
+    unsafe { std::mem::transmute::<*mut c_void, Set0Default>(f)(ctx) }
+}
+
+/// The run-time link to libcrypto's default library context, fetched once
+/// per C-level call (`libctx()`).
+#[derive(Clone, Copy)]
+pub(crate) struct LibCtx(Set0Default);
+
+/// libcrypto's `OSSL_LIB_CTX_set0_default` (or a stand-in, see
+/// `SET0_DEFAULT`).
+#[inline(always)]
+pub(crate) fn libctx() -> LibCtx {
+    // SAFETY: the static only ever holds one of the three functions above
+    // (libcrypto's, `absent_set0`, `resolve_set0`), all of this signature.
+    LibCtx(unsafe { std::mem::transmute::<*mut c_void, Set0Default>(SET0_DEFAULT.load(Ordering::Relaxed)) })
 }
 
 /// Whether default-library-context swapping is active (libcrypto found).
 pub(crate) fn libctx_swapping() -> bool {
-    set0_default().is_some()
+    // One call looks the function up if that did not happen yet; the
+    // Acquire load then reads this thread's store or the release store of
+    // the thread that did the look-up, after its `SET0_FOUND` store.
+    libctx().current();
+    SET0_DEFAULT.load(Ordering::Acquire);
+    SET0_FOUND.load(Ordering::Relaxed)
 }
 
-/// The thread's current default `OSSL_LIB_CTX` (null without libcrypto).
-#[inline]
-pub(crate) fn current_libctx() -> *mut c_void {
-    match set0_default() {
+impl LibCtx {
+    /// The thread's current default `OSSL_LIB_CTX` (null without libcrypto).
+    #[inline(always)]
+    pub(crate) fn current(self) -> *mut c_void {
         // SAFETY: with NULL the function only reads the thread's default.
-        Some(f) => unsafe { f(std::ptr::null_mut()) },
-        None => std::ptr::null_mut(),
+        unsafe { (self.0)(std::ptr::null_mut()) }
     }
-}
 
-/// Makes `ctx` the thread's default `OSSL_LIB_CTX` (no-op for null or
-/// without libcrypto).
-#[inline]
-pub(crate) fn set_libctx(ctx: *mut c_void) {
-    if let (Some(f), false) = (set0_default(), ctx.is_null()) {
-        // SAFETY: `ctx` came from an earlier `current_libctx` call, so it
-        // is a library context libcrypto handed out.
-        unsafe { f(ctx) };
+    /// Makes `ctx` the thread's default `OSSL_LIB_CTX` (no-op for null,
+    /// which is also all `current` returns without libcrypto).
+    #[inline(always)]
+    pub(crate) fn set(self, ctx: *mut c_void) {
+        if !ctx.is_null() {
+            // SAFETY: `ctx` came from an earlier `current` call, so it is a
+            // library context libcrypto handed out.
+            unsafe { (self.0)(ctx) };
+        }
     }
 }
 

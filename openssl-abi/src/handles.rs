@@ -44,9 +44,11 @@ pub(crate) struct Rec {
     pub(crate) libctx: Cell<*mut c_void>,
     /// Owner thread only: the paused job.
     pub(crate) job: UnsafeCell<Option<Job<c_int>>>,
-    /// While on a thread's free list: the next free record there (index + 1,
-    /// 0 ends the list). Only that thread touches it.
-    next_free: Cell<u32>,
+    /// While on a thread's free list: the next free record there (null ends
+    /// the list). Only that thread touches it.
+    next_free: Cell<*const Rec>,
+    /// This record's index in the table (fixed).
+    pub(crate) index: u32,
     /// A wake handle of this job was handed out (`stackjob_async_wake_handle`,
     /// owner thread only): `release` then takes the record's wake lock
     /// (`crate::ext::wake_lock`), so a wake never sees the job half-ended.
@@ -64,7 +66,7 @@ pub(crate) struct Rec {
 unsafe impl Sync for Rec {}
 
 impl Rec {
-    fn new() -> Rec {
+    fn new(index: u32) -> Rec {
         Rec {
             generation: AtomicU32::new(1),
             state: AtomicU8::new(FREE),
@@ -73,7 +75,8 @@ impl Rec {
             blocked: Cell::new(0),
             libctx: Cell::new(ptr::null_mut()),
             job: UnsafeCell::new(None),
-            next_free: Cell::new(0),
+            next_free: Cell::new(ptr::null()),
+            index,
             wake_issued: AtomicBool::new(false),
             entry_sp: Cell::new(0),
         }
@@ -99,11 +102,16 @@ pub(crate) struct ThreadState {
     current_rec: Cell<*const Rec>,
     /// This thread's pool was set up with the configured stack size.
     pub(crate) pool_ready: Cell<bool>,
+    /// `pool_ready`, the stacks are marked used and `ExitGuard` is armed:
+    /// a start needs none of those checks (`crate::prepare_start`).
+    /// Cleared with `pool_ready` by `ASYNC_cleanup_thread`.
+    pub(crate) start_ready: Cell<bool>,
     /// A number naming this thread for the process's lifetime; 0 until the
     /// thread first takes a record (live records never have owner 0).
     id: Cell<u64>,
-    /// This thread's free records: index + 1 of the first, 0 if none.
-    free: Cell<u32>,
+    /// This thread's free records: the first, or null (a pointer, so that
+    /// taking one needs no table look-up).
+    free: Cell<*const Rec>,
     /// `ExitGuard` is registered for this thread.
     armed: Cell<bool>,
     /// `ExitGuard` has run: records released later go to `GLOBAL_FREE`.
@@ -127,8 +135,9 @@ thread_local! {
             current: Cell::new(0),
             current_rec: Cell::new(ptr::null()),
             pool_ready: Cell::new(false),
+            start_ready: Cell::new(false),
             id: Cell::new(0),
-            free: Cell::new(0),
+            free: Cell::new(ptr::null()),
             armed: Cell::new(false),
             exited: Cell::new(false),
             unwind_cancel: Cell::new(false),
@@ -140,10 +149,25 @@ thread_local! {
     };
 }
 
+/// The calling thread's state, reached with one thread-local access (a
+/// direct `__tls_get_addr` call where `LocalKey::with` around a large body
+/// would go through the key's accessor function).
+///
+/// The state is constant-initialised and has no destructor, so its storage
+/// is valid for the whole life of the thread, also while thread-local
+/// destructors run. `ThreadState` is `!Sync` (it holds `Cell`s), so the
+/// reference cannot reach another thread or outlive this one.
+#[inline(always)]
+pub(crate) fn state() -> &'static ThreadState {
+    // SAFETY: see above: the pointee lives as long as the calling thread,
+    // and the `!Sync` reference stays on it.
+    STATE.with(|t| unsafe { &*ptr::from_ref(t) })
+}
+
 /// Runs `f` with the calling thread's state.
 #[inline(always)]
 pub(crate) fn with_state<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
-    STATE.with(f)
+    f(state())
 }
 
 impl ThreadState {
@@ -237,23 +261,33 @@ pub(crate) fn lookup(h: usize) -> Option<(u32, &'static Rec)> {
         .then_some((index, r))
 }
 
+/// The record of `h` if the handle is current, its job paused and owned by
+/// the calling thread (state `t`): `lookup` + `ThreadState::owns` + a
+/// `PAUSED` check, in one pass (a paused record is never free).
+#[inline(always)]
+pub(crate) fn lookup_paused(t: &ThreadState, h: usize) -> Option<&'static Rec> {
+    let (index, generation) = decode(h)?;
+    let r = rec(index)?;
+    (r.state.load(Ordering::Acquire) == PAUSED && r.generation.load(Ordering::Acquire) == generation && t.owns(r))
+        .then_some(r)
+}
+
 /// Takes a free record for a new job of the calling thread.
 #[inline(always)]
 pub(crate) fn acquire(t: &ThreadState) -> Option<(u32, &'static Rec)> {
-    let (index, r) = match t.free.get() {
-        0 => {
-            let index = GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let index = match index {
-                Some(i) => i,
-                None => new_index()?,
-            };
-            (index, rec(index)?)
-        }
-        head => {
-            let r = rec(head - 1)?;
-            t.free.set(r.next_free.get());
-            (head - 1, r)
-        }
+    let head = t.free.get();
+    let (index, r) = if head.is_null() {
+        let index = GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let index = match index {
+            Some(i) => i,
+            None => new_index()?,
+        };
+        (index, rec(index)?)
+    } else {
+        // SAFETY: the free list holds records of the table (never freed).
+        let r: &'static Rec = unsafe { &*head };
+        t.free.set(r.next_free.get());
+        (r.index, r)
     };
     r.owner.store(t.id(), Ordering::Relaxed);
     r.blocked.set(0);
@@ -270,7 +304,8 @@ fn new_index() -> Option<u32> {
         return None;
     }
     if CHUNKS[c].load(Ordering::Acquire).is_null() {
-        let chunk: Box<[Rec]> = (0..CHUNK).map(|_| Rec::new()).collect();
+        let first = (c * CHUNK) as u32;
+        let chunk: Box<[Rec]> = (0..CHUNK as u32).map(|i| Rec::new(first + i)).collect();
         CHUNKS[c].store(Box::leak(chunk).as_mut_ptr(), Ordering::Release);
     }
     *created += 1;
@@ -293,19 +328,10 @@ pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
     // bump before the `ctx` store, so a reader that sees the new `ctx` also
     // sees the new generation and gives up. With a wake handle out, all of
     // this happens under the record's wake lock, which a wake holds while
-    // it checks the handle and calls the callback.
-    let wake = r.wake_issued.load(Ordering::Relaxed).then(|| {
-        r.wake_issued.store(false, Ordering::Relaxed);
-        crate::ext::wake_lock(index)
-    });
-    r.state.store(FREE, Ordering::Release);
-    r.generation.store(r.generation.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-    fence(Ordering::Release);
-    r.owner.store(0, Ordering::Relaxed);
-    let ctx = r.ctx.load(Ordering::Relaxed);
-    r.ctx.store(ptr::null_mut(), Ordering::Relaxed);
+    // it checks the handle and calls the callback (out of line: the common
+    // case carries no lock guard to drop).
+    let ctx = if r.wake_issued.load(Ordering::Relaxed) { end_locked(index, r) } else { end(r) };
     // The fd cleanups below are user code, which may wake other jobs.
-    drop(wake);
     if !ctx.is_null() {
         // SAFETY: the record held one reference to `ctx`.
         unsafe { CWaitCtx::release(ctx) };
@@ -314,8 +340,31 @@ pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
         GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).push(index);
     } else {
         r.next_free.set(t.free.get());
-        t.free.set(index + 1);
+        t.free.set(r);
     }
+}
+
+/// Makes the record's handle stale and takes its wait ctx reference (see
+/// `release`).
+#[inline(always)]
+fn end(r: &Rec) -> *mut CWaitCtx {
+    r.state.store(FREE, Ordering::Release);
+    r.generation.store(r.generation.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    fence(Ordering::Release);
+    r.owner.store(0, Ordering::Relaxed);
+    let ctx = r.ctx.load(Ordering::Relaxed);
+    r.ctx.store(ptr::null_mut(), Ordering::Relaxed);
+    ctx
+}
+
+/// `end` under the record's wake lock, for a job a wake handle was handed
+/// out for.
+#[cold]
+#[inline(never)]
+fn end_locked(index: u32, r: &Rec) -> *mut CWaitCtx {
+    r.wake_issued.store(false, Ordering::Relaxed);
+    let _wake = crate::ext::wake_lock(index);
+    end(r)
 }
 
 /// Ends every paused job of the calling thread (for `ASYNC_cleanup_thread`
@@ -354,10 +403,11 @@ impl Drop for ExitGuard {
                 release_paused_of_this_thread(t);
                 t.exited.set(true);
                 let mut global = GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner());
-                let mut next = t.free.replace(0);
-                while next != 0 {
-                    global.push(next - 1);
-                    next = rec(next - 1).map_or(0, |r| r.next_free.get());
+                let mut next = t.free.replace(ptr::null());
+                // SAFETY: the free list holds records of the table (never freed).
+                while let Some(r) = unsafe { next.as_ref() } {
+                    global.push(r.index);
+                    next = r.next_free.get();
                 }
             })
         });

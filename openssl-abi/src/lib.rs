@@ -60,7 +60,7 @@ mod foreign;
 mod handles;
 mod wait_ctx;
 
-use config::{COUNTERS, count};
+use config::{COUNTERS, count, count_if};
 use handles::{PAUSED, RUNNING, ThreadState};
 use stackjob::{Error, Step};
 use std::ffi::{c_int, c_void};
@@ -262,6 +262,7 @@ pub extern "C" fn ASYNC_cleanup_thread() {
             stackjob::cleanup_thread();
             handles::release_paused_of_this_thread(t);
             t.pool_ready.set(false);
+            t.start_ready.set(false);
         })
     })
 }
@@ -331,7 +332,7 @@ impl Args {
             Args::Small { src, size } => {
                 // SAFETY: `src` is readable for `size` <= 64 bytes (the
                 // caller's contract) and `buf` holds 64.
-                unsafe { ptr::copy_nonoverlapping(*src, buf.as_mut_ptr().cast::<u8>(), *size) };
+                unsafe { copy_small(*src, buf.as_mut_ptr().cast::<u8>(), *size) };
                 buf.as_mut_ptr().cast()
             }
             Args::Heap(b) => b.as_mut_ptr().cast(),
@@ -339,20 +340,52 @@ impl Args {
     }
 }
 
-/// Turns a crate result into the C result for the job in record `index`.
+/// Copies `n` (1..=`INLINE_ARGS`) bytes; up to 16 bytes (a pointer or two,
+/// the usual job argument) inline, without a `memcpy` call: two possibly
+/// overlapping loads and stores of the widest power of two not above `n`.
+/// Never reads outside `src..src + n`.
 ///
 /// # Safety
-/// The calling thread (state `t`) owns record `index`; `job` and `ret` are
-/// the caller's `ASYNC_start_job` arguments.
+/// `src` readable and `dst` writable for `n` bytes, not overlapping.
+#[inline(always)]
+unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: every access below lies within the first `n` bytes of `src`
+    // and `dst` (offsets `0` and `n - w` for a width `w <= n`), read and
+    // written unaligned; the regions do not overlap (the contract).
+    unsafe {
+        if n > 16 {
+            ptr::copy_nonoverlapping(src, dst, n);
+        } else if n >= 8 {
+            let (a, b) = (src.cast::<u64>().read_unaligned(), src.add(n - 8).cast::<u64>().read_unaligned());
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let (a, b) = (src.cast::<u32>().read_unaligned(), src.add(n - 4).cast::<u32>().read_unaligned());
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+    }
+}
+
+/// Turns a crate result into the C result for the job in record `r`
+/// (handle `h`), counting a finish if `debug`.
+///
+/// # Safety
+/// The calling thread (state `t`) owns record `r`; `job` and `ret` are the
+/// caller's `ASYNC_start_job` arguments.
 #[inline(always)]
 unsafe fn settle(
     t: &ThreadState,
-    index: u32,
     r: &'static handles::Rec,
     h: usize,
     result: Result<Step<c_int>, Error>,
     job: *mut *mut AsyncJob,
     ret: *mut c_int,
+    debug: bool,
 ) -> c_int {
     match result {
         Ok(Step::Paused(j)) => {
@@ -364,7 +397,7 @@ unsafe fn settle(
             ASYNC_PAUSE
         }
         Ok(Step::Finished(v)) => {
-            count(&COUNTERS.finishes);
+            count_if(debug, &COUNTERS.finishes);
             if !ret.is_null() {
                 // SAFETY: the caller's out-pointer for the result.
                 unsafe { *ret = v };
@@ -372,13 +405,13 @@ unsafe fn settle(
             // SAFETY: as above; then the record goes back (job slot empty).
             unsafe {
                 *job = ptr::null_mut();
-                handles::release(t, index, r);
+                handles::release(t, r.index, r);
             }
             ASYNC_FINISH
         }
         Err(e) => {
             // SAFETY: owner thread; no job is stored in the record.
-            unsafe { handles::release(t, index, r) };
+            unsafe { handles::release(t, r.index, r) };
             match e {
                 Error::NoJobs { .. } | Error::NotCapable { .. } => ASYNC_NO_JOBS,
                 _ => ASYNC_ERR,
@@ -411,56 +444,88 @@ pub unsafe extern "C" fn ASYNC_start_job(
     args: *mut c_void,
     size: usize,
 ) -> c_int {
+    // The arguments move into the guarded closure by value (not as
+    // references to spilled copies).
+    // SAFETY: forwarded contract.
+    guard(ASYNC_ERR, move || unsafe { start_job(job, ctx, ret, func, args, size) })
+}
+
+/// `ASYNC_start_job` inside its panic guard.
+///
+/// # Safety
+/// As `ASYNC_start_job`.
+#[inline(always)]
+unsafe fn start_job(
+    job: *mut *mut AsyncJob,
+    ctx: *mut CWaitCtx,
+    ret: *mut c_int,
+    func: Option<JobFn>,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
     // One thread-local access for the whole call (the job's own calls make
     // theirs); `t` stays valid across the job's run, which never leaves this
     // thread while we wait for it.
-    guard(ASYNC_ERR, || {
-        handles::with_state(|t| {
-            if job.is_null() || t.current.get() != 0 {
-                return ASYNC_ERR;
-            }
-            // SAFETY: `job` is non-null and the caller's in/out pointer.
-            let h = unsafe { *job } as usize;
-            if h != 0 {
-                // SAFETY: forwarded contract.
-                return unsafe { resume(t, job, h, ret) };
-            }
-            let Some(func) = func else { return ASYNC_ERR };
-            if !ensure_pool(t) {
-                return ASYNC_ERR;
-            }
-            mark_stacks_used();
-            t.arm_exit_guard();
-            // SAFETY: `args` is readable for `size` bytes per the contract.
-            let Some(mut copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
-            let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
-            // SAFETY: `ctx` is null or a live wait ctx per the contract.
-            let wait = unsafe { wctx(ctx) };
-            if let Some(w) = wait {
-                w.retain();
-                r.ctx.store(ctx, Ordering::Release);
-            }
-            r.state.store(RUNNING, Ordering::Release);
-            let h = handles::handle(index, r.generation.load(Ordering::Acquire));
-            count(&COUNTERS.starts);
-            let caller_libctx = config::current_libctx();
-            t.enter(h, r);
-            let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
-                // Where a cancel's unwind must get to (`ext::unwind_reaches`).
-                r.entry_sp.set(ext::stack_pointer());
-                let mut buf = [Align16([MaybeUninit::uninit(); 16]); INLINE_ARGS / 16];
-                // SAFETY: the job runs now, inside this `ASYNC_start_job` call.
-                let p = unsafe { copy.place(&mut buf) };
-                // SAFETY: `func` is the caller's job function; `p` points at
-                // the job's own copy of the arguments, alive for the call.
-                unsafe { func(p) }
-            });
-            t.leave();
-            back_from_job(r, caller_libctx);
-            // SAFETY: this thread owns the record; pointers per the contract.
-            unsafe { settle(t, index, r, h, result, job, ret) }
-        })
-    })
+    let t = handles::state();
+    if job.is_null() || t.current.get() != 0 {
+        return ASYNC_ERR;
+    }
+    // SAFETY: `job` is non-null and the caller's in/out pointer.
+    let h = unsafe { *job } as usize;
+    if h != 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { resume(t, job, h, ret) };
+    }
+    let Some(func) = func else { return ASYNC_ERR };
+    if !t.start_ready.get() && !prepare_start(t) {
+        return ASYNC_ERR;
+    }
+    // SAFETY: `args` is readable for `size` bytes per the contract.
+    let Some(mut copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
+    let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
+    // SAFETY: `ctx` is null or a live wait ctx per the contract.
+    let wait = unsafe { wctx(ctx) };
+    if let Some(w) = wait {
+        w.retain();
+        r.ctx.store(ctx, Ordering::Release);
+    }
+    r.state.store(RUNNING, Ordering::Release);
+    let h = handles::handle(index, r.generation.load(Ordering::Acquire));
+    let debug = config::debug();
+    count_if(debug, &COUNTERS.starts);
+    let lc = config::libctx();
+    let caller_libctx = lc.current();
+    t.enter(h, r);
+    let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
+        // Where a cancel's unwind must get to (`ext::unwind_reaches`).
+        r.entry_sp.set(ext::stack_pointer());
+        let mut buf = [Align16([MaybeUninit::uninit(); 16]); INLINE_ARGS / 16];
+        // SAFETY: the job runs now, inside this `ASYNC_start_job` call.
+        let p = unsafe { copy.place(&mut buf) };
+        // SAFETY: `func` is the caller's job function; `p` points at
+        // the job's own copy of the arguments, alive for the call.
+        unsafe { func(p) }
+    });
+    t.leave();
+    back_from_job(lc, r, caller_libctx);
+    // SAFETY: this thread owns the record; pointers per the contract.
+    unsafe { settle(t, r, h, result, job, ret, debug) }
+}
+
+/// The first start on this thread (or the first since
+/// `ASYNC_cleanup_thread`): creates the pool, latches
+/// `ASYNC_set_mem_functions` and registers the thread-exit release; then
+/// `start_ready` lets later starts skip all three checks.
+#[cold]
+#[inline(never)]
+fn prepare_start(t: &ThreadState) -> bool {
+    if !ensure_pool(t) {
+        return false;
+    }
+    mark_stacks_used();
+    t.arm_exit_guard();
+    t.start_ready.set(true);
+    true
 }
 
 /// Resumes the paused job `h` (validated: current generation, paused,
@@ -470,40 +535,39 @@ pub unsafe extern "C" fn ASYNC_start_job(
 /// As `ASYNC_start_job`.
 #[inline]
 unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
-    let Some((index, r)) = handles::lookup(h) else { return ASYNC_ERR };
     // Only the owner thread changes a live record's state, so once it is
     // ours a plain load and store do what a compare-exchange would.
-    if !t.owns(r) || r.state.load(Ordering::Relaxed) != PAUSED {
-        return ASYNC_ERR;
-    }
+    let Some(r) = handles::lookup_paused(t, h) else { return ASYNC_ERR };
     r.state.store(RUNNING, Ordering::Release);
     // SAFETY: this thread owns the record and the job is switched out.
     let Some(paused) = (unsafe { (*r.job.get()).take() }) else {
         r.state.store(PAUSED, Ordering::Release);
         return ASYNC_ERR;
     };
-    count(&COUNTERS.resumes);
-    let caller_libctx = config::current_libctx();
+    let debug = config::debug();
+    count_if(debug, &COUNTERS.resumes);
+    let lc = config::libctx();
+    let caller_libctx = lc.current();
     if r.libctx.get() != caller_libctx {
-        config::set_libctx(r.libctx.get());
+        lc.set(r.libctx.get());
     }
     t.enter(h, r);
     let result = paused.resume();
     t.leave();
-    back_from_job(r, caller_libctx);
+    back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, index, r, h, result, job, ret) }
+    unsafe { settle(t, r, h, result, job, ret, debug) }
 }
 
 /// Control is back from a job segment: saves the job's default
 /// `OSSL_LIB_CTX` and restores the caller's (OpenSSL 3's swap), skipping
 /// the library call when the job did not change it.
 #[inline(always)]
-fn back_from_job(r: &handles::Rec, caller_libctx: *mut c_void) {
-    let job_libctx = config::current_libctx();
+fn back_from_job(lc: config::LibCtx, r: &handles::Rec, caller_libctx: *mut c_void) {
+    let job_libctx = lc.current();
     r.libctx.set(job_libctx);
     if job_libctx != caller_libctx {
-        config::set_libctx(caller_libctx);
+        lc.set(caller_libctx);
     }
 }
 

@@ -70,12 +70,27 @@ impl CWaitCtx {
     /// # Safety
     /// `ctx` must be a live context from [`CWaitCtx::new_raw`] and the caller
     /// must own one of its references.
+    #[inline]
     pub(crate) unsafe fn release(ctx: *mut CWaitCtx) {
         // SAFETY: the caller owns a reference, so the object is alive.
         let this = unsafe { &*ctx };
         if this.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
+        // SAFETY: that was the last reference.
+        unsafe { Self::destroy(ctx) }
+    }
+
+    /// Runs the fd cleanups and frees the object (out of line: a job's
+    /// release of its reference almost never is the last one).
+    ///
+    /// # Safety
+    /// The caller dropped the last reference to the live `ctx`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn destroy(ctx: *mut CWaitCtx) {
+        // SAFETY: the caller held the last reference, so the object is alive.
+        let this = unsafe { &*ctx };
         // SAFETY: no reference is left but ours: nothing else reads `inner`
         // until the cleanups below start, and they see the empty context.
         let old = unsafe { std::mem::replace(&mut *this.inner.get(), WaitCtx::new()) };

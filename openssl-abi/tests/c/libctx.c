@@ -21,6 +21,44 @@ static int job(void *arg)
     return 1;
 }
 
+/* A job that sees the default it was started with, changes it and returns
+ * at once: the caller must get its own back (start+finish, no pause). */
+static OSSL_LIB_CTX *quick_saw;
+static int quick(void *arg)
+{
+    quick_saw = cur();
+    OSSL_LIB_CTX_set0_default((OSSL_LIB_CTX *)*(void **)arg);
+    return 2;
+}
+
+/* Start+finish jobs around changes of the caller's default: each job sees
+ * the default of the moment it starts (nothing remembered from the last
+ * job), and whatever the job sets is gone when it returns. */
+static int quick_jobs(void)
+{
+    ASYNC_JOB *j = NULL;
+    int ret = 0, round;
+    OSSL_LIB_CTX *callers[3] = { C, G, C };
+
+    for (round = 0; round < 3; round++) {
+        void *arg = J;
+        OSSL_LIB_CTX_set0_default(callers[round]);
+        CHECK_EQ(ASYNC_start_job(&j, NULL, &ret, quick, &arg, sizeof arg), ASYNC_FINISH);
+        CHECK_EQ(ret, 2);
+        CHECK(quick_saw == callers[round]);
+        CHECK(cur() == callers[round]);
+    }
+    /* A job that leaves the default alone: still the caller's afterwards. */
+    {
+        void *arg = G;
+        OSSL_LIB_CTX_set0_default(G);
+        CHECK_EQ(ASYNC_start_job(&j, NULL, &ret, quick, &arg, sizeof arg), ASYNC_FINISH);
+        CHECK(quick_saw == G);
+        CHECK(cur() == G);
+    }
+    return 1;
+}
+
 int main(void)
 {
     ASYNC_JOB *j = NULL;
@@ -39,6 +77,7 @@ int main(void)
     CHECK_EQ(ASYNC_start_job(&j, NULL, &ret, NULL, NULL, 0), ASYNC_FINISH);
     CHECK_EQ(job_saw_resume, 1);
     CHECK(cur() == G);
+    CHECK_EQ(quick_jobs(), 1);
     OSSL_LIB_CTX_set0_default(orig);
     OSSL_LIB_CTX_free(C);
     OSSL_LIB_CTX_free(J);
