@@ -9,7 +9,7 @@
 //! register, and nothing unwinds through the block (the callee is
 //! `extern "C"`, which aborts instead of unwinding).
 
-use super::harness::{Abi, Callee, Frame};
+use super::{Abi, Callee, Frame};
 use std::arch::asm;
 
 /// AAPCS64.
@@ -23,7 +23,11 @@ impl Abi for Native {
         "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x29", "d8", "d9", "d10", "d11", "d12",
         "d13", "d14", "d15",
     ];
-    const PROBES: &'static [(Callee, &'static str)] = &[(clobber_x23, "x23"), (clobber_d12, "d12")];
+    // `bti c` (a NOP without BTI) because the harness reaches them with `blr`.
+    const PROBES: &'static [(Callee, &'static str)] = probes![
+        "x23" => ["bti c", "mov x23, xzr", "ret"],
+        "d12" => ["bti c", "fmov d12, xzr", "ret"],
+    ];
 
     fn with_sentinels(frame: &mut Frame, f: Callee, arg: usize) {
         let p: *mut Frame = frame;
@@ -75,15 +79,3 @@ impl Abi for Native {
 }
 
 const _: () = assert!(std::mem::offset_of!(Frame, got) == 152);
-
-// Callees that clobber x23 or d12 against the ABI. `bti c` (a NOP without
-// BTI) because the harness reaches them with `blr`.
-#[unsafe(naked)]
-extern "C" fn clobber_x23(_: usize) {
-    std::arch::naked_asm!("bti c", "mov x23, xzr", "ret");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_d12(_: usize) {
-    std::arch::naked_asm!("bti c", "fmov d12, xzr", "ret");
-}

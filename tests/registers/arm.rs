@@ -9,7 +9,7 @@
 //! like any callee-saved register, and nothing unwinds through the block
 //! (the callee is `extern "C"`, which aborts instead of unwinding).
 
-use super::harness::{Abi, Callee, Frame};
+use super::{Abi, Callee, Frame};
 use std::arch::asm;
 
 /// AAPCS32 with the VFP variant (hard float).
@@ -24,7 +24,13 @@ impl Abi for Native {
         "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "d8", "d8", "d9", "d9", "d10", "d10", "d11", "d11", "d12",
         "d12", "d13", "d13", "d14", "d14", "d15", "d15",
     ];
-    const PROBES: &'static [(Callee, &'static str)] = &[(clobber_r5, "r5"), (clobber_r11, "r11"), (clobber_d12, "d12")];
+    // r11 is the frame pointer the asm saves by hand. The harness passes 0,
+    // so `vmov d12, r0, r0` zeroes d12, never a sentinel.
+    const PROBES: &'static [(Callee, &'static str)] = probes![
+        "r5" => ["mov r5, #0", "bx lr"],
+        "r11" => ["mov r11, #0", "bx lr"],
+        "d12" => ["vmov d12, r0, r0", "bx lr"],
+    ];
 
     fn with_sentinels(frame: &mut Frame, f: Callee, arg: usize) {
         let p: *mut Frame = frame;
@@ -62,21 +68,3 @@ impl Abi for Native {
 }
 
 const _: () = assert!(std::mem::offset_of!(Frame, got) == 96);
-
-// Callees that clobber r5, r11 (the frame pointer the asm saves by hand) or
-// d12 against the ABI.
-#[unsafe(naked)]
-extern "C" fn clobber_r5(_: usize) {
-    std::arch::naked_asm!("mov r5, #0", "bx lr");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_r11(_: usize) {
-    std::arch::naked_asm!("mov r11, #0", "bx lr");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_d12(_: usize) {
-    // arg is 0: d12 = r0:r0 = 0, never a sentinel.
-    std::arch::naked_asm!("vmov d12, r0, r0", "bx lr");
-}

@@ -10,7 +10,7 @@
 //! register, and nothing unwinds through the block (the callee is
 //! `extern "C"`, which aborts instead of unwinding).
 
-use super::harness::{Abi, Callee, Frame, Masked};
+use super::{Abi, Callee, Frame, Masked};
 use std::arch::asm;
 
 /// CR bits of cr2, cr3 and cr4 (cr0 is the most significant field).
@@ -34,13 +34,14 @@ impl Abi for Native {
         Masked { name: "cr2-cr4", mask: CR_NONVOLATILE, control: false },
         Masked { name: "VRSAVE", mask: 0xffff_ffff, control: false },
     ];
-    const PROBES: &'static [(Callee, &'static str)] = &[
-        (clobber_r20, "r20"),
-        (clobber_r31, "r31"),
-        (clobber_f20, "f20"),
-        (clobber_v25, "v25"),
-        (clobber_cr3, "cr2-cr4"),
-        (clobber_vrsave, "VRSAVE"),
+    // r31 is saved by hand; a cr3 clobber is reported as cr2-cr4.
+    const PROBES: &'static [(Callee, &'static str)] = probes![
+        "r20" => ["li 20, 0", "blr"],
+        "r31" => ["li 31, 0", "blr"],
+        "f20" => ["xxlxor 20, 20, 20", "blr"],
+        "v25" => ["vxor 25, 25, 25", "blr"],
+        "cr2-cr4" => ["li 0, 0", "mtcrf 0x10, 0", "blr"],
+        "VRSAVE" => ["li 0, 0", "mtvrsave 0", "blr"],
     ];
 
     fn with_sentinels(frame: &mut Frame, f: Callee, arg: usize) {
@@ -228,35 +229,3 @@ impl Abi for Native {
 }
 
 const _: () = assert!(std::mem::offset_of!(Frame, got) == 496 && std::mem::align_of::<Frame>() == 16);
-
-// Callees that clobber r20, r31 (saved by hand), f20, v25, cr3 or VRSAVE
-// against the ABI.
-#[unsafe(naked)]
-extern "C" fn clobber_r20(_: usize) {
-    std::arch::naked_asm!("li 20, 0", "blr");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_r31(_: usize) {
-    std::arch::naked_asm!("li 31, 0", "blr");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_f20(_: usize) {
-    std::arch::naked_asm!("xxlxor 20, 20, 20", "blr");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_v25(_: usize) {
-    std::arch::naked_asm!("vxor 25, 25, 25", "blr");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_cr3(_: usize) {
-    std::arch::naked_asm!("li 0, 0", "mtcrf 0x10, 0", "blr");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_vrsave(_: usize) {
-    std::arch::naked_asm!("li 0, 0", "mtvrsave 0", "blr");
-}

@@ -13,7 +13,7 @@
 //! targets). Stable rustc hides the "d" target feature from `cfg`, so the
 //! tests check the backend name at run time and skip elsewhere.
 
-use super::harness::{Abi, Callee, Frame};
+use super::{Abi, Callee, Frame};
 use std::arch::asm;
 
 /// The LP64D calling convention.
@@ -27,8 +27,18 @@ impl Abi for Native {
         "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "fs0", "fs1", "fs2", "fs3", "fs4",
         "fs5", "fs6", "fs7", "fs8", "fs9", "fs10", "fs11",
     ];
-    const REQUIRES_BACKEND: Option<&'static str> = Some("riscv64-lp64d");
-    const PROBES: &'static [(Callee, &'static str)] = &[(clobber_s5, "s5"), (clobber_fs7, "fs7")];
+    const PROBES: &'static [(Callee, &'static str)] = probes![
+        "s5" => ["li s5, 0", "ret"],
+        "fs7" => ["fmv.d.x fs7, zero", "ret"],
+    ];
+
+    /// Stable rustc hides the float ABI from `cfg`: the backend's name tells.
+    fn applies() -> Result<(), String> {
+        match stackjob::backend() {
+            "riscv64-lp64d" => Ok(()),
+            other => Err(format!("these sentinels assume LP64D, the backend is {other:?}")),
+        }
+    }
 
     fn with_sentinels(frame: &mut Frame, f: Callee, arg: usize) {
         let p: *mut Frame = frame;
@@ -114,14 +124,3 @@ impl Abi for Native {
 }
 
 const _: () = assert!(std::mem::offset_of!(Frame, got) == 192);
-
-// Callees that clobber s5 or fs7 against the ABI.
-#[unsafe(naked)]
-extern "C" fn clobber_s5(_: usize) {
-    std::arch::naked_asm!("li s5, 0", "ret");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_fs7(_: usize) {
-    std::arch::naked_asm!("fmv.d.x fs7, zero", "ret");
-}

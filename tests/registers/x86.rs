@@ -10,7 +10,7 @@
 //! like any callee-saved register, and nothing unwinds through the block
 //! (the callee is `extern "C"`, which aborts instead of unwinding).
 
-use super::harness::{Abi, Callee, ControlWords, Frame, Masked};
+use super::{Abi, Callee, ControlWords, Frame, Masked};
 use std::arch::asm;
 
 /// MXCSR control bits; status flags (bits 0-5) are caller-saved.
@@ -30,8 +30,11 @@ impl Abi for Native {
         Masked { name: "MXCSR control bits", mask: MXCSR_CONTROL, control: true },
         Masked { name: "x87 control word", mask: FCW_MEANINGFUL, control: true },
     ];
-    const PROBES: &'static [(Callee, &'static str)] =
-        &[(clobber_edi, "edi"), (clobber_ebx, "ebx"), (clobber_mxcsr, "MXCSR control bits")];
+    const PROBES: &'static [(Callee, &'static str)] = probes![
+        "edi" => ["xor edi, edi", "ret"],
+        "ebx" => ["xor ebx, ebx", "ret"],
+        "MXCSR control bits" => ["push 0x1f80", "ldmxcsr dword ptr [esp]", "add esp, 4", "ret"],
+    ];
 
     /// The job's control words: round toward zero, FZ+DAZ, x87 RC=chop,
     /// PC=double. The resumer's: round down, DAZ, x87 RC=down, PC=single.
@@ -95,20 +98,3 @@ impl Abi for Native {
 }
 
 const _: () = assert!(std::mem::offset_of!(Frame, got) == 24);
-
-// Callees that clobber edi or ebx, or the MXCSR rounding bits, against the
-// ABI.
-#[unsafe(naked)]
-extern "C" fn clobber_edi(_: usize) {
-    std::arch::naked_asm!("xor edi, edi", "ret");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_ebx(_: usize) {
-    std::arch::naked_asm!("xor ebx, ebx", "ret");
-}
-
-#[unsafe(naked)]
-extern "C" fn clobber_mxcsr(_: usize) {
-    std::arch::naked_asm!("push 0x1f80", "ldmxcsr dword ptr [esp]", "add esp, 4", "ret");
-}

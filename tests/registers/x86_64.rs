@@ -10,7 +10,7 @@
 //! unwinds through the block (the callee is `extern "C"`, which aborts
 //! instead of unwinding).
 
-use super::harness::{Abi, Callee, ControlWords, Frame, Masked};
+use super::{Abi, Callee, ControlWords, Frame, Masked};
 use std::arch::asm;
 
 /// MXCSR control bits; status flags (bits 0-5) are caller-saved.
@@ -32,7 +32,7 @@ impl Abi for Native {
         Masked { name: "MXCSR control bits", mask: MXCSR_CONTROL, control: true },
         Masked { name: "x87 control word", mask: FCW_MEANINGFUL, control: true },
     ];
-    const PROBES: &'static [(Callee, &'static str)] = &[(clobber_r13, "r13")];
+    const PROBES: &'static [(Callee, &'static str)] = probes!["r13" => ["xor r13d, r13d", "ret"]];
 
     /// (MXCSR, x87 control word) for the job side and the resumer side.
     fn control_words() -> ControlWords {
@@ -105,9 +105,3 @@ impl Abi for Native {
 }
 
 const _: () = assert!(std::mem::offset_of!(Frame, got) == 64);
-
-/// Clobbers r13 against the ABI.
-#[unsafe(naked)]
-extern "C" fn clobber_r13(_: usize) {
-    std::arch::naked_asm!("xor r13d, r13d", "ret");
-}
