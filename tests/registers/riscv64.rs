@@ -27,9 +27,11 @@ impl Abi for Native {
         "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "fs0", "fs1", "fs2", "fs3", "fs4",
         "fs5", "fs6", "fs7", "fs8", "fs9", "fs10", "fs11",
     ];
+    // A naked function's asm is assembled on its own, which in release
+    // builds does not see the target's "d" feature: the probe turns it on.
     const PROBES: &'static [(Callee, &'static str)] = probes![
         "s5" => ["li s5, 0", "ret"],
-        "fs7" => ["fmv.d.x fs7, zero", "ret"],
+        "fs7" => [".option push", ".option arch, +d", "fmv.d.x fs7, zero", ".option pop", "ret"],
     ];
 
     /// Stable rustc hides the float ABI from `cfg`: the backend's name tells.
