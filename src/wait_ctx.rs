@@ -292,6 +292,9 @@ impl WaitCtx {
     ///     remote.set_status(Status::Ok);
     ///     (remote.callback().unwrap())();
     /// }).join().unwrap();
+    /// // The callback holds a clone of `ctx`: unset it, or the two keep
+    /// // each other alive (a reference cycle, as with any `Arc`).
+    /// ctx.set_callback(None);
     /// ```
     pub fn callback(&self) -> Option<Callback> {
         self.shared.callback.lock().unwrap_or_else(|e| e.into_inner()).clone()
