@@ -112,7 +112,7 @@ pub extern "C" fn stackjob_async_cancel_job(job: *mut AsyncJob) -> c_int {
     guard(0, || {
         handles::with_state(|t| {
             let h = job as usize;
-            let Some((index, r)) = handles::lookup(h) else { return 0 };
+            let Some((_, r)) = handles::lookup(h) else { return 0 };
             if !t.owns(r) || r.state.load(Ordering::Relaxed) != PAUSED {
                 return 0;
             }
@@ -133,7 +133,7 @@ pub extern "C" fn stackjob_async_cancel_job(job: *mut AsyncJob) -> c_int {
             }
             let quarantined = stackjob::quarantined_jobs() != before;
             // SAFETY: owned by this thread; its job slot was emptied above.
-            unsafe { handles::release(t, index, r) };
+            unsafe { handles::release(t, r) };
             if quarantined { STACKJOB_CANCEL_QUARANTINED } else { STACKJOB_CANCEL_UNWOUND }
         })
     })

@@ -320,7 +320,7 @@ fn new_index() -> Option<u32> {
 /// The calling thread (state `t`) must own the record, and its `job` must be
 /// empty.
 #[inline(always)]
-pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
+pub(crate) unsafe fn release(t: &ThreadState, r: &'static Rec) {
     // Only the owner thread writes a live record, so plain loads and stores
     // do instead of read-modify-writes (each a locked instruction). Other
     // threads read it as a seqlock (`ASYNC_get_wait_ctx`: validate, read
@@ -330,14 +330,14 @@ pub(crate) unsafe fn release(t: &ThreadState, index: u32, r: &'static Rec) {
     // this happens under the record's wake lock, which a wake holds while
     // it checks the handle and calls the callback (out of line: the common
     // case carries no lock guard to drop).
-    let ctx = if r.wake_issued.load(Ordering::Relaxed) { end_locked(index, r) } else { end(r) };
+    let ctx = if r.wake_issued.load(Ordering::Relaxed) { end_locked(r) } else { end(r) };
     // The fd cleanups below are user code, which may wake other jobs.
     if !ctx.is_null() {
         // SAFETY: the record held one reference to `ctx`.
         unsafe { CWaitCtx::release(ctx) };
     }
     if t.exited.get() {
-        GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).push(index);
+        GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner()).push(r.index);
     } else {
         r.next_free.set(t.free.get());
         t.free.set(r);
@@ -361,9 +361,9 @@ fn end(r: &Rec) -> *mut CWaitCtx {
 /// out for.
 #[cold]
 #[inline(never)]
-fn end_locked(index: u32, r: &Rec) -> *mut CWaitCtx {
+fn end_locked(r: &Rec) -> *mut CWaitCtx {
     r.wake_issued.store(false, Ordering::Relaxed);
-    let _wake = crate::ext::wake_lock(index);
+    let _wake = crate::ext::wake_lock(r.index);
     end(r)
 }
 
@@ -388,7 +388,7 @@ pub(crate) fn release_paused_of_this_thread(t: &ThreadState) {
         let job = unsafe { (*r.job.get()).take() };
         drop(job);
         // SAFETY: owned by this thread; `job` was emptied above.
-        unsafe { release(t, index, r) };
+        unsafe { release(t, r) };
     }
 }
 

@@ -405,13 +405,13 @@ unsafe fn settle(
             // SAFETY: as above; then the record goes back (job slot empty).
             unsafe {
                 *job = ptr::null_mut();
-                handles::release(t, r.index, r);
+                handles::release(t, r);
             }
             ASYNC_FINISH
         }
         Err(e) => {
             // SAFETY: owner thread; no job is stored in the record.
-            unsafe { handles::release(t, r.index, r) };
+            unsafe { handles::release(t, r) };
             match e {
                 Error::NoJobs { .. } | Error::NotCapable { .. } => ASYNC_NO_JOBS,
                 _ => ASYNC_ERR,
