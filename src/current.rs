@@ -1,6 +1,6 @@
 //! The per-thread state the hot paths touch, in one thread-local: the
-//! running job, the pool's idle-stack list, the job-id counter and the
-//! newest parked job.
+//! running job, the pool's idle-stack list, the job-id counter, the
+//! list of the thread's stacks and the first-pause counter.
 //!
 //! One `const`-initialised thread-local with no destructor: in an
 //! executable each field is one `fs`-relative load or store; in a shared
@@ -32,8 +32,15 @@ pub(crate) struct Hot {
     pub(crate) epoch: Cell<u64>,
     /// The next job id (job.rs).
     pub(crate) next_id: Cell<u64>,
-    /// The most recently parked job's slot, or null (job.rs).
-    pub(crate) newest_parked: Cell<*mut u8>,
+    /// The newest stack the thread mapped, or null: the head of the list
+    /// of its mapped stacks (stack.rs, `stack::live`).
+    pub(crate) live: Cell<*mut u8>,
+    /// Moves whenever that list changes (stack.rs).
+    pub(crate) live_changes: Cell<u64>,
+    /// How many jobs of the thread paused for the first time: each such
+    /// job's stamp, so that `cleanup_thread` cancels the newest first
+    /// (job.rs).
+    pub(crate) first_pauses: Cell<u64>,
 }
 
 thread_local! {
@@ -44,7 +51,9 @@ thread_local! {
             idle_len: Cell::new(0),
             epoch: Cell::new(NO_POOL),
             next_id: Cell::new(1),
-            newest_parked: Cell::new(ptr::null_mut()),
+            live: Cell::new(ptr::null_mut()),
+            live_changes: Cell::new(0),
+            first_pauses: Cell::new(0),
         }
     };
 }

@@ -1,7 +1,7 @@
 //! Jobs: the OpenSSL-style layer over the typed core (`raw`): start,
 //! pause found through the thread's running-job pointer, resume, finish,
-//! cancel, wait contexts, `block_pause`, and the parked-job list that
-//! `cleanup_thread` and thread exit cancel.
+//! cancel, wait contexts, `block_pause`, and the cancellation of the
+//! paused jobs that `cleanup_thread` and thread exit end.
 //!
 //! Every job stack carries a [`Slot`] at its top: the core's bookkeeping
 //! (saved stack pointers, errno, the outcome pointer) first, then the little
@@ -20,7 +20,6 @@ use crate::pool;
 use crate::raw::{self, Core, Isolated, Isolation, Landing, Shared, Suspender};
 use crate::stack::{self, Stack};
 use crate::wait_ctx::WaitCtx;
-use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::panic;
@@ -80,6 +79,11 @@ struct Slot {
     ctx: Option<WaitCtx>,
     /// Unique per job on this thread, for `BlockGuard`; 0 until issued (`id_of`).
     id: u64,
+    /// 0 until the job first pauses; then its place in the thread's order
+    /// of first pauses (`Hot::first_pauses`): `cleanup_thread` cancels the
+    /// paused jobs with a stamp, newest first. Cleared when the job is
+    /// abandoned.
+    paused_at: u64,
     /// Nested `block_pause` count; belongs to this job only.
     blocked: u32,
     state: State,
@@ -88,19 +92,14 @@ struct Slot {
     /// `isolate_thread_state`, fixed for the stack's life): one byte, so
     /// that a start tests both at once.
     mode: Mode,
-    /// Listed in this thread's parked-job list (see `Parked`).
-    parked: bool,
     /// Set when `cleanup_thread` (or thread exit) ended the job while its
     /// handle was still alive: the handle must not resume it.
     dead: Dead,
     /// The handle went away while the job was `Dead::Cancelling`: the
     /// canceller disposes of the stack.
     orphaned: bool,
-    /// Neighbours in the parked-job list while `parked` (older, newer).
-    parked_prev: *mut Slot,
-    parked_next: *mut Slot,
     /// Cancels the job (monomorphised for its result type), for
-    /// `cleanup_thread`, which only knows the slot.
+    /// `cleanup_thread`, which only knows the slot; set with `paused_at`.
     cancel_fn: unsafe fn(&Stack) -> bool,
 }
 
@@ -272,8 +271,10 @@ where
             (*slot).ctx = Some(ctx.clone());
         }
         // The id is issued on demand (`id_of`); `cancel_fn` is set when the
-        // job first pauses (`park`): a job that never pauses needs neither.
+        // job first pauses (`first_pause`): a job that never pauses needs
+        // neither.
         (*slot).id = 0;
+        (*slot).paused_at = 0;
         (*slot).blocked = 0;
     }
     // A large body stays here until the job moves it out, as its first
@@ -323,11 +324,9 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) -> bool {
         ptr::addr_of_mut!((*slot).id).write(0);
         ptr::addr_of_mut!((*slot).blocked).write(0);
         ptr::addr_of_mut!((*slot).state).write(State::Finished);
-        ptr::addr_of_mut!((*slot).parked).write(false);
         ptr::addr_of_mut!((*slot).dead).write(Dead::No);
         ptr::addr_of_mut!((*slot).orphaned).write(false);
-        ptr::addr_of_mut!((*slot).parked_prev).write(ptr::null_mut());
-        ptr::addr_of_mut!((*slot).parked_next).write(ptr::null_mut());
+        ptr::addr_of_mut!((*slot).paused_at).write(0);
         ptr::addr_of_mut!((*slot).cancel_fn).write(cancel_erased::<()>);
         ptr::addr_of_mut!((*slot).mode).write(if isolate { Mode::Isolated } else { Mode::Shared });
     }
@@ -353,8 +352,8 @@ fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Er
             return finished_here(stack, &mut landing);
         }
         (*slot).state = State::Paused;
-        if !(*slot).parked {
-            park(slot, cancel_erased::<R>);
+        if (*slot).paused_at == 0 {
+            first_pause(slot, cancel_erased::<R>);
         }
         Ok(Step::Paused(Job { stack: ManuallyDrop::new(stack), _marker: PhantomData }))
     }
@@ -392,19 +391,12 @@ fn finish(stack: Stack) {
     drop(ctx);
 }
 
-/// A job that will never run again (finished, or abandoned) leaves the
-/// parked list and gives up its wait ctx, which the caller drops once the
-/// stack is disposed of.
+/// A job that will never run again (finished, or abandoned) gives up its
+/// wait ctx, which the caller drops once the stack is disposed of.
 #[inline(always)]
 fn retire(stack: &Stack) -> Option<WaitCtx> {
-    let slot = slot_of(stack);
     // SAFETY: the job is switched out for good; its slot is ours.
-    unsafe {
-        if (*slot).parked {
-            unpark(slot);
-        }
-        (*slot).ctx.take()
-    }
+    unsafe { (*slot_of(stack)).ctx.take() }
 }
 
 impl<R> Job<R> {
@@ -522,6 +514,10 @@ unsafe fn cancel_erased<R>(stack: &Stack) -> bool {
 /// and is let go, so its cleanups can run once the last user handle drops;
 /// clones held in the abandoned frames themselves are leaked with the stack.
 fn abandon(stack: Stack) {
+    // Its frames stay paused on a quarantined stack: `cleanup_thread` must
+    // not try it again.
+    // SAFETY: the job is switched out for good; its slot is ours.
+    unsafe { (*slot_of(&stack)).paused_at = 0 };
     let ctx = retire(&stack);
     pool::quarantine(stack);
     drop(ctx);
@@ -551,28 +547,23 @@ fn bury(stack: Stack) {
     }
 }
 
-/// This thread's parked jobs: every job that paused at least once and has
-/// not finished, as an intrusive doubly linked list through the slots
-/// (no allocation, O(1) in and out). `cleanup_thread` and thread exit
-/// cancel them, newest first, so no paused job outlives its thread's
-/// resources unnoticed. A job enters on its first pause and leaves when it
-/// finishes: jobs that never pause never touch the list.
+/// This thread's parked jobs are found, when `cleanup_thread` or thread
+/// exit needs them, among the stacks the thread has mapped (`stack::live`,
+/// kept on the cold paths where stacks are created and unmapped): a job
+/// that paused at least once and has not finished is `Paused` with a
+/// `paused_at` stamp. So starting, pausing and finishing a job cost no list
+/// bookkeeping; a job's first pause only stamps it. They are cancelled
+/// newest first (by first pause), so that no paused job outlives its
+/// thread's resources unnoticed.
 ///
-/// The list head has no destructor, so the list stays usable while the thread's
-/// other thread-locals are destroyed (cancelling a job runs its
-/// destructors, which may finish other parked jobs); the separate
-/// `EXIT_GUARD` is what cancels the list at thread exit.
+/// Everything this reads is in const thread-locals without destructors, so
+/// it works while the thread's other thread-locals are destroyed
+/// (cancelling a job runs its destructors, which may finish other parked
+/// jobs); the separate `EXIT_GUARD` is what cancels them at thread exit.
 struct ExitGuard;
 
 thread_local! {
     static EXIT_GUARD: ExitGuard = const { ExitGuard };
-}
-
-/// The most recently parked job (the list's newest end), or null; kept in
-/// the thread's hot state (`current::Hot::newest_parked`).
-#[inline(always)]
-fn newest() -> &'static Cell<*mut u8> {
-    &current::hot().newest_parked
 }
 
 impl Drop for ExitGuard {
@@ -581,80 +572,101 @@ impl Drop for ExitGuard {
     }
 }
 
-/// Lists a job that paused for the first time (the thread-exit guard was
-/// registered when its slot was initialised), with the function that
+/// Stamps a job that paused for the first time (the thread-exit guard was
+/// registered when its slot was initialised) and records the function that
 /// cancels it.
-#[inline(never)]
-fn park(slot: *mut Slot, cancel_fn: unsafe fn(&Stack) -> bool) {
-    let head = newest();
-    let newest = head.get().cast::<Slot>();
-    // SAFETY: the job is switched out, so its slot is ours; `newest` is a
-    // live parked slot of this thread (the list holds only those).
+///
+/// # Safety
+/// `slot` is a paused job's slot, ours.
+#[inline(always)]
+unsafe fn first_pause(slot: *mut Slot, cancel_fn: unsafe fn(&Stack) -> bool) {
+    let count = &current::hot().first_pauses;
+    let stamp = count.get() + 1;
+    count.set(stamp);
+    // SAFETY: per the contract.
     unsafe {
-        (*slot).parked = true;
+        (*slot).paused_at = stamp;
         (*slot).cancel_fn = cancel_fn;
-        (*slot).parked_prev = newest;
-        (*slot).parked_next = ptr::null_mut();
-        if !newest.is_null() {
-            (*newest).parked_next = slot;
-        }
     }
-    head.set(slot.cast());
 }
 
+/// Whether the stack whose top is `top` holds a paused job that
+/// `cancel_parked` must still cancel, and its stamp.
+///
 /// # Safety
-/// `slot` must be parked.
-unsafe fn unpark(slot: *mut Slot) {
-    // SAFETY: per the contract; its neighbours are live parked slots.
+/// `top` is a mapped stack of this thread (listed in `stack::live`).
+unsafe fn parked_stamp(top: *mut u8) -> Option<u64> {
+    let slot = top.cast::<Slot>();
+    // SAFETY: per the contract the slot memory is mapped; a stack no job
+    // used yet has a zeroed slot (`Mode::Uninit`), whose other fields are
+    // not read.
     unsafe {
-        (*slot).parked = false;
-        let (prev, next) = ((*slot).parked_prev, (*slot).parked_next);
-        if !prev.is_null() {
-            (*prev).parked_next = next;
-        }
-        if next.is_null() {
-            newest().set(prev.cast());
-        } else {
-            (*next).parked_prev = prev;
-        }
-        (*slot).parked_prev = ptr::null_mut();
-        (*slot).parked_next = ptr::null_mut();
+        let mode = ptr::addr_of!((*slot).mode).cast::<u8>().read();
+        let live = mode != 0 && (*slot).state == State::Paused && (*slot).dead == Dead::No;
+        (live && (*slot).paused_at != 0).then_some((*slot).paused_at)
     }
 }
 
 /// Cancels every parked job of the thread that is paused, newest first
 /// (running ones, on the current call chain, are left to finish), and marks
-/// each as dead for its handle. Jobs parked or unparked meanwhile (by the
-/// destructors of a cancelled job) are seen as the list changes.
+/// each as dead for its handle. Jobs that pause, finish, or whose stacks
+/// come or go meanwhile (by the destructors of a cancelled job) are seen:
+/// the candidates are collected again whenever a stack was created or
+/// unmapped, or a job first paused, since they were collected.
+#[cold]
 fn cancel_parked() {
-    loop {
-        let slot = newest().get().cast::<Slot>();
-        if slot.is_null() {
+    let mut parked: Vec<(u64, *mut u8)> = Vec::new();
+    'collect: loop {
+        parked.clear();
+        let (changes, pauses) = (stack::live::changes(), current::hot().first_pauses.get());
+        // SAFETY: every listed top is a mapped stack of this thread.
+        stack::live::for_each(|top| {
+            if let Some(stamp) = unsafe { parked_stamp(top) } {
+                parked.push((stamp, top));
+            }
+        });
+        if parked.is_empty() {
             return;
         }
-        // SAFETY: listed slots are live; paused ones are switched out and
-        // owned by a handle that cannot run while we do (same thread).
-        unsafe {
-            unpark(slot);
-            if (*slot).state != State::Paused {
-                continue;
+        parked.sort_unstable_by_key(|&(stamp, _)| std::cmp::Reverse(stamp));
+        for &(stamp, top) in &parked {
+            if stack::live::changes() != changes || current::hot().first_pauses.get() != pauses {
+                continue 'collect;
             }
-            // The handle keeps owning the stack memory; borrow it here. The
-            // wait ctx clone stays in the slot until the handle goes: a
-            // `Job::wait_ctx` borrow may be alive across this call.
-            let stack = ManuallyDrop::new(Stack::from_top(slot.cast()));
-            (*slot).dead = Dead::Cancelling;
-            (*slot).orphaned = false;
-            let finished = ((*slot).cancel_fn)(&stack);
-            (*slot).dead = if finished { Dead::Cancelled } else { Dead::Quarantined };
-            if !finished {
-                pool::note_quarantined(&stack);
+            // SAFETY: no stack was unmapped since the tops were collected,
+            // so `top` is still mapped; it is checked again because an
+            // earlier cancellation may have finished it.
+            if unsafe { parked_stamp(top) } == Some(stamp) {
+                // SAFETY: a parked job, paused, of this thread.
+                unsafe { cancel_one(top.cast()) };
             }
-            if (*slot).orphaned {
-                // The handle was dropped (or resumed) by the job's own
-                // unwind: nobody else will dispose of the stack.
-                bury(ManuallyDrop::into_inner(stack));
-            }
+        }
+    }
+}
+
+/// Cancels one parked job for `cancel_parked` and marks it dead.
+///
+/// # Safety
+/// `slot` is the slot of a paused job of this thread that is not dead, and
+/// owned by a handle that cannot run while we do (same thread).
+unsafe fn cancel_one(slot: *mut Slot) {
+    // SAFETY: per the contract.
+    unsafe {
+        // The handle keeps owning the stack memory; borrow it here. The
+        // wait ctx clone stays in the slot until the handle goes: a
+        // `Job::wait_ctx` borrow may be alive across this call.
+        let stack = ManuallyDrop::new(Stack::from_top(slot.cast()));
+        (*slot).dead = Dead::Cancelling;
+        (*slot).orphaned = false;
+        let finished = ((*slot).cancel_fn)(&stack);
+        (*slot).dead = if finished { Dead::Cancelled } else { Dead::Quarantined };
+        if !finished {
+            pool::note_quarantined(&stack);
+        }
+        if (*slot).orphaned {
+            // The handle was dropped (or resumed) by the job's own
+            // unwind: nobody else will dispose of the stack.
+            bury(ManuallyDrop::into_inner(stack));
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   high  +---------------------------+ <- map end
-//!         | header (the mapping, pool)|    64 bytes
+//!         | header (the mapping, pool)|    128 bytes
 //!         +---------------------------+
 //!         | job slot (Rust, see job)  |    SLOT_RESERVE bytes
 //!         +---------------------------+ <- top(): 64-aligned; a `Stack` is
@@ -87,7 +87,7 @@ pub const MAX_GUARD_SIZE: usize = 1 << 30;
 /// of the job that owns the stack); the slot starts at [`Stack::top`].
 pub(crate) const SLOT_RESERVE: usize = 192;
 /// Bytes at the very top of every mapping for the stack's own header.
-const HEADER_RESERVE: usize = 64;
+const HEADER_RESERVE: usize = 128;
 
 /// Where a pool's stack memory comes from when it is not the crate's own
 /// `mmap`: a pair of C-style functions, the shape of OpenSSL's
@@ -214,6 +214,10 @@ struct Header {
     /// While the stack is idle in its pool: the next idle stack's top (the
     /// pool's free list is threaded through the stacks themselves).
     next_idle: *mut u8,
+    /// Neighbours in the thread's list of mapped stacks (see [`live`]):
+    /// the tops of the next newer and the next older stack, or null.
+    live_newer: *mut u8,
+    live_older: *mut u8,
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_RESERVE);
@@ -345,7 +349,10 @@ impl Stack {
                 low,
                 registration,
                 next_idle: std::ptr::null_mut(),
+                live_newer: std::ptr::null_mut(),
+                live_older: std::ptr::null_mut(),
             });
+            live::link(top.as_ptr());
             Ok(Stack { top })
         }
     }
@@ -651,13 +658,16 @@ impl Drop for Stack {
 #[inline(never)]
 unsafe fn unmap(top: NonNull<u8>) {
     let _errno = errno::Keep::new();
-    // SAFETY: per the contract the header above `top` is intact. The range
+    // SAFETY: per the contract the header above `top` is intact and the
+    // stack is listed (on this thread: a Stack never leaves the thread that
+    // created it), so it comes off the thread's list first. The range
     // deregistered is the one `new` registered: from above the guard region
     // to the (64-aligned) end of the block. Then we read what we need out
     // of the header (which is never read again) and give the block back,
     // the header included: `munmap` for our own mapping, or, after the
     // guard page is made accessible again, the allocator's `free`.
     unsafe {
+        live::unlink(top.as_ptr());
         let header = top.as_ptr().add(SLOT_RESERVE).cast::<Header>();
         let lowest = bottom_of(header);
         let (base, len, guard, free) = ((*header).base, (*header).len, (*header).guard as usize, (*header).free);
@@ -854,5 +864,86 @@ mod tests {
             // SAFETY: as above.
             assert_eq!(unsafe { first_nonzero(base, end) }, base + word * 8, "dirty word {word}");
         }
+    }
+}
+
+/// Every stack this thread has mapped and not yet unmapped, as an intrusive
+/// doubly linked list through the headers (newest first; the head is in the
+/// thread's hot state, `current::Hot::live`). A stack joins when it is
+/// created and leaves when it is unmapped, both on the cold path, so the
+/// layers above can find every job of the thread (the job layer's
+/// `cleanup_thread`) without any bookkeeping while jobs start, pause or
+/// end. A `Stack` is neither `Send` nor `Sync`, so it is created and
+/// unmapped on one thread: the list is that thread's alone.
+pub(crate) mod live {
+    use super::{Header, SLOT_RESERVE};
+    use crate::current;
+
+    /// # Safety
+    /// `top` is a stack's top whose header is initialised.
+    #[inline(always)]
+    unsafe fn header(top: *mut u8) -> *mut Header {
+        // SAFETY: per the contract the header lies SLOT_RESERVE bytes above.
+        unsafe { top.add(SLOT_RESERVE).cast() }
+    }
+
+    /// Lists a new stack as the newest.
+    ///
+    /// # Safety
+    /// `top` is a new stack's top, its header initialised and not listed.
+    pub(super) unsafe fn link(top: *mut u8) {
+        let hot = current::hot();
+        let older = hot.live.get();
+        // SAFETY: per the contract; `older` is a listed, mapped stack.
+        unsafe {
+            (*header(top)).live_older = older;
+            (*header(top)).live_newer = std::ptr::null_mut();
+            if !older.is_null() {
+                (*header(older)).live_newer = top;
+            }
+        }
+        hot.live.set(top);
+        hot.live_changes.set(hot.live_changes.get().wrapping_add(1));
+    }
+
+    /// Takes a stack that is about to be unmapped off the list.
+    ///
+    /// # Safety
+    /// `top` is a listed stack's top, on the thread that created it.
+    pub(super) unsafe fn unlink(top: *mut u8) {
+        let hot = current::hot();
+        // SAFETY: per the contract; its neighbours are listed, mapped stacks.
+        unsafe {
+            let (newer, older) = ((*header(top)).live_newer, (*header(top)).live_older);
+            if newer.is_null() {
+                hot.live.set(older);
+            } else {
+                (*header(newer)).live_older = older;
+            }
+            if !older.is_null() {
+                (*header(older)).live_newer = newer;
+            }
+        }
+        hot.live_changes.set(hot.live_changes.get().wrapping_add(1));
+    }
+
+    /// Calls `f` with the top of every stack the thread has mapped, newest
+    /// first. `f` must not create or unmap stacks (collect, then act).
+    pub(crate) fn for_each(mut f: impl FnMut(*mut u8)) {
+        let changes = changes();
+        let mut top = current::hot().live.get();
+        while !top.is_null() {
+            f(top);
+            debug_assert_eq!(changes, self::changes(), "live::for_each: a stack was created or unmapped meanwhile");
+            // SAFETY: `top` is listed, so mapped, with an initialised header.
+            top = unsafe { (*header(top)).live_older };
+        }
+    }
+
+    /// A counter that moves whenever a stack is created or unmapped on
+    /// this thread: tops collected by [`for_each`] are still mapped while
+    /// it reads the same.
+    pub(crate) fn changes() -> u64 {
+        current::hot().live_changes.get()
     }
 }

@@ -253,3 +253,90 @@ fn a_dead_handle_still_shows_its_wait_ctx_until_dropped() {
     drop(job);
     assert_eq!(cleaned.load(Ordering::SeqCst), 1, "the dead handle took the last clone with it");
 }
+
+/// The order is that of first pauses, not of starts: an outer job that
+/// starts an inner one, which pauses first, pauses after it, so the outer
+/// job is the newer and is cancelled first (its unwind then drops the
+/// inner job's handle, which cancels that one).
+#[test]
+fn cleanup_thread_cancels_by_first_pause_newest_first() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    struct Record(&'static str, Rc<std::cell::RefCell<Vec<&'static str>>>);
+    impl Drop for Record {
+        fn drop(&mut self) {
+            self.1.borrow_mut().push(self.0);
+        }
+    }
+    let (o, i) = (Record("outer", order.clone()), Record("inner", order.clone()));
+    let outer = paused(
+        start(None, move || {
+            let _inner = paused(
+                start(None, move || {
+                    let _i = i;
+                    pause();
+                })
+                .unwrap(),
+            );
+            // Dropped before `_inner` when the outer job unwinds: the
+            // outer job's record comes first exactly if it is cancelled
+            // first (if the inner job were, its record would).
+            let _o = o;
+            pause();
+        })
+        .unwrap(),
+    );
+    cleanup_thread();
+    assert_eq!(*order.borrow(), vec!["outer", "inner"]);
+    assert!(matches!(outer.resume(), Err(Error::Cancelled)));
+}
+
+/// Code that a cancellation runs may map and unmap stacks (here: a new
+/// pool replaces the old one, whose idle stacks are unmapped):
+/// `cleanup_thread` still cancels every other paused job exactly once, a
+/// job paused on a stack an earlier job used among them.
+#[test]
+fn cleanup_thread_survives_stacks_mapped_and_unmapped_by_a_cancellation() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    // A finished job leaves its stack idle; the next job reuses it.
+    assert!(matches!(start(None, || ()).unwrap(), Step::Finished(())));
+    struct NewPool(Arc<AtomicUsize>);
+    impl Drop for NewPool {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            init_thread(0, 3).unwrap();
+        }
+    }
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let held = CountDrop(drops.clone());
+        jobs.push(paused(
+            start(None, move || {
+                let _held = held;
+                pause();
+            })
+            .unwrap(),
+        ));
+        // An idle stack for the old pool to unmap when it is replaced.
+        assert!(matches!(start(None, || ()).unwrap(), Step::Finished(())));
+    }
+    // The newest: cancelled first, so the others are cancelled after the
+    // stacks changed under the canceller.
+    let new_pool = NewPool(drops.clone());
+    jobs.push(paused(
+        start(None, move || {
+            let _new_pool = new_pool;
+            pause();
+        })
+        .unwrap(),
+    ));
+    cleanup_thread();
+    assert_eq!(drops.load(Ordering::SeqCst), 4, "every paused job was cancelled once");
+    for job in jobs {
+        assert!(matches!(job.resume(), Err(Error::Cancelled)));
+    }
+    assert_eq!(stackjob::pool_stats().in_use, 0);
+}

@@ -315,13 +315,18 @@ fn after_a_scrub_the_used_stack_is_zero_up_to_the_pooled_job_loop() {
     cleanup_thread();
 }
 
-/// What may stay non-zero on a scrubbed stack: the header and job slot (256
-/// bytes at the top). A finished job leaves nothing live below its slot, so
-/// everything below is zero.
+/// The bytes at the top of every mapping that are bookkeeping, not stack:
+/// the job slot (192) and the stack's header (128: its mapping, pool links
+/// and the thread's list of stacks).
+const BOOKKEEPING: usize = 192 + 128;
+
+/// What may stay non-zero on a scrubbed stack: the header and job slot
+/// (`BOOKKEEPING` bytes at the top). A finished job leaves nothing live
+/// below its slot, so everything below is zero.
 fn assert_only_bookkeeping_is_left(region: Region) {
     let lowest = lowest_nonzero(region).expect("the slot and header are never zero");
     assert!(
-        region.hi - lowest <= 256,
+        region.hi - lowest <= BOOKKEEPING,
         "non-zero byte {} bytes below the top of the mapping: only the bookkeeping may be left",
         region.hi - lowest
     );
