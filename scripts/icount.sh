@@ -24,12 +24,12 @@ n=${1:-100000}
 
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
-             rt        default  96      80
+             rt        default  95      80
              life0     default  113     110
-             life1     default  244     200
-             rt        shared   70      55
+             life1     default  223     200
+             rt        shared   69      55
              life0     shared   96      95
-             life1     shared   200     155
+             life1     shared   184     155
              raw-rt    default  75      60
              raw-life0 default  101     75
              raw-life1 default  188     145
