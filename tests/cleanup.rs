@@ -310,29 +310,25 @@ fn cleanup_thread_survives_stacks_mapped_and_unmapped_by_a_cancellation() {
             init_thread(0, 3).unwrap();
         }
     }
-    let mut jobs = Vec::new();
-    for _ in 0..3 {
-        let held = CountDrop(drops.clone());
-        jobs.push(paused(
+    /// A job that holds `held` and pauses once.
+    fn holding<T: 'static>(held: T) -> Job<()> {
+        paused(
             start(None, move || {
                 let _held = held;
                 pause();
             })
             .unwrap(),
-        ));
+        )
+    }
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(holding(CountDrop(drops.clone())));
         // An idle stack for the old pool to unmap when it is replaced.
         assert!(matches!(start(None, || ()).unwrap(), Step::Finished(())));
     }
     // The newest: cancelled first, so the others are cancelled after the
     // stacks changed under the canceller.
-    let new_pool = NewPool(drops.clone());
-    jobs.push(paused(
-        start(None, move || {
-            let _new_pool = new_pool;
-            pause();
-        })
-        .unwrap(),
-    ));
+    jobs.push(holding(NewPool(drops.clone())));
     cleanup_thread();
     assert_eq!(drops.load(Ordering::SeqCst), 4, "every paused job was cancelled once");
     for job in jobs {
