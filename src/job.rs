@@ -607,6 +607,27 @@ unsafe fn parked_stamp(top: *mut u8) -> Option<u64> {
     }
 }
 
+/// A job that is running while `cleanup_thread` runs (it is on this
+/// thread's call chain, below the call) is left to go on, and loses its
+/// place in the first-pause order: its next pause stamps it again, as the
+/// newest, like a job that pauses for the first time. (So a job that calls
+/// `cleanup_thread` and then pauses is cancelled before the jobs that were
+/// parked after it.)
+///
+/// # Safety
+/// `top` is a mapped stack of this thread (listed in `stack::live`).
+unsafe fn unstamp_running(top: *mut u8) {
+    let slot = top.cast::<Slot>();
+    // SAFETY: as in `parked_stamp`; a running job's slot is written only by
+    // code on this thread, and none of it runs during this call.
+    unsafe {
+        let mode = ptr::addr_of!((*slot).mode).cast::<u8>().read();
+        if mode != 0 && (*slot).state == State::Running && (*slot).dead == Dead::No {
+            (*slot).paused_at = 0;
+        }
+    }
+}
+
 /// Cancels every parked job of the thread that is paused, newest first
 /// (running ones, on the current call chain, are left to finish), and marks
 /// each as dead for its handle. Jobs that pause, finish, or whose stacks
@@ -620,8 +641,9 @@ fn cancel_parked() {
         parked.clear();
         let (changes, pauses) = (stack::live::changes(), current::hot().first_pauses.get());
         // SAFETY: every listed top is a mapped stack of this thread.
-        stack::live::for_each(|top| {
-            if let Some(stamp) = unsafe { parked_stamp(top) } {
+        stack::live::for_each(|top| unsafe {
+            unstamp_running(top);
+            if let Some(stamp) = parked_stamp(top) {
                 parked.push((stamp, top));
             }
         });

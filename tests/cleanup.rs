@@ -258,17 +258,21 @@ fn a_dead_handle_still_shows_its_wait_ctx_until_dropped() {
 /// starts an inner one, which pauses first, pauses after it, so the outer
 /// job is the newer and is cancelled first (its unwind then drops the
 /// inner job's handle, which cancels that one).
+/// Pushes its name to a shared list when dropped: the order in which jobs'
+/// frames unwind.
+struct Record(&'static str, Rc<std::cell::RefCell<Vec<&'static str>>>);
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.1.borrow_mut().push(self.0);
+    }
+}
+
 #[test]
 fn cleanup_thread_cancels_by_first_pause_newest_first() {
     require_backend!();
     init_thread(0, 0).unwrap();
     let order = Rc::new(std::cell::RefCell::new(Vec::new()));
-    struct Record(&'static str, Rc<std::cell::RefCell<Vec<&'static str>>>);
-    impl Drop for Record {
-        fn drop(&mut self) {
-            self.1.borrow_mut().push(self.0);
-        }
-    }
     let (o, i) = (Record("outer", order.clone()), Record("inner", order.clone()));
     let outer = paused(
         start(None, move || {
@@ -335,4 +339,38 @@ fn cleanup_thread_survives_stacks_mapped_and_unmapped_by_a_cancellation() {
         assert!(matches!(job.resume(), Err(Error::Cancelled)));
     }
     assert_eq!(stackjob::pool_stats().in_use, 0);
+}
+
+/// A job that is running while `cleanup_thread` runs is left to go on, and
+/// its next pause gives it the newest place: here it is cancelled before a
+/// job that first paused after its own first pause but before its next one.
+#[test]
+fn a_job_running_through_cleanup_takes_the_newest_place_at_its_next_pause() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (a, c) = (Record("a", order.clone()), Record("c", order.clone()));
+    let job = paused(
+        start(None, move || {
+            pause();
+            cleanup_thread();
+            let _c = paused(
+                start(None, move || {
+                    let _c = c;
+                    pause();
+                })
+                .unwrap(),
+            );
+            // Dropped before `_c`: if this job is cancelled first, "a"
+            // comes first and dropping `_c` then cancels the other job.
+            let _a = a;
+            pause();
+        })
+        .unwrap(),
+    );
+    let job = paused(job.resume().unwrap());
+    assert!(order.borrow().is_empty());
+    cleanup_thread();
+    assert_eq!(*order.borrow(), vec!["a", "c"]);
+    assert!(matches!(job.resume(), Err(Error::Cancelled)));
 }
