@@ -35,8 +35,13 @@ pub(crate) struct Hot {
     /// The newest stack the thread mapped, or null: the head of the list
     /// of its mapped stacks (stack.rs, `stack::live`).
     pub(crate) live: Cell<*mut u8>,
-    /// Moves whenever that list changes (stack.rs).
+    /// Moves whenever stacks of that list are given back (stack.rs).
     pub(crate) live_changes: Cell<u64>,
+    /// How many `stack::live::Hold`s are alive, and the stacks unmapped
+    /// meanwhile, kept mapped until the last one ends (stack.rs).
+    pub(crate) live_holds: Cell<u32>,
+    pub(crate) deferred: Cell<*mut u8>,
+    pub(crate) deferred_len: Cell<usize>,
     /// How many jobs of the thread paused for the first time: each such
     /// job's stamp, so that `cleanup_thread` cancels the newest first
     /// (job.rs).
@@ -53,6 +58,9 @@ thread_local! {
             next_id: Cell::new(1),
             live: Cell::new(ptr::null_mut()),
             live_changes: Cell::new(0),
+            live_holds: Cell::new(0),
+            deferred: Cell::new(ptr::null_mut()),
+            deferred_len: Cell::new(0),
             first_pauses: Cell::new(0),
         }
     };

@@ -632,10 +632,15 @@ unsafe fn unstamp_running(top: *mut u8) {
 /// (running ones, on the current call chain, are left to finish), and marks
 /// each as dead for its handle. Jobs that pause, finish, or whose stacks
 /// come or go meanwhile (by the destructors of a cancelled job) are seen:
-/// the candidates are collected again whenever a stack was created or
-/// unmapped, or a job first paused, since they were collected.
+/// the candidates are collected again whenever a job first paused since
+/// they were collected, or stacks were given back. Stacks unmapped
+/// meanwhile stay mapped under a `stack::live::Hold` and are given back in
+/// batches, so a cancellation that frees stacks (a job that holds the
+/// handles of other paused jobs, jobs of an old pool) does not make the
+/// whole call quadratic in the number of jobs.
 #[cold]
 fn cancel_parked() {
+    let _hold = stack::live::hold();
     let mut parked: Vec<(u64, *mut u8)> = Vec::new();
     'collect: loop {
         parked.clear();
@@ -655,9 +660,10 @@ fn cancel_parked() {
             if stack::live::changes() != changes || current::hot().first_pauses.get() != pauses {
                 continue 'collect;
             }
-            // SAFETY: no stack was unmapped since the tops were collected,
-            // so `top` is still mapped; it is checked again because an
-            // earlier cancellation may have finished it.
+            // SAFETY: no stack was given back since the tops were
+            // collected (the hold defers unmapping, and a batch given back
+            // moves `changes`), so `top` is still mapped; it is checked
+            // again because an earlier cancellation may have finished it.
             if unsafe { parked_stamp(top) } == Some(stamp) {
                 // SAFETY: a parked job, paused, of this thread.
                 unsafe { cancel_one(top.cast()) };

@@ -657,18 +657,34 @@ impl Drop for Stack {
 #[cold]
 #[inline(never)]
 unsafe fn unmap(top: NonNull<u8>) {
-    let _errno = errno::Keep::new();
     // SAFETY: per the contract the header above `top` is intact and the
     // stack is listed (on this thread: a Stack never leaves the thread that
-    // created it), so it comes off the thread's list first. The range
-    // deregistered is the one `new` registered: from above the guard region
-    // to the (64-aligned) end of the block. Then we read what we need out
-    // of the header (which is never read again) and give the block back,
-    // the header included: `munmap` for our own mapping, or, after the
-    // guard page is made accessible again, the allocator's `free`.
+    // created it), so it comes off the thread's list first; then it is
+    // unmapped now, or when the thread's `live::Hold` ends.
     unsafe {
         live::unlink(top.as_ptr());
-        let header = top.as_ptr().add(SLOT_RESERVE).cast::<Header>();
+        if !live::defer(top.as_ptr()) {
+            unmap_now(top.as_ptr());
+        }
+    }
+}
+
+/// Gives back the block of an unlisted stack.
+///
+/// # Safety
+/// `top` is the top of a stack taken off the live list by [`unmap`], whose
+/// header is intact, and that nothing uses again.
+#[cold]
+unsafe fn unmap_now(top: *mut u8) {
+    let _errno = errno::Keep::new();
+    // SAFETY: per the contract. The range deregistered is the one `new`
+    // registered: from above the guard region to the (64-aligned) end of
+    // the block. Then we read what we need out of the header (which is
+    // never read again) and give the block back, the header included:
+    // `munmap` for our own mapping, or, after the guard page is made
+    // accessible again, the allocator's `free`.
+    unsafe {
+        let header = top.add(SLOT_RESERVE).cast::<Header>();
         let lowest = bottom_of(header);
         let (base, len, guard, free) = ((*header).base, (*header).len, (*header).guard as usize, (*header).free);
         let end = ((base as usize + len) & !63) as *mut u8;
@@ -879,6 +895,13 @@ pub(crate) mod live {
     use super::{Header, SLOT_RESERVE};
     use crate::current;
 
+    /// How many unmapped stacks a [`Hold`] keeps mapped at most; at the
+    /// next one they are all given back at once (and [`changes`] moves).
+    /// Bounds what a hold can pin while code under it maps and unmaps
+    /// stacks in a loop, and keeps a walk that re-collects after each
+    /// batch linear in practice.
+    const DEFER_MAX: usize = 1024;
+
     /// # Safety
     /// `top` is a stack's top whose header is initialised.
     #[inline(always)]
@@ -903,7 +926,6 @@ pub(crate) mod live {
             }
         }
         hot.live.set(top);
-        hot.live_changes.set(hot.live_changes.get().wrapping_add(1));
     }
 
     /// Takes a stack that is about to be unmapped off the list.
@@ -924,25 +946,94 @@ pub(crate) mod live {
                 (*header(older)).live_newer = newer;
             }
         }
-        hot.live_changes.set(hot.live_changes.get().wrapping_add(1));
     }
 
-    /// Calls `f` with the top of every stack the thread has mapped, newest
-    /// first. `f` must not create or unmap stacks (collect, then act).
+    /// Whether the unlisted stack at `top` stays mapped for now: a
+    /// [`Hold`] is on, so it joins the thread's deferred stacks (linked
+    /// through its header), given back when the last hold ends or the
+    /// deferred stacks reach [`DEFER_MAX`]. Otherwise the caller unmaps it
+    /// now, and [`changes`] moves.
+    ///
+    /// # Safety
+    /// `top` was just taken off the list by [`unlink`] and is never used again.
+    pub(super) unsafe fn defer(top: *mut u8) -> bool {
+        let hot = current::hot();
+        if hot.live_holds.get() == 0 {
+            hot.live_changes.set(hot.live_changes.get().wrapping_add(1));
+            return false;
+        }
+        if hot.deferred_len.get() >= DEFER_MAX {
+            flush();
+        }
+        // SAFETY: per the contract the header is intact and ours alone.
+        unsafe { (*header(top)).live_older = hot.deferred.get() };
+        hot.deferred.set(top);
+        hot.deferred_len.set(hot.deferred_len.get() + 1);
+        true
+    }
+
+    /// Unmaps the deferred stacks; [`changes`] moves if there were any.
+    fn flush() {
+        let hot = current::hot();
+        if hot.deferred.get().is_null() {
+            return;
+        }
+        hot.live_changes.set(hot.live_changes.get().wrapping_add(1));
+        while !hot.deferred.get().is_null() {
+            let top = hot.deferred.get();
+            // SAFETY: deferred stacks are unlisted, intact and unused
+            // (`defer`'s contract); each leaves the list before it goes.
+            unsafe {
+                hot.deferred.set((*header(top)).live_older);
+                hot.deferred_len.set(hot.deferred_len.get() - 1);
+                super::unmap_now(top);
+            }
+        }
+    }
+
+    /// While a `Hold` of the thread is alive, its stacks that are unmapped
+    /// stay mapped (unlisted) until the last hold ends, in batches of at
+    /// most [`DEFER_MAX`]: a walk that collected stack tops ([`for_each`])
+    /// can read their headers and slots afterwards as long as [`changes`]
+    /// reads the same, while the code it runs unmaps stacks. Holds nest.
+    #[must_use]
+    pub(crate) struct Hold(());
+
+    /// Starts a [`Hold`].
+    pub(crate) fn hold() -> Hold {
+        let holds = &current::hot().live_holds;
+        holds.set(holds.get() + 1);
+        Hold(())
+    }
+
+    impl Drop for Hold {
+        fn drop(&mut self) {
+            let holds = &current::hot().live_holds;
+            holds.set(holds.get() - 1);
+            if holds.get() == 0 {
+                flush();
+            }
+        }
+    }
+
+    /// Calls `f` with the top of every stack the thread has listed (mapped
+    /// and not yet unmapped), newest first. `f` must not unmap stacks
+    /// (collect, then act).
     pub(crate) fn for_each(mut f: impl FnMut(*mut u8)) {
         let changes = changes();
         let mut top = current::hot().live.get();
         while !top.is_null() {
             f(top);
-            debug_assert_eq!(changes, self::changes(), "live::for_each: a stack was created or unmapped meanwhile");
+            debug_assert_eq!(changes, self::changes(), "live::for_each: a stack was unmapped meanwhile");
             // SAFETY: `top` is listed, so mapped, with an initialised header.
             top = unsafe { (*header(top)).live_older };
         }
     }
 
-    /// A counter that moves whenever a stack is created or unmapped on
-    /// this thread: tops collected by [`for_each`] are still mapped while
-    /// it reads the same.
+    /// A counter that moves whenever stacks of this thread are given back
+    /// (unmapped or freed): tops collected by [`for_each`] are still mapped
+    /// while it reads the same. (Stacks created meanwhile do not move it:
+    /// they do not invalidate what was collected.)
     pub(crate) fn changes() -> u64 {
         current::hot().live_changes.get()
     }

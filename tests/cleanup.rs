@@ -296,6 +296,17 @@ fn cleanup_thread_cancels_by_first_pause_newest_first() {
     assert!(matches!(outer.resume(), Err(Error::Cancelled)));
 }
 
+/// A job that holds `held` and pauses once.
+fn holding<T: 'static>(held: T) -> Job<()> {
+    paused(
+        start(None, move || {
+            let _held = held;
+            pause();
+        })
+        .unwrap(),
+    )
+}
+
 /// Code that a cancellation runs may map and unmap stacks (here: a new
 /// pool replaces the old one, whose idle stacks are unmapped):
 /// `cleanup_thread` still cancels every other paused job exactly once, a
@@ -313,16 +324,6 @@ fn cleanup_thread_survives_stacks_mapped_and_unmapped_by_a_cancellation() {
             self.0.fetch_add(1, Ordering::SeqCst);
             init_thread(0, 3).unwrap();
         }
-    }
-    /// A job that holds `held` and pauses once.
-    fn holding<T: 'static>(held: T) -> Job<()> {
-        paused(
-            start(None, move || {
-                let _held = held;
-                pause();
-            })
-            .unwrap(),
-        )
     }
     let mut jobs = Vec::new();
     for _ in 0..3 {
@@ -373,4 +374,29 @@ fn a_job_running_through_cleanup_takes_the_newest_place_at_its_next_pause() {
     cleanup_thread();
     assert_eq!(*order.borrow(), vec!["a", "c"]);
     assert!(matches!(job.resume(), Err(Error::Cancelled)));
+}
+
+/// Cancellations that free many stacks: each job holds the handle of
+/// another paused job, and both belong to a pool that was replaced, so
+/// every stack the cancellations free is unmapped. There are more of them
+/// than the stack layer keeps mapped for the canceller at once (1024), so
+/// the canceller collects the paused jobs again after a batch is given
+/// back; every job is still cancelled exactly once.
+#[test]
+fn cleanup_thread_cancels_every_job_when_cancellations_free_many_stacks() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let n = 1500;
+    // The inner jobs pause first, so they come after all the outer ones in
+    // the cancellation order: the stacks a batch gives back are ones the
+    // canceller has still to look at.
+    let inner: Vec<Job<()>> = (0..n).map(|_| holding(CountDrop(drops.clone()))).collect();
+    let jobs: Vec<Job<()>> = inner.into_iter().map(holding).collect();
+    init_thread(0, 0).unwrap();
+    cleanup_thread();
+    assert_eq!(drops.load(Ordering::SeqCst), n, "every inner job was cancelled once");
+    for job in jobs {
+        assert!(matches!(job.resume(), Err(Error::Cancelled)));
+    }
 }
