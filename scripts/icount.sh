@@ -6,7 +6,10 @@
 # (two call sites), and the bodies are functions of their own.
 # Paths: rt (pause + resume round trip), life0 (pooled start -> finish),
 # life1 (start -> pause -> resume -> finish), through start/pause (the
-# OpenSSL-style API) and through the typed core (raw-*). "default" is a
+# OpenSSL-style API) and through the typed core (raw-*); rt-string and
+# rt-big are rt for a job whose result is a String or a 1600-byte array
+# (larger than the stack's room for an outcome), to show that the round
+# trip does not depend on the result type. "default" is a
 # default pool (start/pause) or the Isolated core; "shared" a pool with
 # isolate_thread_state(false) or the Shared core (errno and the FP control
 # state not switched).
@@ -30,6 +33,10 @@ budgets=$(cat <<'TABLE'
              rt        shared   69      55
              life0     shared   96      95
              life1     shared   184     155
+             rt-string default  98      -
+             rt-string shared   72      -
+             rt-big    default  97      -
+             rt-big    shared   71      -
              raw-rt    default  75      60
              raw-life0 default  101     75
              raw-life1 default  188     145

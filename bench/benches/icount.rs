@@ -9,7 +9,9 @@
 //!
 //! * `rt`    — one pause + resume round trip;
 //! * `life0` — pooled start of a job that returns at once;
-//! * `life1` — pooled start, one pause, resume, finish.
+//! * `life1` — pooled start, one pause, resume, finish;
+//! * `rt-string`, `rt-big` — the round trip of a job whose result type is a
+//!   `String` or a 1600-byte array (each resumed from its own site).
 //!
 //! `scripts/icount.sh` runs each path under `valgrind --tool=callgrind`
 //! with two iteration counts and divides the difference by the extra
@@ -40,6 +42,26 @@ fn body_pause_once(i: u64) -> u64 {
 #[inline(never)] // each loop is its own function: main's code cannot change its registers
 fn rt(n: u64) {
     let mut step = start(None, body_forever).expect("start");
+    for _ in 0..n {
+        step = match step {
+            Step::Paused(job) => job.resume().expect("resume"),
+            Step::Finished(_) => unreachable!(),
+        };
+    }
+    drop(step);
+}
+
+#[inline(never)]
+fn body_forever_as<R>() -> R {
+    loop {
+        pause();
+    }
+}
+
+/// The round trip of `rt` for a job whose result type is `R`.
+#[inline(never)] // each loop is its own function: main's code cannot change its registers
+fn rt_as<R: 'static>(n: u64) {
+    let mut step = start(None, body_forever_as::<R>).expect("start");
     for _ in 0..n {
         step = match step {
             Step::Paused(job) => job.resume().expect("resume"),
@@ -144,6 +166,8 @@ fn main() {
         "rt" => rt(n),
         "life0" => life0(n),
         "life1" => life1(n),
+        "rt-string" => rt_as::<String>(n),
+        "rt-big" => rt_as::<[u64; 200]>(n),
         "raw-rt" if isolate => raw_rt::<Isolated>(n),
         "raw-rt" => raw_rt::<Shared>(n),
         "raw-life0" if isolate => raw_life0::<Isolated>(n),
@@ -151,7 +175,9 @@ fn main() {
         "raw-life1" if isolate => raw_life1::<Isolated>(n),
         "raw-life1" => raw_life1::<Shared>(n),
         other => {
-            eprintln!("icount: unknown path {other:?} (rt, life0, life1, raw-rt, raw-life0, raw-life1)");
+            eprintln!(
+                "icount: unknown path {other:?} (rt, life0, life1, rt-string, rt-big, raw-rt, raw-life0, raw-life1)"
+            );
             std::process::exit(2);
         }
     }
