@@ -541,7 +541,14 @@ fn bury(stack: Stack) {
         let ctx = (*slot).ctx.take();
         match (*slot).dead {
             Dead::Quarantined => std::mem::forget(stack),
-            _ => drop(stack),
+            _ => {
+                // The cancelled job's frames are dead: a scrubbing pool
+                // wipes them before the memory goes, as at every release.
+                if stack.scrubs() {
+                    stack.scrub_below(stack.top());
+                }
+                drop(stack)
+            }
         }
         drop(ctx);
     }

@@ -41,9 +41,10 @@ macro_rules! skip_under_valgrind {
     };
 }
 use common::{finished, paused};
-use stackjob::{PoolConfig, Step, cleanup_thread, init_thread_with, pause, pool_stats, start};
+use stackjob::{PoolConfig, StackAllocator, Step, cleanup_thread, init_thread_with, pause, pool_stats, start};
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::ffi::c_void;
 use std::hint::black_box;
 use std::rc::Rc;
 
@@ -70,6 +71,7 @@ fn page_size() -> usize {
 const KIB: usize = 1024;
 
 /// Writes the secret stream of `seed` into `out` (xorshift64; never zero).
+/// Seeds that differ only in bit 0 give the same stream.
 #[inline(never)]
 fn fill(seed: u64, out: &mut [u8]) {
     let mut x = seed | 1;
@@ -557,6 +559,70 @@ fn without_scrub_a_cancelled_jobs_secret_stays() {
     skip_under_valgrind!();
     let left = cancelled_secret_leftovers(false, 0x5eed_000b);
     assert!(left >= FULL_4K, "the check must see the copy scrub(false) leaves: {left} words");
+}
+
+thread_local! {
+    /// The seed whose secret `checking_free` looks for, the length of each
+    /// block `recording_alloc` handed out, and what `checking_free` found:
+    /// the secret's words in the last block given back (`usize::MAX` until
+    /// then). Thread-local: a stack is freed on the thread that made it,
+    /// and tests run on threads of their own.
+    static FREED_SEED: Cell<u64> = const { Cell::new(0) };
+    static BLOCKS: std::cell::RefCell<std::collections::HashMap<usize, usize>> = std::cell::RefCell::new(Default::default());
+    static FREED_LEFTOVERS: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+unsafe extern "C" fn recording_alloc(num: *mut usize) -> *mut c_void {
+    // SAFETY: the pool passes a valid `num`; then plain malloc.
+    let (len, p) = unsafe { (*num, libc::malloc(*num)) };
+    BLOCKS.with(|b| b.borrow_mut().insert(p as usize, len));
+    p
+}
+
+/// Counts the secret's words in the block before it goes back to malloc:
+/// what the stack held when the pool let go of it.
+unsafe extern "C" fn checking_free(p: *mut c_void) {
+    let len = BLOCKS.with(|b| b.borrow_mut().remove(&(p as usize))).expect("a block of recording_alloc") / 8 * 8;
+    // SAFETY: `p` is a block of `len` bytes from `recording_alloc`, all
+    // read-write again (the pool restores its guard page first).
+    let words: Vec<(usize, u64)> =
+        (0..len).step_by(8).map(|i| (i, unsafe { p.cast::<u8>().add(i).cast::<u64>().read_unaligned() })).collect();
+    let secret = Fingerprint::of(FREED_SEED.get(), 4 * KIB);
+    FREED_LEFTOVERS.set(secret.count(&words));
+    // SAFETY: `p` came from malloc.
+    unsafe { libc::free(p) }
+}
+
+/// A job pauses with a 4 KiB secret live 40 KiB deep, `cleanup_thread`
+/// cancels it, and its (dead) handle is dropped, which gives the stack back
+/// to the pool's allocator; returns the secret words the block still held.
+fn dead_handle_secret_leftovers(scrub: bool, seed: u64) -> usize {
+    FREED_SEED.set(seed);
+    FREED_LEFTOVERS.set(usize::MAX);
+    // SAFETY: malloc's blocks are writable and 16-aligned until freed.
+    let heap = unsafe { StackAllocator::new(recording_alloc, checking_free) };
+    let config = PoolConfig::new().max_size(1).stack_size(STACK).scrub(scrub).stack_allocator(Some(heap));
+    init_thread_with(&config).unwrap();
+    let job = paused(start(None, move || pause_deep(40, seed)).unwrap());
+    cleanup_thread();
+    assert_eq!(FREED_LEFTOVERS.get(), usize::MAX, "the dead handle still owns the stack");
+    assert!(matches!(job.resume(), Err(stackjob::Error::Cancelled)));
+    FREED_LEFTOVERS.get()
+}
+
+#[test]
+fn a_secret_is_gone_when_a_job_cancelled_by_cleanup_thread_is_dropped() {
+    require_backend!();
+    skip_under_valgrind!();
+    assert_eq!(dead_handle_secret_leftovers(true, 0x5eed_0021), 0);
+}
+
+#[test]
+fn without_scrub_a_dead_handles_secret_reaches_the_allocator() {
+    require_backend!();
+    skip_under_valgrind!();
+    let left = dead_handle_secret_leftovers(false, 0x5eed_0023);
+    assert!(left != usize::MAX && left >= FULL_4K, "the check must see the copy scrub(false) leaves: {left} words");
 }
 
 /// A job writes a 4 KiB secret 40 KiB deep and panics; returns the leftovers.
