@@ -34,15 +34,29 @@
 // `Regs` (SP, PARENT_SP) and the MXCSR control-bit mask. No number that
 // Rust also knows is written twice.
 //
-// Four entry points, three of them in two variants (switch_in in three), all `.hidden`: linked into the same module as their Rust
-// callers, reached without PLT stubs, and never exported from a shared
-// object. The variants come from one macro each, so the code is written once:
+// Five entry points, four of them in two variants, all `.hidden`: linked
+// into the same module as their Rust callers, reached without PLT stubs,
+// and never exported from a shared object. The variants come from one macro
+// each, so the code is written once:
 //   *_fpenv   keeps each side's control words (the default, see
 //             `PoolConfig::isolate_thread_state`);
 //   *_shared  leaves them alone: the job and its resumer share them, for
 //             pools that opted out. The record layout is the same (its
-//             control-word bytes are unused), so the FRESH record serves
-//             both; a job always uses the one variant its pool chose.
+//             control-word bytes are unused); a job always uses the one
+//             variant its pool chose.
+//
+//   stackjob_enter_fpenv, _shared (regs: *mut Regs, top: *mut u8,
+//                                  entry: fn(*mut Regs) -> !)
+//                                             called by Rust's inline asm.
+//       The new-job entry. Saves the resumer's record exactly as
+//       switch_in does, then builds the job's first frame itself: rsp =
+//       top - 8 with the fake return address stackjob_trampoline_return
+//       there, rbx = regs (for the trampoline's CFI), rbp = 0 (the end of
+//       the frame-pointer chain), rdi = regs, and jumps to `entry`. Nothing
+//       is laid on the stack beforehand. The new job inherits the resumer's
+//       control words by leaving them alone, as a called function would
+//       (the fpenv variant only stores the resumer's, for the job's first
+//       switch out to compare with).
 //
 //   stackjob_switch_in_fpenv, _shared (regs: *mut Regs)
 //                                             called by Rust's inline asm.
@@ -50,15 +64,6 @@
 //       stack, stores that stack pointer in regs.parent_sp, restores the
 //       job's record from regs.sp and jumps to the job's resume PC.
 //       "Returns" when the job next switches out.
-//
-//   stackjob_switch_in_fresh_fpenv (regs: *mut Regs)
-//                                             called by Rust's inline asm.
-//       The new-job entry: as switch_in_fpenv, but the job's record is a
-//       FRESH one and its control-word bytes are never read: a new job
-//       inherits the resumer's control words by leaving them alone, as a
-//       called function would (no compare, no reload, and `prepare` stores
-//       none). The shared variant needs no such twin: it reads no control
-//       words anyway.
 //
 //   stackjob_switch_out_fpenv, _shared     jump target, not a function.
 //       The job's side. Reached by `jmp` from the two-instruction inline asm
@@ -70,14 +75,13 @@
 //   stackjob_switch_exit_fpenv, _shared      jump target, not a function.
 //       The job's side when its body is done: restores the resumer exactly
 //       as switch_out does, but saves nothing (the job never runs again on
-//       these frames; the next job on the stack gets a FRESH record).
+//       these frames; the next job on the stack starts at stackjob_enter).
 //
 //   stackjob_trampoline                       unwind anchor, never executed.
-//       A job's entry function is reached straight from switch_in's
-//       `jmp rcx` (the FRESH record's PC is the entry, rdi still holds regs)
-//       with a fake return address, stackjob_trampoline_return, above it;
-//       the trampoline's CFI continues the backtrace from there into the
-//       resumer.
+//       A job's entry function is reached straight from stackjob_enter's
+//       `jmp rdx` (rdi still holds regs) with a fake return address,
+//       stackjob_trampoline_return, above it; the trampoline's CFI
+//       continues the backtrace from there into the resumer.
 //
 // Why this shape (return-stack-buffer discipline): each round trip makes one
 // `call` (Rust -> stackjob_switch_in, on the resumer's stack) and one `ret`
@@ -86,15 +90,16 @@
 // side enters stackjob_switch_out with `jmp`, not `call`: a `call` there would
 // push a return address that the next resume could never pop, and both
 // directions would mispredict on every switch. For the same reason a job's
-// body is entered with a jump (switch_in's `jmp rcx`): a `call` would leave an
+// body is entered with a jump (stackjob_enter's `jmp rdx`): a `call` would leave an
 // entry on the predictor that the job's first pause pops instead of the
 // resumer's, and every job that pauses would pay a cascade of mispredicted
 // returns in its resumer (measured: start -> pause -> resume -> finish took
 // ~70 ns with the call, against ~17 ns for start -> finish). Every job
-// therefore starts on a FRESH record laid by `prepare` (five stores), and
-// its body ends in stackjob_switch_exit instead of returning. The only
-// indirect branch is the `jmp rcx` into the job, which the branch target
-// buffer predicts (it goes to the same pause site again and again).
+// therefore starts at stackjob_enter, which jumps to its entry function on
+// a frame it builds itself, and its body ends in stackjob_switch_exit
+// instead of returning. The indirect branches are the `jmp rcx` into a
+// paused job and the `jmp rdx` into a new one, which the branch target
+// buffer predicts (each goes to the same place again and again).
 //
 // The saved record. Both directions push the same 32-byte record, so either
 // side can restore the other; its address is what regs.sp (job) or
@@ -116,22 +121,22 @@
 // Stack states (addresses grow upwards; the job stack is one mmap with a
 // PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
 //
-//   FRESH (each new job)           PAUSED                      RUNNING
+//   ENTERED (a new job's first     PAUSED                      RUNNING
+//   instruction, built by enter)
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
-//   +----------------------+       +--------------------+      +--------------------+
+//   +----------------------+ top   +--------------------+      +--------------------+
 //   | fake return address  |       | job frames         |      | job frames         |
-//   | (trampoline_return)  |       |   ...              |      |   ...              |
-//   | pc = entry fn    +24 |       | pause site    +24  |      |   ...   <- rsp     |
-//   | rbp = 0          +16 |       | rbp, rbx  +16, +8  |      |                    |
-//   | rbx = &regs      +8  |       | control words  +0  |      |                    |
-//   | control words    +0  |       +--------------------+      |                    |
-//   +----------------------+       |  (unused)          |      |                    |
-//   |  (unused)            |       |                    |      | regs.parent_sp     |
-//   +----------------------+       +--------------------+      | points at the      |
-//   | guard page PROT_NONE |       | guard page         |      | resumer's record   |
+//   | (trampoline_return)  |<- rsp |   ...              |      |   ...   <- rsp     |
+//   +----------------------+       | pause site    +24  |      |                    |
+//   |  (unused)            |       | rbp, rbx  +16, +8  |      |                    |
+//   |                      |       | control words  +0  |      | regs.parent_sp     |
+//   | rbx = &regs, rbp = 0 |       +--------------------+      | points at the      |
+//   | rdi = &regs          |       |  (unused)          |      | resumer's record   |
 //   +----------------------+       +--------------------+      +--------------------+
-//     regs.sp = the record           regs.sp = the record
+//   | guard page PROT_NONE |       | guard page         |      | guard page         |
+//   +----------------------+       +--------------------+      +--------------------+
+//     regs.sp unused                 regs.sp = the record
 //
 // CFI: every instruction has exact unwind info. Once a switch has moved rsp
 // to the other stack, the CFA is described by a DWARF expression that reads
@@ -168,7 +173,7 @@
 // ---------------------------------------------------------------------------
 // stackjob_switch_in_*(regs: *mut Regs /* rdi */)
 // ---------------------------------------------------------------------------
-.macro STACKJOB_SWITCH_IN name, fpenv, check
+.macro STACKJOB_SWITCH_IN name, fpenv
     .globl  \name
     .hidden \name
     .type   \name, @function
@@ -187,17 +192,15 @@
     .cfi_rel_offset rbx, 0
     sub     rsp, 8
     .cfi_adjust_cfa_offset 8
-.if \check
+.if \fpenv
     STACKJOB_FPENV_SAVE rsp, eax, ecx, 0    // eax, cx = the resumer's words
-.elseif \fpenv
-    STACKJOB_FPENV_STORE rsp, 0             // kept for the job's switch out
 .endif
     // The resumer's record is complete: publish it.
     mov     qword ptr [rdi + {PARENT_SP}], rsp
     // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
     .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
-.if \check
+.if \fpenv
     STACKJOB_FPENV_CHECK \name, rsp, eax, cx
 .endif
     // rsp: the job's record; its control words are in force.
@@ -209,9 +212,52 @@
     // are the job's; rcx = where the job continues. The only indirect
     // branch of the round trip (its target has endbr64).
     jmp     rcx
-.if \check
+.if \fpenv
     STACKJOB_FPENV_RELOAD \name, rsp, eax
 .endif
+    .cfi_endproc
+    .size   \name, . - \name
+.endm
+
+// ---------------------------------------------------------------------------
+// stackjob_enter_*(regs: *mut Regs /* rdi */, top: *mut u8 /* rsi */,
+//                  entry /* rdx */)
+// ---------------------------------------------------------------------------
+.macro STACKJOB_ENTER name, fpenv
+    .globl  \name
+    .hidden \name
+    .type   \name, @function
+    .p2align 4
+\name:
+    .cfi_startproc
+    // rsp: resumer stack, [rsp] = return address into the Rust resumer.
+    // rdi: regs of the new job; rsi: the top of its first frame (16-byte
+    // aligned, nothing live at or below it); rdx: its entry function.
+    // r12-r15 and all caller-saved registers: free (declared clobbered).
+    // No endbr64: only ever reached by a direct `call` (never indirectly).
+    push    rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    push    rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    sub     rsp, 8
+    .cfi_adjust_cfa_offset 8
+.if \fpenv
+    STACKJOB_FPENV_STORE rsp, 0             // kept for the job's switch out
+.endif
+    // The resumer's record is complete: publish it.
+    mov     qword ptr [rdi + {PARENT_SP}], rsp
+    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
+    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
+    lea     rcx, [rip + stackjob_trampoline_return]
+    lea     rsp, [rsi - 8]                  // as after a call: rsp + 8 = top
+    mov     qword ptr [rsp], rcx            // the fake return address
+    mov     rbx, rdi                        // the trampoline's CFI reads regs here
+    xor     ebp, ebp                        // the end of the frame-pointer chain
+    // The entry function's first instruction (endbr64 where IBT is on),
+    // with rdi = regs; the job's control words are the resumer's.
+    jmp     rdx
     .cfi_endproc
     .size   \name, . - \name
 .endm
@@ -297,9 +343,10 @@
     .size   \name, . - \name
 .endm
 
-    STACKJOB_SWITCH_IN   stackjob_switch_in_fpenv, 1, 1
-    STACKJOB_SWITCH_IN   stackjob_switch_in_fresh_fpenv, 1, 0
-    STACKJOB_SWITCH_IN   stackjob_switch_in_shared, 0, 0
+    STACKJOB_SWITCH_IN   stackjob_switch_in_fpenv, 1
+    STACKJOB_SWITCH_IN   stackjob_switch_in_shared, 0
+    STACKJOB_ENTER       stackjob_enter_fpenv, 1
+    STACKJOB_ENTER       stackjob_enter_shared, 0
     STACKJOB_SWITCH_OUT  stackjob_switch_out_fpenv, 1
     STACKJOB_SWITCH_OUT  stackjob_switch_out_shared, 0
     STACKJOB_SWITCH_EXIT stackjob_switch_exit_fpenv, 1

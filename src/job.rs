@@ -263,8 +263,8 @@ where
     // SAFETY: the pool lent us exclusive use of the stack and its slot; the
     // job is not running, so nothing else reads or writes the slot; `body`
     // stays in this frame until the first segment ends.
-    unsafe {
-        raw::prepare::<_, R, I, true>(&stack, body_at);
+    let entry = unsafe {
+        let entry = raw::prepare::<_, R, I, true>(&stack, body_at);
         // The first segment begins here (`drive` begins the later ones).
         if let Some(ctx) = ctx {
             ctx.begin_segment();
@@ -276,14 +276,15 @@ where
         (*slot).id = 0;
         (*slot).paused_at = 0;
         (*slot).blocked = 0;
-    }
+        entry
+    };
     // A large body stays here until the job moves it out, as its first
     // act; its bytes would stay here otherwise. A guard zeroes them, so that
     // a panic out of the job (raised again by `drive`) or out of a wait-ctx
     // cleanup does not skip it. (A small body was moved onto the job's
     // stack by `prepare`: nothing of it is left here to wipe.)
     let _wipe = raw::wipe_after_start(body_at, &stack);
-    drive::<R, I, true>(stack)
+    drive::<R, I>(stack, Some(entry))
 }
 
 /// The job's id, issued the first time it is asked for (by `block_pause`
@@ -335,20 +336,22 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) -> bool {
 
 /// Drives a job one segment and turns the result into a [`Step`].
 ///
-/// `START`: the job's first segment (`start`, entered through the new-job
-/// switch), or a resume.
+/// `start`: the job's first segment (what `raw::prepare` returned; entered
+/// through the new-job switch), or `None` for a resume.
 #[inline(always)]
-fn drive<R, I: Isolation, const START: bool>(stack: Stack) -> Result<Step<R>, Error> {
+fn drive<R, I: Isolation>(stack: Stack, start: Option<raw::Start>) -> Result<Step<R>, Error> {
     let slot = slot_of(&stack);
     // SAFETY: we own the stack, so the job is switched out and its slot is
     // ours; the job only touches the slot while it runs, inside `resume`.
     unsafe {
-        if !START && let Some(ctx) = &(*slot).ctx {
+        if start.is_none()
+            && let Some(ctx) = &(*slot).ctx
+        {
             ctx.begin_segment();
         }
         (*slot).state = State::Running;
         let mut landing = Landing::new();
-        if raw::switch::<R, I, START>(&stack, tag_of(&stack), &mut landing) {
+        if raw::switch::<R, I>(&stack, tag_of(&stack), &mut landing, start) {
             return finished_here(stack, &mut landing);
         }
         (*slot).state = State::Paused;
@@ -434,7 +437,7 @@ impl<R> Job<R> {
         if dead != Dead::No {
             return resume_dead(stack);
         }
-        if isolate { drive::<R, Isolated, false>(stack) } else { drive::<R, Shared, false>(stack) }
+        if isolate { drive::<R, Isolated>(stack, None) } else { drive::<R, Shared>(stack, None) }
     }
 
     /// The wait context the job was started with.

@@ -235,7 +235,7 @@ const MAX_CANCEL_RESUMES: usize = 8;
 /// until the first [`resume`] returns; `CORE_READY` only if [`init_core`]
 /// ran on this stack's core.
 #[inline(always)]
-pub(crate) unsafe fn prepare<F, R, I, const CORE_READY: bool>(stack: &Stack, f_at: *mut F)
+pub(crate) unsafe fn prepare<F, R, I, const CORE_READY: bool>(stack: &Stack, f_at: *mut F) -> Start
 where
     F: FnOnce(&Suspender<I>) -> R,
     I: Isolation,
@@ -255,13 +255,22 @@ where
         } else {
             (*core).arg = f_at.cast();
         }
-        arch::prepare(first_frame(core), addr_of_mut!((*core).regs), entry::<F, R, I>);
         (*core).done = false;
         (*core).cancel = false;
         // Nothing of errno or the FP control state is stored: the first
-        // switch (`switch::<I, true>`) leaves the starter's in force, so
-        // the new fiber inherits them as a called function would.
+        // switch (`arch::enter`) leaves the starter's in force, so the new
+        // fiber inherits them as a called function would.
+        Start { top: first_frame(core), entry: entry::<F, R, I> }
     }
+}
+
+/// How [`switch`] enters a fiber that [`prepare`] just laid: the top of its
+/// first frame and its entry function, handed to `arch::enter` in registers
+/// (nothing of it is stored on the stack beforehand).
+#[derive(Clone, Copy)]
+pub(crate) struct Start {
+    top: *mut u8,
+    entry: arch::Entry,
 }
 
 /// The guard that zeroes the closure at `f_at` in its starter's frame once
@@ -341,23 +350,26 @@ where
 pub(crate) unsafe fn resume<R, I: Isolation>(stack: &Stack, tag: *mut u8) -> Option<thread::Result<R>> {
     let mut landing = Landing::new();
     // SAFETY: per the contract.
-    unsafe { switch::<R, I, false>(stack, tag, &mut landing).then(|| take_outcome::<R>(stack, &mut landing)) }
+    unsafe { switch::<R, I>(stack, tag, &mut landing, None).then(|| take_outcome::<R>(stack, &mut landing)) }
 }
 
 /// [`resume`]'s switch: runs the fiber until it suspends (`false`) or its
 /// body ends (`true`, with the outcome left for [`take_outcome`], in the
 /// stack's room or, for a large one, in `landing`).
-/// `FRESH`: the first switch into a fiber [`prepare`] just laid, which
-/// inherits the resumer's `errno` and FP control state by leaving them in
-/// force (the new-job entry of the backend).
+/// `start`: the first switch into a fiber [`prepare`] just laid (what it
+/// returned), which inherits the resumer's `errno` and FP control state by
+/// leaving them in force (the new-job entry of the backend); `None` for a
+/// suspended fiber.
 ///
 /// # Safety
-/// As for [`resume`]; `FRESH` exactly when the fiber never ran.
+/// As for [`resume`]; `start` exactly when the fiber never ran, and then
+/// the one `prepare` returned for it.
 #[inline(always)]
-pub(crate) unsafe fn switch<R, I: Isolation, const FRESH: bool>(
+pub(crate) unsafe fn switch<R, I: Isolation>(
     stack: &Stack,
     tag: *mut u8,
     landing: &mut Landing<R>,
+    start: Option<Start>,
 ) -> bool {
     let core = core_of(stack);
     // SAFETY: per the contract the fiber is switched out and its core is
@@ -373,16 +385,16 @@ pub(crate) unsafe fn switch<R, I: Isolation, const FRESH: bool>(
         if I::ISOLATE {
             let errno_at = (*core).errno_at;
             let resumer_errno = *errno_at;
-            if FRESH {
-                arch::switch_in_fresh(regs, true);
+            if let Some(start) = start {
+                arch::enter(regs, start.top, start.entry, true);
             } else {
                 *errno_at = (*core).errno;
                 arch::switch_in(regs, true);
             }
             (*core).errno = *errno_at;
             *errno_at = resumer_errno;
-        } else if FRESH {
-            arch::switch_in_fresh(regs, false);
+        } else if let Some(start) = start {
+            arch::enter(regs, start.top, start.entry, false);
         } else {
             arch::switch_in(regs, false);
         }
@@ -607,24 +619,24 @@ where
     let f_at = inner_ptr(&mut f);
     // SAFETY: the pool lent us the stack exclusively; `f` stays put in
     // this frame until the first resume returns, and is never used again.
-    unsafe { prepare::<F, R, I, false>(&stack, f_at) };
+    let start = unsafe { prepare::<F, R, I, false>(&stack, f_at) };
     let _wipe = wipe_after_start(f_at, &stack);
     // SAFETY: the fiber was just prepared on this stack for this R and I.
-    Ok(unsafe { step::<R, I, true>(stack) })
+    Ok(unsafe { step::<R, I>(stack, Some(start)) })
 }
 
 /// Runs the fiber on `stack` one segment and turns the result into a
-/// [`Resumed`]. `START`: the first segment of a fiber [`prepare`] just laid
-/// (entered through the new-job switch); otherwise a resume.
+/// [`Resumed`]. `start`: the first segment of a fiber [`prepare`] just laid
+/// (entered through the new-job switch); `None` for a resume.
 ///
 /// # Safety
 /// `stack` must hold a fiber of this `R` and `I`, owned by the caller, on
-/// this thread: freshly prepared if `START`, suspended otherwise.
+/// this thread: the one `prepare` returned `start` for, or suspended.
 #[inline(always)]
-unsafe fn step<R, I: Isolation, const START: bool>(stack: Stack) -> Resumed<R, I> {
+unsafe fn step<R, I: Isolation>(stack: Stack, start: Option<Start>) -> Resumed<R, I> {
     let mut landing = Landing::new();
     // SAFETY: per the contract.
-    if unsafe { switch::<R, I, START>(&stack, stack.top(), &mut landing) } {
+    if unsafe { switch::<R, I>(&stack, stack.top(), &mut landing, start) } {
         // SAFETY: the body ended.
         return unsafe { returned(stack, &mut landing) };
     }
@@ -667,7 +679,7 @@ impl<R, I: Isolation> Fiber<R, I> {
         // SAFETY: `this` is never used or dropped again.
         let stack = unsafe { ManuallyDrop::take(&mut this.stack) };
         // SAFETY: a Fiber owns a suspended fiber of this R and I.
-        unsafe { step::<R, I, false>(stack) }
+        unsafe { step::<R, I>(stack, None) }
     }
 }
 

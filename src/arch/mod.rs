@@ -4,17 +4,20 @@
 //! architecture, wrapped by the functions below):
 //!
 //! * [`Regs`]: the two saved stack pointers of one job, shared with the asm;
-//! * [`prepare`]: lay out the FRESH record at the top of a stack, for a new
-//!   job (entered through the trampoline, whose CFI continues backtraces
-//!   into the resumer);
+//! * [`enter`]: resumer side, start a new job on a stack and run it until
+//!   it switches out; the job's entry function sees the trampoline as its
+//!   caller, whose CFI continues backtraces into the resumer, and inherits
+//!   the caller's floating-point control state;
 //! * [`switch_in`]: resumer side, run the job until it switches out;
 //! * [`switch_out`]: job side, return control to whoever resumed it;
-//! * [`exit`]: job side, the job is done: return control for good;
-//! * [`switch_in_fresh`]: [`switch_in`] for a job [`prepare`] just laid: the
-//!   new job inherits the caller's floating-point control state (x86_64 has a
-//!   lighter entry for it, i686 copies the control words into the record
-//!   first; on the other backends the FP control register is thread state
-//!   and it is `switch_in`).
+//! * [`exit`]: job side, the job is done: return control for good.
+//!
+//! x86_64's `enter` is an asm entry of its own that builds the job's first
+//! frame itself. The other backends lay a FRESH record with their
+//! `prepare` and switch to it with `switch_in_fresh` (`switch_in` for a
+//! job `prepare` just laid; i686 copies the control words into the record
+//! first; on the others the FP control register is thread state), which
+//! the `enter` below combines.
 //!
 //! On targets without a backend, `none.rs` provides the same items with
 //! [`CAPABLE`] = `false`; nothing there is ever reached because the safe
@@ -94,5 +97,25 @@ pub(crate) type Entry = unsafe extern "C" fn(*mut Regs) -> !;
 impl Regs {
     pub(crate) const fn new() -> Regs {
         Regs { sp: core::ptr::null_mut(), parent_sp: core::ptr::null_mut() }
+    }
+}
+
+/// Starts a new job on the stack whose first frame ends at `top`: runs
+/// `entry(regs)` there until the job switches out (see x86_64's `enter`):
+/// a FRESH record laid by the backend's `prepare`, entered by its
+/// `switch_in_fresh`.
+///
+/// # Safety
+/// `top` must be 16-byte aligned, with writable memory below it that no
+/// running code uses; `regs` must stay valid for as long as the job runs
+/// and this thread must own it; `entry` must never return (it ends in
+/// [`exit`], with this `fp_env`).
+#[cfg(not(stackjob_backend = "x86_64"))]
+#[inline(always)]
+pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, fp_env: bool) {
+    // SAFETY: per the contract, which is `prepare`'s and `switch_in_fresh`'s.
+    unsafe {
+        prepare(top, regs, entry);
+        switch_in_fresh(regs, fp_env);
     }
 }

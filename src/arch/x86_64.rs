@@ -12,20 +12,9 @@ pub(crate) const CAPABLE: bool = true;
 /// Name of the backend, for messages.
 pub(crate) const BACKEND: &str = "x86_64-sysv";
 
-/// Size of the saved record (see the table in `arch/x86_64.s`).
-const RECORD: usize = 32;
-/// A FRESH record plus the fake return address above it.
-const FRESH: usize = RECORD + 8;
 /// MXCSR bits 6..=15 are control bits (DAZ, exception masks, rounding, FZ);
 /// bits 0..=5 are the caller-saved exception flags.
 const MXCSR_CONTROL: u32 = 0xffc0;
-
-// Record offsets, named once (the asm spells the same layout in its table;
-// `record_layout_matches_asm` below checks the two against each other).
-// (+0 the x87 control word and +4 MXCSR: written and read by the asm only.)
-const REC_RBX: usize = 8;
-const REC_RBP: usize = 16;
-const REC_PC: usize = 24;
 
 // The CFI escapes encode these offsets as one SLEB128 byte each.
 const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64);
@@ -41,46 +30,21 @@ backend_asm!(
 unsafe extern "sysv64" {
     // Called only from the inline asm in `switch_in`.
     fn stackjob_switch_in_fpenv(regs: *mut Regs);
-    fn stackjob_switch_in_fresh_fpenv(regs: *mut Regs);
+    fn stackjob_enter_fpenv(regs: *mut Regs, top: *mut u8, entry: Entry);
+    fn stackjob_enter_shared(regs: *mut Regs, top: *mut u8, entry: Entry);
     fn stackjob_switch_in_shared(regs: *mut Regs);
     // Not callable: jump targets with their own register convention.
     fn stackjob_switch_out_fpenv();
     fn stackjob_switch_out_shared();
     fn stackjob_switch_exit_fpenv();
     fn stackjob_switch_exit_shared();
-    // Not callable: the unwind anchor (named here only for the layout test),
-    // and the fake return address of every job's entry function (one byte
-    // into the anchor's FDE).
+    // Not callable: the unwind anchor and the fake return address of every
+    // job's entry function (one byte into the anchor's FDE), which
+    // stackjob_enter stores; named here only for the test below.
     #[cfg(test)]
     fn stackjob_trampoline();
+    #[cfg(test)]
     fn stackjob_trampoline_return();
-}
-
-/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// that [`switch_in_fresh`] jumps straight into `entry(regs)` on this stack
-/// (once per job: five stores; the control-word bytes stay unwritten, the
-/// new job inherits the words in force).
-///
-/// # Safety
-/// `top` must be 16-byte aligned, the `FRESH` bytes below it must be
-/// writable memory of a stack that no running code uses, and `regs` must stay
-/// valid for as long as the stack is switched to.
-#[inline(always)]
-pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
-    debug_assert_eq!(top as usize % 16, 0);
-    // SAFETY: the caller guarantees FRESH writable bytes below `top`.
-    unsafe {
-        let rec = top.sub(FRESH);
-        // switch_in pops the record and `jmp`s to its PC with rdi = regs
-        // (its own argument): the entry's first instruction then sees rsp =
-        // top - 8, a multiple of 16 plus 8 as after a call, and the fake
-        // return address there (for unwinders; it is never returned to).
-        rec.add(REC_PC).cast::<usize>().write(entry as *const () as usize);
-        rec.add(REC_RBX).cast::<*mut Regs>().write(regs);
-        rec.add(REC_RBP).cast::<usize>().write(0);
-        top.sub(8).cast::<usize>().write(stackjob_trampoline_return as *const () as usize);
-        (*regs).sp = rec;
-    }
 }
 
 /// The inline asm that calls one of the `stackjob_switch_in_*` entries
@@ -124,22 +88,40 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, fp_env: bool) {
     }
 }
 
-/// [`switch_in`] for a job laid by [`prepare`] and never run: the new job
-/// starts with the caller's floating-point control state, which the entry
-/// leaves in force instead of loading the record's (the record has none).
+/// Starts a new job on the stack whose first frame ends at `top`: runs
+/// `entry(regs)` there until the job switches out. The job starts with the
+/// caller's floating-point control state, which the entry leaves in force
+/// (with `fp_env` it stores the caller's words for the job's first switch
+/// out to compare with).
 ///
 /// # Safety
-/// As for [`switch_in`], and `regs.sp` must be the FRESH record of
-/// [`prepare`].
+/// `top` must be 16-byte aligned, with writable memory below it that no
+/// running code uses (the stack's usable part); `regs` must stay valid for
+/// as long as the job runs and this thread must own it; `entry` must never
+/// return (it ends in [`exit`], with this `fp_env`).
 #[inline(always)]
-pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
-    // SAFETY: as in `switch_in`; the fresh entry saves the same resumer
-    // record (control words included, for the job's first switch out).
+pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, fp_env: bool) {
+    debug_assert_eq!(top as usize % 16, 0);
+    // SAFETY: as in `switch_in`: the asm saves the resumer's rbx, rbp,
+    // return PC (and control words) in its record, r12-r15 and every
+    // caller-saved register are declared clobbered. It writes only the
+    // fake return address just below `top` before jumping to `entry`.
     unsafe {
+        macro_rules! call_enter {
+            ($target:path) => {
+                asm!(
+                    "call {enter}",
+                    enter = sym $target,
+                    in("rdi") regs, in("rsi") top, in("rdx") entry,
+                    out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+                    clobber_abi("sysv64"),
+                )
+            };
+        }
         if fp_env {
-            call_switch_in!(regs, stackjob_switch_in_fresh_fpenv);
+            call_enter!(stackjob_enter_fpenv);
         } else {
-            call_switch_in!(regs, stackjob_switch_in_shared);
+            call_enter!(stackjob_enter_shared);
         }
     }
 }
@@ -187,7 +169,7 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
 ///
 /// # Safety
 /// As for [`switch_out`]; nothing on the job stack may be used again until
-/// [`prepare`] lays a new record on it.
+/// [`enter`] starts a new job on it.
 #[inline(always)]
 pub(crate) unsafe fn exit(regs: *mut Regs, fp_env: bool) -> ! {
     // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
@@ -205,30 +187,11 @@ pub(crate) unsafe fn exit(regs: *mut Regs, fp_env: bool) -> ! {
 mod tests {
     use super::*;
 
-    /// The offsets named in Rust agree with the record the asm builds: a
-    /// fresh stack popped by the asm must enter the trampoline with our
-    /// registers. Checked indirectly by every job test; here directly.
+    /// The fake return address a job's entry sees is one byte into the
+    /// trampoline's FDE, so that an unwinder's "return address - 1" finds
+    /// it (the entry path itself is checked by every job test).
     #[test]
-    fn record_layout_matches_asm() {
-        let mut buf = [0u64; 16];
-        let top = unsafe { (buf.as_mut_ptr() as *mut u8).add(128) };
-        let top = (top as usize & !15) as *mut u8;
-        let mut regs = Regs::new();
-        let regs_ptr: *mut Regs = &mut regs;
-        unsafe extern "C" fn never(_: *mut Regs) -> ! {
-            unreachable!()
-        }
-        // SAFETY: `buf` provides RECORD writable bytes below the aligned top.
-        unsafe { prepare(top, regs_ptr, never) };
-        let rec = regs.sp;
-        assert_eq!(rec as usize, top as usize - FRESH);
-        // SAFETY: `rec` points at the 32-byte record inside `buf`.
-        let word = |off: usize| unsafe { rec.add(off).cast::<usize>().read() };
-        assert_eq!(word(REC_PC), never as *const () as usize);
-        assert_eq!(word(REC_RBX), regs_ptr as usize);
-        assert_eq!(word(REC_RBP), 0);
-        assert_eq!(word(RECORD), stackjob_trampoline_return as *const () as usize);
-        // One byte into the anchor, so that "return address - 1" finds its FDE.
+    fn trampoline_return_is_inside_the_trampoline() {
         assert_eq!(stackjob_trampoline_return as *const () as usize, stackjob_trampoline as *const () as usize + 1);
     }
 }
