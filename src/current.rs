@@ -26,8 +26,6 @@ pub(crate) struct Hot {
     /// The most recently released idle stack of the pool (LIFO), or null
     /// (pool.rs).
     pub(crate) idle: Cell<*mut u8>,
-    /// How many stacks the `idle` list holds (pool.rs).
-    pub(crate) idle_len: Cell<usize>,
     /// The epoch of the installed pool, or `NO_POOL` (pool.rs).
     pub(crate) epoch: Cell<u64>,
     /// The next job id (job.rs).
@@ -53,7 +51,6 @@ thread_local! {
         Hot {
             current: Cell::new(ptr::null_mut()),
             idle: Cell::new(ptr::null_mut()),
-            idle_len: Cell::new(0),
             epoch: Cell::new(NO_POOL),
             next_id: Cell::new(1),
             live: Cell::new(ptr::null_mut()),

@@ -11,6 +11,7 @@ use crate::current::{self, Hot, NO_POOL};
 use crate::errno;
 use crate::stack::{self, Shape, Stack, StackAllocator};
 use std::cell::{Cell, RefCell};
+use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -255,10 +256,11 @@ thread_local! {
     static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
 }
 // The hot path keeps the idle stacks as an intrusive LIFO list threaded
-// through the stacks' own headers, with its length and the epoch of the pool
-// that owns them, in the thread's hot state (`current::Hot`: plain cells, no
-// borrow flag, no lazy-initialisation check, still usable while the thread's
-// other thread-locals are destroyed).
+// through the stacks' own headers (its length is counted only when asked),
+// and the epoch of the pool that owns them, in the thread's hot state
+// (`current::Hot`: plain cells, no borrow flag, no lazy-initialisation
+// check, still usable while the thread's other thread-locals are
+// destroyed).
 
 fn next_epoch() -> u64 {
     static EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -270,7 +272,19 @@ fn next_epoch() -> u64 {
 fn push_idle(hot: &Hot, stack: Stack) {
     stack.set_next_idle(hot.idle.get());
     hot.idle.set(stack.into_top());
-    hot.idle_len.set(hot.idle_len.get() + 1);
+}
+
+/// How many stacks the idle list holds: counted by walking it (for
+/// `pool_stats` only, so that lending and returning a stack keep no count).
+fn idle_len(hot: &Hot) -> usize {
+    let (mut len, mut top) = (0, hot.idle.get());
+    while !top.is_null() {
+        // SAFETY: every top on the list is an idle stack of the installed
+        // pool, owned by the list; it is only read here, never dropped.
+        top = ManuallyDrop::new(unsafe { Stack::from_top(top) }).next_idle();
+        len += 1;
+    }
+    len
 }
 
 impl Pool {
@@ -343,7 +357,6 @@ impl Drop for Pool {
         }
         hot.epoch.set(NO_POOL);
         let mut top = hot.idle.replace(ptr::null_mut());
-        hot.idle_len.set(0);
         while !top.is_null() {
             // SAFETY: every top on the list is an idle stack of this pool,
             // owned by the list alone; it is taken off before it is dropped.
@@ -367,7 +380,6 @@ pub(crate) fn acquire() -> Result<Stack, Error> {
     // by the list; this one is taken off it before it is handed out.
     let stack = unsafe { Stack::from_top(top) };
     hot.idle.set(stack.next_idle());
-    hot.idle_len.set(hot.idle_len.get() - 1);
     Ok(stack)
 }
 
@@ -513,7 +525,7 @@ pub(crate) fn destroy() {
 /// ```
 pub fn pool_stats() -> PoolStats {
     let stats = POOL.try_with(|p| {
-        let idle = current::hot().idle_len.get();
+        let idle = idle_len(current::hot());
         p.borrow().as_ref().map(|pool| PoolStats {
             idle,
             in_use: pool.created - idle,
