@@ -28,21 +28,21 @@ n=${1:-100000}
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
              rt        default  95      80
-             life0     default  105     110
-             life1     default  215     200
+             life0     default  100     110
+             life1     default  211     200
              rt        shared   69      55
-             life0     shared   90      95
-             life1     shared   176     155
+             life0     shared   84      95
+             life1     shared   172     155
              rt-string default  98      -
              rt-string shared   72      -
              rt-big    default  97      -
              rt-big    shared   71      -
              raw-rt    default  75      60
-             raw-life0 default  93      75
-             raw-life1 default  180     145
+             raw-life0 default  89      75
+             raw-life1 default  177     145
              raw-rt    shared   48      30
-             raw-life0 shared   72      55
-             raw-life1 shared   133     100
+             raw-life0 shared   68      55
+             raw-life1 shared   129     100
 TABLE
 )
 

@@ -412,6 +412,19 @@ fn acquire_slow() -> Result<Stack, Error> {
 /// address still in use on it (everything below is dead job frames).
 #[inline(always)]
 pub(crate) fn release(stack: Stack, live_from: *mut u8) {
+    let hot = current::hot();
+    // One compare: the installed pool's stack, and not one that scrubs.
+    if stack.release_key() == hot.epoch.get() {
+        push_idle(hot, stack);
+    } else {
+        release_slow(stack, live_from);
+    }
+}
+
+/// [`release`] of a stack that scrubs or is not the installed pool's.
+#[cold]
+#[inline(never)]
+fn release_slow(stack: Stack, live_from: *mut u8) {
     if stack.scrubs() {
         stack.scrub_below(live_from);
     }

@@ -89,6 +89,11 @@ pub(crate) const SLOT_RESERVE: usize = 192;
 /// Bytes at the very top of every mapping for the stack's own header.
 const HEADER_RESERVE: usize = 128;
 
+/// Set in a scrubbing stack's [`Stack::release_key`]. Pool epochs count up
+/// from 1 and never reach it, and the "no pool" epoch (`current::NO_POOL`)
+/// is never a stack's key (it would take epoch 2^63 - 1).
+const SCRUB_KEY: u64 = 1 << 63;
+
 /// Where a pool's stack memory comes from when it is not the crate's own
 /// `mmap`: a pair of C-style functions, the shape of OpenSSL's
 /// `ASYNC_stack_alloc_fn` / `ASYNC_stack_free_fn` (so a C front end can pass
@@ -195,8 +200,10 @@ struct Header {
     /// `None`: `base` is our own mapping (unmapped with `munmap`); else the
     /// allocator's free function.
     free: Option<unsafe extern "C" fn(*mut c_void)>,
-    /// The pool instance the stack belongs to (0: none).
-    epoch: u64,
+    /// The pool instance the stack belongs to (0: none), with
+    /// [`SCRUB_KEY`] set if the stack is scrubbed: see
+    /// [`Stack::release_key`].
+    key: u64,
     /// Bytes of the `PROT_NONE` guard region, which starts at the first
     /// page boundary in the block (0: no guard); at most `MAX_GUARD_SIZE`,
     /// so 32 bits keep the header within its 64 bytes.
@@ -341,7 +348,7 @@ impl Stack {
                 base,
                 len,
                 free,
-                epoch,
+                key: if scrub { epoch | SCRUB_KEY } else { epoch },
                 // At most MAX_GUARD_SIZE (Shape::new) or a page.
                 guard: guard as u32,
                 scrub,
@@ -367,8 +374,17 @@ impl Stack {
     /// The pool instance that created this stack (0: none).
     #[inline(always)]
     pub(crate) fn epoch(&self) -> u64 {
+        self.release_key() & !SCRUB_KEY
+    }
+
+    /// [`epoch`](Self::epoch), with [`SCRUB_KEY`] set if the stack
+    /// [`scrubs`](Self::scrubs): equal to a pool's epoch exactly when the
+    /// stack is that pool's and nothing is to be done before it goes back
+    /// on the idle list, so the release path decides with one compare.
+    #[inline(always)]
+    pub(crate) fn release_key(&self) -> u64 {
         // SAFETY: the header was written by `new` and lives as long as `self`.
-        unsafe { (*self.header()).epoch }
+        unsafe { (*self.header()).key }
     }
 
     /// Whether the stack is scrubbed between jobs.
