@@ -39,6 +39,10 @@ pub(crate) struct Rec {
     pub(crate) ctx: AtomicPtr<CWaitCtx>,
     /// Owner thread only: `ASYNC_block_pause` depth of this job.
     pub(crate) blocked: Cell<u32>,
+    /// Owner thread only: while `blocked != 0`, the crate's block of the
+    /// job (its own `pause` then returns at once, so `ASYNC_pause_job`
+    /// needs no look-up of this record).
+    pub(crate) block_guard: UnsafeCell<Option<stackjob::BlockGuard>>,
     /// Owner thread only: the job's default `OSSL_LIB_CTX` while it is
     /// switched out.
     pub(crate) libctx: Cell<*mut c_void>,
@@ -58,7 +62,7 @@ pub(crate) struct Rec {
     pub(crate) entry_sp: Cell<usize>,
 }
 
-// SAFETY: the atomics are shared; `blocked`, `libctx` and `job` are only
+// SAFETY: the atomics are shared; `blocked`, `block_guard`, `libctx` and `job` are only
 // touched by the owner thread, which every entry point checks first
 // (`owner == ThreadState::id`), `next_free` only by the thread whose free list
 // holds the record, and the record is handed to another thread only through
@@ -73,6 +77,7 @@ impl Rec {
             owner: AtomicU64::new(0),
             ctx: AtomicPtr::new(ptr::null_mut()),
             blocked: Cell::new(0),
+            block_guard: UnsafeCell::new(None),
             libctx: Cell::new(ptr::null_mut()),
             job: UnsafeCell::new(None),
             next_free: Cell::new(ptr::null()),
@@ -290,8 +295,6 @@ pub(crate) fn acquire(t: &ThreadState) -> Option<(u32, &'static Rec)> {
         (r.index, r)
     };
     r.owner.store(t.id(), Ordering::Relaxed);
-    r.blocked.set(0);
-    r.libctx.set(ptr::null_mut());
     Some((index, r))
 }
 
@@ -330,6 +333,9 @@ pub(crate) unsafe fn release(t: &ThreadState, r: &'static Rec) {
     // this happens under the record's wake lock, which a wake holds while
     // it checks the handle and calls the callback (out of line: the common
     // case carries no lock guard to drop).
+    if r.blocked.get() != 0 {
+        unblock_ended(r);
+    }
     let ctx = if r.wake_issued.load(Ordering::Relaxed) { end_locked(r) } else { end(r) };
     // The fd cleanups below are user code, which may wake other jobs.
     if !ctx.is_null() {
@@ -342,6 +348,18 @@ pub(crate) unsafe fn release(t: &ThreadState, r: &'static Rec) {
         r.next_free.set(t.free.get());
         t.free.set(r);
     }
+}
+
+/// A job that ended blocked: its block count goes back to 0 for the
+/// record's next job, and the crate's block is let go (outside the job,
+/// where dropping it changes nothing: the crate clears a stack's block at
+/// every start).
+#[cold]
+#[inline(never)]
+fn unblock_ended(r: &Rec) {
+    r.blocked.set(0);
+    // SAFETY: owner thread only (`release`'s contract).
+    drop(unsafe { (*r.block_guard.get()).take() });
 }
 
 /// Makes the record's handle stale and takes its wait ctx reference (see

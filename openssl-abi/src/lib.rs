@@ -581,13 +581,17 @@ fn back_from_job(lc: config::LibCtx, r: &handles::Rec, caller_libctx: *mut c_voi
 /// cancellation unwinds from here through the C frames.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
-    let r = match handles::with_state(|t| t.current_rec()) {
-        Some(r) if r.blocked.get() == 0 => r,
-        Some(_) => return 1,
+    // Only this library starts jobs on its copy of the crate, so the
+    // crate's running job is one of ours exactly when one of ours runs; and
+    // the crate's `pause` returns at once while `ASYNC_block_pause` holds
+    // the job's `block_guard`. Our own thread state is left alone here.
+    if !stackjob::in_job() {
         // Not in a job of ours: perhaps in a Rust program's own (foreign.rs).
-        None => return foreign::pause(),
-    };
-    count(&COUNTERS.pauses);
+        return foreign::pause();
+    }
+    if config::debug() {
+        count_pause();
+    }
     // The crate cancels a job whose handle is dropped by making `pause`
     // unwind. For ASYNC_cleanup_thread and thread exit (and for frames the
     // unwinder cannot walk) the unwind stops here and the job pauses again:
@@ -597,11 +601,31 @@ pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
         match catch_unwind(stackjob::pause) {
             Ok(()) => return 1,
             Err(payload) => {
-                if handles::with_state(|t| t.unwind_cancel.get()) && ext::unwind_reaches(r.entry_sp.get()) {
+                if cancel_unwinds_on() {
                     std::panic::resume_unwind(payload);
                 }
             }
         }
+    }
+}
+
+/// Whether the cancellation unwinding `ASYNC_pause_job` goes on through
+/// the C frames: `stackjob_async_cancel_job` is cancelling the job, and the
+/// unwinder can walk every frame down to the job's entry. Out of line, so
+/// that the pause itself never touches our thread state.
+#[cold]
+#[inline(never)]
+fn cancel_unwinds_on() -> bool {
+    let t = handles::state();
+    t.unwind_cancel.get() && t.current_rec().is_some_and(|r| ext::unwind_reaches(r.entry_sp.get()))
+}
+
+/// Counts a pause of the running job (`STACKJOB_DEBUG`), unless it is blocked.
+#[cold]
+#[inline(never)]
+fn count_pause() {
+    if handles::state().current_rec().is_some_and(|r| r.blocked.get() == 0) {
+        count(&COUNTERS.pauses);
     }
 }
 
@@ -639,7 +663,15 @@ pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_block_pause() {
     match handles::with_state(|t| t.current_rec()) {
-        Some(r) => r.blocked.set(r.blocked.get().saturating_add(1)),
+        Some(r) => {
+            let depth = r.blocked.get();
+            if depth == 0 {
+                // SAFETY: owner thread (the job runs here); nothing else
+                // holds a reference into the slot.
+                unsafe { *r.block_guard.get() = Some(stackjob::block_pause()) };
+            }
+            r.blocked.set(depth.saturating_add(1));
+        }
         None => foreign::block(1), // a Rust program's own job (foreign.rs)
     }
 }
@@ -649,7 +681,16 @@ pub extern "C" fn ASYNC_block_pause() {
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_unblock_pause() {
     match handles::with_state(|t| t.current_rec()) {
-        Some(r) => r.blocked.set(r.blocked.get().saturating_sub(1)),
+        Some(r) => match r.blocked.get() {
+            0 => {}
+            1 => {
+                r.blocked.set(0);
+                // SAFETY: owner thread (the job runs here); dropping the
+                // guard inside the job lets the crate's `pause` suspend again.
+                drop(unsafe { (*r.block_guard.get()).take() });
+            }
+            depth => r.blocked.set(depth - 1),
+        },
         None => foreign::block(-1), // a Rust program's own job (foreign.rs)
     }
 }
