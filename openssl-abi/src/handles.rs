@@ -107,8 +107,9 @@ pub(crate) struct ThreadState {
     current_rec: Cell<*const Rec>,
     /// This thread's pool was set up with the configured stack size.
     pub(crate) pool_ready: Cell<bool>,
-    /// `pool_ready`, the stacks are marked used and `ExitGuard` is armed:
-    /// a start needs none of those checks (`crate::prepare_start`).
+    /// `pool_ready`, the stacks are marked used, `ExitGuard` is armed and
+    /// the thread has its `id`: a start needs none of those checks
+    /// (`crate::prepare_start`).
     /// Cleared with `pool_ready` by `ASYNC_cleanup_thread`.
     pub(crate) start_ready: Cell<bool>,
     /// A number naming this thread for the process's lifetime; 0 until the
@@ -176,15 +177,14 @@ pub(crate) fn with_state<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
 }
 
 impl ThreadState {
-    /// This thread's id, assigned on first use.
+    /// Gives this thread its id if it has none yet; from then on
+    /// `acquire` can take records (`crate::prepare_start` calls this before
+    /// the thread's first start).
     #[inline]
-    fn id(&self) -> u64 {
-        let mut v = self.id.get();
-        if v == 0 {
-            v = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-            self.id.set(v);
+    pub(crate) fn assign_id(&self) {
+        if self.id.get() == 0 {
+            self.id.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
         }
-        v
     }
 
     /// Whether this thread owns the live record `r` (false for a thread
@@ -277,7 +277,8 @@ pub(crate) fn lookup_paused(t: &ThreadState, h: usize) -> Option<&'static Rec> {
         .then_some(r)
 }
 
-/// Takes a free record for a new job of the calling thread.
+/// Takes a free record for a new job of the calling thread, which has an
+/// id (`ThreadState::assign_id`).
 #[inline(always)]
 pub(crate) fn acquire(t: &ThreadState) -> Option<(u32, &'static Rec)> {
     let head = t.free.get();
@@ -294,7 +295,8 @@ pub(crate) fn acquire(t: &ThreadState) -> Option<(u32, &'static Rec)> {
         t.free.set(r.next_free.get());
         (r.index, r)
     };
-    r.owner.store(t.id(), Ordering::Relaxed);
+    debug_assert_ne!(t.id.get(), 0, "records are taken after `assign_id`");
+    r.owner.store(t.id.get(), Ordering::Relaxed);
     Some((index, r))
 }
 

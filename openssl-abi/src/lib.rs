@@ -283,19 +283,22 @@ const INLINE_ARGS: usize = 64;
 #[derive(Clone, Copy)]
 struct Align16([MaybeUninit<u8>; 16]);
 
-/// The job's private copy of `args`, as the job closure carries it.
-enum Args {
-    /// NULL `args` or `size == 0`: the job gets NULL, as in OpenSSL 3.0.x
-    /// today (openssl#29377).
-    None,
-    /// Up to `INLINE_ARGS` bytes, copied by the job itself into a buffer on
-    /// its stack as it starts. That is still inside the `ASYNC_start_job`
-    /// call (a job runs at once, on the caller's thread), where `args` is
-    /// valid; the closure carries 16 bytes instead of 64 through the start.
-    Small { src: *const u8, size: usize },
-    /// Larger arguments, copied before the start (where a failed allocation
-    /// can still return `ASYNC_ERR`).
-    Heap(Box<[Align16]>),
+/// The job's private copy of `args`, as the job closure carries it: two
+/// words, whose `size` also says how the bytes are held.
+///
+/// * `size == 0` (NULL `args` or `size == 0`): the job gets NULL, as in
+///   OpenSSL 3.0.x today (openssl#29377).
+/// * `1..=INLINE_ARGS`: `src` is the caller's `args`, copied by the job
+///   itself into a buffer on its stack as it starts. That is still inside
+///   the `ASYNC_start_job` call (a job runs at once, on the caller's
+///   thread), where `args` is valid; the closure carries 16 bytes instead
+///   of 64 through the start.
+/// * larger: `src` is a heap copy made before the start (where a failed
+///   allocation can still return `ASYNC_ERR`): `size.div_ceil(16)`
+///   `Align16`s from a leaked `Box`, freed when the job's closure is dropped.
+struct Args {
+    src: *const u8,
+    size: usize,
 }
 
 impl Args {
@@ -307,10 +310,10 @@ impl Args {
     #[inline]
     unsafe fn new(args: *const c_void, size: usize) -> Option<Args> {
         if args.is_null() || size == 0 {
-            return Some(Args::None);
+            return Some(Args { src: ptr::null(), size: 0 });
         }
         if size <= INLINE_ARGS {
-            return Some(Args::Small { src: args.cast(), size });
+            return Some(Args { src: args.cast(), size });
         }
         let blank = Align16([MaybeUninit::uninit(); 16]);
         let mut v: Vec<Align16> = Vec::new();
@@ -318,24 +321,38 @@ impl Args {
         v.resize(size.div_ceil(16), blank);
         // SAFETY: `args` is readable for `size` bytes and `v` holds at least that many.
         unsafe { ptr::copy_nonoverlapping(args.cast::<u8>(), v.as_mut_ptr().cast::<u8>(), size) };
-        Some(Args::Heap(v.into_boxed_slice()))
+        let heap: *mut [Align16] = Box::into_raw(v.into_boxed_slice());
+        Some(Args { src: heap.cast::<u8>().cast_const(), size })
     }
 
     /// The pointer the job function gets; a small copy goes to `buf`.
     ///
     /// # Safety
-    /// For `Small`: called as the job starts (see there).
+    /// For a small copy: called as the job starts (see [`Args`]).
     #[inline(always)]
-    unsafe fn place(&mut self, buf: &mut [Align16; INLINE_ARGS / 16]) -> *mut c_void {
-        match self {
-            Args::None => ptr::null_mut(),
-            Args::Small { src, size } => {
-                // SAFETY: `src` is readable for `size` <= 64 bytes (the
-                // caller's contract) and `buf` holds 64.
-                unsafe { copy_small(*src, buf.as_mut_ptr().cast::<u8>(), *size) };
-                buf.as_mut_ptr().cast()
-            }
-            Args::Heap(b) => b.as_mut_ptr().cast(),
+    unsafe fn place(&self, buf: &mut [Align16; INLINE_ARGS / 16]) -> *mut c_void {
+        if self.size == 0 {
+            ptr::null_mut()
+        } else if self.size <= INLINE_ARGS {
+            // SAFETY: `src` is readable for `size` <= 64 bytes (the
+            // caller's contract) and `buf` holds 64.
+            unsafe { copy_small(self.src, buf.as_mut_ptr().cast::<u8>(), self.size) };
+            buf.as_mut_ptr().cast()
+        } else {
+            // The heap copy is the job's own, writable (from `Box::into_raw`).
+            self.src.cast_mut().cast()
+        }
+    }
+}
+
+impl Drop for Args {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.size > INLINE_ARGS {
+            let heap = ptr::slice_from_raw_parts_mut(self.src.cast_mut().cast::<Align16>(), self.size.div_ceil(16));
+            // SAFETY: a large copy is the `Box<[Align16]>` of `new`, of this
+            // length, leaked there and owned by this value alone.
+            drop(unsafe { Box::from_raw(heap) });
         }
     }
 }
@@ -372,7 +389,8 @@ unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
 }
 
 /// Turns a crate result into the C result for the job in record `r`
-/// (handle `h`), counting a finish if `debug`.
+/// (handle `h`), counting a finish if `debug`. `fresh`: the job was just
+/// started (else resumed, through `*job == h`).
 ///
 /// # Safety
 /// The calling thread (state `t`) owns record `r`; `job` and `ret` are the
@@ -386,14 +404,20 @@ unsafe fn settle(
     job: *mut *mut AsyncJob,
     ret: *mut c_int,
     debug: bool,
+    fresh: bool,
 ) -> c_int {
     match result {
         Ok(Step::Paused(j)) => {
-            // SAFETY: owner thread; the record's job slot is empty while it runs.
-            unsafe { *r.job.get() = Some(j) };
+            // SAFETY: owner thread; the record's job slot is empty while the
+            // job runs (taken by `resume`, empty since `release`), so there
+            // is nothing to drop.
+            unsafe { r.job.get().write(Some(j)) };
             r.state.store(PAUSED, Ordering::Release);
-            // SAFETY: `job` is the caller's valid out-pointer.
-            unsafe { *job = h as *mut AsyncJob };
+            if fresh {
+                // SAFETY: `job` is the caller's valid out-pointer. (A resume
+                // read `h` from there: it holds it already.)
+                unsafe { *job = h as *mut AsyncJob };
+            }
             ASYNC_PAUSE
         }
         Ok(Step::Finished(v)) => {
@@ -481,7 +505,7 @@ unsafe fn start_job(
         return ASYNC_ERR;
     }
     // SAFETY: `args` is readable for `size` bytes per the contract.
-    let Some(mut copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
+    let Some(copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
     let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
     // SAFETY: `ctx` is null or a live wait ctx per the contract.
     let wait = unsafe { wctx(ctx) };
@@ -509,13 +533,13 @@ unsafe fn start_job(
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, r, h, result, job, ret, debug) }
+    unsafe { settle(t, r, h, result, job, ret, debug, true) }
 }
 
 /// The first start on this thread (or the first since
 /// `ASYNC_cleanup_thread`): creates the pool, latches
-/// `ASYNC_set_mem_functions` and registers the thread-exit release; then
-/// `start_ready` lets later starts skip all three checks.
+/// `ASYNC_set_mem_functions`, registers the thread-exit release and gives
+/// the thread its id; then `start_ready` lets later starts skip all four.
 #[cold]
 #[inline(never)]
 fn prepare_start(t: &ThreadState) -> bool {
@@ -524,6 +548,7 @@ fn prepare_start(t: &ThreadState) -> bool {
     }
     mark_stacks_used();
     t.arm_exit_guard();
+    t.assign_id();
     t.start_ready.set(true);
     true
 }
@@ -556,7 +581,7 @@ unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, r, h, result, job, ret, debug) }
+    unsafe { settle(t, r, h, result, job, ret, debug, false) }
 }
 
 /// Control is back from a job segment: saves the job's default
