@@ -70,6 +70,20 @@ pub(crate) struct Rec {
 unsafe impl Sync for Rec {}
 
 impl Rec {
+    /// Starts a segment of the record's job for its wait ctx, if it has one
+    /// (`stackjob::WaitCtx::begin_segment`): the crate is given no context,
+    /// this layer holds it (`ctx`).
+    ///
+    /// Owner thread only, with the job switched out.
+    #[inline(always)]
+    pub(crate) fn begin_segment(&self) {
+        // SAFETY: while `ctx` is set the record holds a reference to it, so
+        // it is alive; only the owner thread (the caller) replaces it.
+        if let Some(w) = unsafe { self.ctx.load(Ordering::Relaxed).as_ref() } {
+            w.inner().begin_segment();
+        }
+    }
+
     fn new(index: u32) -> Rec {
         Rec {
             generation: AtomicU32::new(1),
@@ -406,6 +420,10 @@ pub(crate) fn release_paused_of_this_thread(t: &ThreadState) {
         }
         // SAFETY: this thread owns the record and the job is switched out.
         let job = unsafe { (*r.job.get()).take() };
+        // The segment of the job's cancellation (which the crate may have
+        // run already, for `ASYNC_cleanup_thread` and thread exit: the
+        // flags are the same either way, no C code of the job's runs then).
+        r.begin_segment();
         drop(job);
         // SAFETY: owned by this thread; `job` was emptied above.
         unsafe { release(t, r) };

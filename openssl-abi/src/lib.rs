@@ -509,9 +509,13 @@ unsafe fn start_job(
     let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
     // SAFETY: `ctx` is null or a live wait ctx per the contract.
     let wait = unsafe { wctx(ctx) };
+    // The record holds the job's reference to the ctx and begins its
+    // segments (the crate is given none: a second reference count and a
+    // second pointer to clear per job bought nothing).
     if let Some(w) = wait {
         w.retain();
         r.ctx.store(ctx, Ordering::Release);
+        w.inner().begin_segment();
     }
     r.state.store(RUNNING, Ordering::Release);
     let h = handles::handle(index, r.generation.load(Ordering::Acquire));
@@ -520,7 +524,7 @@ unsafe fn start_job(
     let lc = config::libctx();
     let caller_libctx = lc.current();
     t.enter(h, r);
-    let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
+    let result = stackjob::start(None, move || {
         // Where a cancel's unwind must get to (`ext::unwind_reaches`).
         r.entry_sp.set(ext::stack_pointer());
         let mut buf = [Align16([MaybeUninit::uninit(); 16]); INLINE_ARGS / 16];
@@ -576,6 +580,7 @@ unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c
     if r.libctx.get() != caller_libctx {
         lc.set(r.libctx.get());
     }
+    r.begin_segment();
     t.enter(h, r);
     let result = paused.resume();
     t.leave();
