@@ -389,14 +389,14 @@ unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
 }
 
 /// Turns a crate result into the C result for the job in record `r`
-/// (handle `h`), counting a finish if `debug`. `fresh`: the job was just
+/// (handle `h`), counting a finish if `debug`. `FRESH`: the job was just
 /// started (else resumed, through `*job == h`).
 ///
 /// # Safety
 /// The calling thread (state `t`) owns record `r`; `job` and `ret` are the
 /// caller's `ASYNC_start_job` arguments.
 #[inline(always)]
-unsafe fn settle(
+unsafe fn settle<const FRESH: bool>(
     t: &ThreadState,
     r: &'static handles::Rec,
     h: usize,
@@ -404,7 +404,6 @@ unsafe fn settle(
     job: *mut *mut AsyncJob,
     ret: *mut c_int,
     debug: bool,
-    fresh: bool,
 ) -> c_int {
     match result {
         Ok(Step::Paused(j)) => {
@@ -413,7 +412,7 @@ unsafe fn settle(
             // is nothing to drop.
             unsafe { r.job.get().write(Some(j)) };
             r.state.store(PAUSED, Ordering::Release);
-            if fresh {
+            if FRESH {
                 // SAFETY: `job` is the caller's valid out-pointer. (A resume
                 // read `h` from there: it holds it already.)
                 unsafe { *job = h as *mut AsyncJob };
@@ -537,7 +536,7 @@ unsafe fn start_job(
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, r, h, result, job, ret, debug, true) }
+    unsafe { settle::<true>(t, r, h, result, job, ret, debug) }
 }
 
 /// The first start on this thread (or the first since
@@ -586,7 +585,7 @@ unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, r, h, result, job, ret, debug, false) }
+    unsafe { settle::<false>(t, r, h, result, job, ret, debug) }
 }
 
 /// Control is back from a job segment: saves the job's default
