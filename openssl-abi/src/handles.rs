@@ -123,7 +123,8 @@ pub(crate) struct ThreadState {
     pub(crate) pool_ready: Cell<bool>,
     /// `pool_ready`, the stacks are marked used, `ExitGuard` is armed and
     /// the thread has its `id`: a start needs none of those checks
-    /// (`crate::prepare_start`).
+    /// (`crate::prepare_start`). Never set while `STACKJOB_DEBUG` counts,
+    /// so that starts and resumes on a ready thread need no test for that.
     /// Cleared with `pool_ready` by `ASYNC_cleanup_thread`.
     pub(crate) start_ready: Cell<bool>,
     /// A number naming this thread for the process's lifetime; 0 until the

@@ -495,14 +495,64 @@ unsafe fn start_job(
     }
     // SAFETY: `job` is non-null and the caller's in/out pointer.
     let h = unsafe { *job } as usize;
+    // `start_ready` is never set while `STACKJOB_DEBUG` counts: the
+    // variants for a ready thread count nothing and test nothing for it.
     if h != 0 {
         // SAFETY: forwarded contract.
-        return unsafe { resume(t, job, h, ret) };
+        return unsafe {
+            if t.start_ready.get() { resume::<false>(t, job, h, ret) } else { resume::<true>(t, job, h, ret) }
+        };
     }
     let Some(func) = func else { return ASYNC_ERR };
-    if !t.start_ready.get() && !prepare_start(t) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if t.start_ready.get() {
+            start_fresh::<false>(t, job, ctx, ret, func, args, size)
+        } else {
+            start_unready(t, job, ctx, ret, func, args, size)
+        }
+    }
+}
+
+/// A fresh start on a thread that is not `start_ready`: its first (or
+/// first since `ASYNC_cleanup_thread`), or any while `STACKJOB_DEBUG`
+/// counts.
+///
+/// # Safety
+/// As `ASYNC_start_job`, with `job` non-null and `*job` null.
+#[cold]
+#[inline(never)]
+unsafe fn start_unready(
+    t: &ThreadState,
+    job: *mut *mut AsyncJob,
+    ctx: *mut CWaitCtx,
+    ret: *mut c_int,
+    func: JobFn,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
+    if !prepare_start(t) {
         return ASYNC_ERR;
     }
+    // SAFETY: forwarded contract.
+    unsafe { start_fresh::<true>(t, job, ctx, ret, func, args, size) }
+}
+
+/// Starts `func` as a new job (`*job` is null); `COUNT`: keep the
+/// `STACKJOB_DEBUG` counters if they are on.
+///
+/// # Safety
+/// As `start_unready`, on a thread `prepare_start` made ready for starts.
+#[inline(always)]
+unsafe fn start_fresh<const COUNT: bool>(
+    t: &ThreadState,
+    job: *mut *mut AsyncJob,
+    ctx: *mut CWaitCtx,
+    ret: *mut c_int,
+    func: JobFn,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
     // SAFETY: `args` is readable for `size` bytes per the contract.
     let Some(copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
     let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
@@ -518,7 +568,7 @@ unsafe fn start_job(
     }
     r.state.store(RUNNING, Ordering::Release);
     let h = handles::handle(index, r.generation.load(Ordering::Acquire));
-    let debug = config::debug();
+    let debug = COUNT && config::debug();
     count_if(debug, &COUNTERS.starts);
     let lc = config::libctx();
     let caller_libctx = lc.current();
@@ -542,7 +592,8 @@ unsafe fn start_job(
 /// The first start on this thread (or the first since
 /// `ASYNC_cleanup_thread`): creates the pool, latches
 /// `ASYNC_set_mem_functions`, registers the thread-exit release and gives
-/// the thread its id; then `start_ready` lets later starts skip all four.
+/// the thread its id; then `start_ready` lets later starts skip all four
+/// (unless `STACKJOB_DEBUG` counts: `start_ready` also means no counting).
 #[cold]
 #[inline(never)]
 fn prepare_start(t: &ThreadState) -> bool {
@@ -552,17 +603,19 @@ fn prepare_start(t: &ThreadState) -> bool {
     mark_stacks_used();
     t.arm_exit_guard();
     t.assign_id();
-    t.start_ready.set(true);
+    // Counting threads stay on the variants that count.
+    t.start_ready.set(!config::debug());
     true
 }
 
 /// Resumes the paused job `h` (validated: current generation, paused,
-/// owned by this thread).
+/// owned by this thread); `COUNT`: keep the `STACKJOB_DEBUG` counters if
+/// they are on.
 ///
 /// # Safety
 /// As `ASYNC_start_job`.
 #[inline]
-unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
+unsafe fn resume<const COUNT: bool>(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
     // Only the owner thread changes a live record's state, so once it is
     // ours a plain load and store do what a compare-exchange would.
     let Some(r) = handles::lookup_paused(t, h) else { return ASYNC_ERR };
@@ -572,7 +625,7 @@ unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c
         r.state.store(PAUSED, Ordering::Release);
         return ASYNC_ERR;
     };
-    let debug = config::debug();
+    let debug = COUNT && config::debug();
     count_if(debug, &COUNTERS.resumes);
     let lc = config::libctx();
     let caller_libctx = lc.current();
