@@ -408,8 +408,14 @@ impl WaitCtx {
     /// Starts a new run segment of a job using this context: the change
     /// flags of the previous segment are forgotten. Costs one relaxed load
     /// when nothing changed.
+    ///
+    /// [`start`](crate::start) and [`Job::resume`](crate::Job::resume) do
+    /// this for the context they were given. A layer that keeps a job's
+    /// context itself and starts the job with `None` calls it before each of
+    /// the job's segments (including a cancellation's, or after it: no code
+    /// of the job's runs while it unwinds that could change the flags).
     #[inline]
-    pub(crate) fn begin_segment(&self) {
+    pub fn begin_segment(&self) {
         if self.shared.dirty.load(Ordering::Relaxed) {
             self.reset_changes();
         }

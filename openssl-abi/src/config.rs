@@ -3,7 +3,7 @@
 
 use std::ffi::c_void;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 /// Settings read from the environment on first use (or at load time).
 pub(crate) struct Config {
@@ -155,27 +155,41 @@ type Set0Default = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 /// same function, so any of their stores is right.
 static SET0_DEFAULT: AtomicPtr<c_void> = AtomicPtr::new(resolve_set0 as *mut c_void);
 
-/// The look-up found libcrypto's function (for `libctx_swapping`, which
-/// thus compares no function addresses).
-static SET0_FOUND: AtomicBool = AtomicBool::new(false);
+/// What the look-up found: `UNRESOLVED` before it, then `ABSENT` or
+/// `FOUND` (for `libctx_swapping`, which thus compares no function
+/// addresses).
+static SET0_STATE: AtomicU8 = AtomicU8::new(UNRESOLVED);
+const UNRESOLVED: u8 = 0;
+const ABSENT: u8 = 1;
+const FOUND: u8 = 2;
 
 /// Stands in for `OSSL_LIB_CTX_set0_default` without libcrypto: no context.
 unsafe extern "C" fn absent_set0(_: *mut c_void) -> *mut c_void {
     std::ptr::null_mut()
 }
 
-/// The first call: looks the function up, then forwards to it.
-unsafe extern "C" fn resolve_set0(ctx: *mut c_void) -> *mut c_void {
+/// Looks the function up and installs it (or `absent_set0`); returns the
+/// installed function and whether it is libcrypto's.
+#[cold]
+fn resolve() -> (Set0Default, bool) {
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
     // searches the loaded objects.
     let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"OSSL_LIB_CTX_set0_default".as_ptr()) };
-    let f = if sym.is_null() { absent_set0 as *mut c_void } else { sym };
-    SET0_FOUND.store(!sym.is_null(), Ordering::Relaxed);
-    // Release: whoever reads `f` with Acquire also sees `SET0_FOUND`.
+    let found = !sym.is_null();
+    let f = if found { sym } else { absent_set0 as *mut c_void };
+    SET0_STATE.store(if found { FOUND } else { ABSENT }, Ordering::Relaxed);
+    // Release: whoever reads `f` with Acquire also sees `SET0_STATE`.
     SET0_DEFAULT.store(f, Ordering::Release);
     // SAFETY: libcrypto 3.x defines the symbol with this signature, as
-    // `absent_set0` has; `ctx` is the caller's (see `LibCtx`).
-    unsafe { std::mem::transmute::<*mut c_void, Set0Default>(f)(ctx) }
+    // `absent_set0` has.
+    (unsafe { std::mem::transmute::<*mut c_void, Set0Default>(f) }, found)
+}
+
+/// The first call: looks the function up, then forwards to it.
+unsafe extern "C" fn resolve_set0(ctx: *mut c_void) -> *mut c_void {
+    // SAFETY: `ctx` is the caller's (see `LibCtx`), for a function of this
+    // signature.
+    unsafe { resolve().0(ctx) }
 }
 
 /// The run-time link to libcrypto's default library context, fetched once
@@ -194,12 +208,13 @@ pub(crate) fn libctx() -> LibCtx {
 
 /// Whether default-library-context swapping is active (libcrypto found).
 pub(crate) fn libctx_swapping() -> bool {
-    // One call looks the function up if that did not happen yet; the
-    // Acquire load then reads this thread's store or the release store of
-    // the thread that did the look-up, after its `SET0_FOUND` store.
-    libctx().current();
+    // Acquire pairs with `resolve`'s release store of `SET0_DEFAULT`: a
+    // state written by another thread's look-up is seen with it.
     SET0_DEFAULT.load(Ordering::Acquire);
-    SET0_FOUND.load(Ordering::Relaxed)
+    match SET0_STATE.load(Ordering::Relaxed) {
+        UNRESOLVED => resolve().1,
+        state => state == FOUND,
+    }
 }
 
 impl LibCtx {

@@ -125,6 +125,7 @@ pub extern "C" fn stackjob_async_cancel_job(job: *mut AsyncJob) -> c_int {
             let (outer, outer_rec) = (t.current.get(), t.current_rec());
             t.enter(h, r);
             t.unwind_cancel.set(true);
+            r.begin_segment(); // the cancellation's segment
             drop(paused); // the crate resumes it once, with its pause unwinding
             t.unwind_cancel.set(false);
             match outer_rec {

@@ -39,6 +39,10 @@ pub(crate) struct Rec {
     pub(crate) ctx: AtomicPtr<CWaitCtx>,
     /// Owner thread only: `ASYNC_block_pause` depth of this job.
     pub(crate) blocked: Cell<u32>,
+    /// Owner thread only: while `blocked != 0`, the crate's block of the
+    /// job (its own `pause` then returns at once, so `ASYNC_pause_job`
+    /// needs no look-up of this record).
+    pub(crate) block_guard: UnsafeCell<Option<stackjob::BlockGuard>>,
     /// Owner thread only: the job's default `OSSL_LIB_CTX` while it is
     /// switched out.
     pub(crate) libctx: Cell<*mut c_void>,
@@ -58,7 +62,7 @@ pub(crate) struct Rec {
     pub(crate) entry_sp: Cell<usize>,
 }
 
-// SAFETY: the atomics are shared; `blocked`, `libctx` and `job` are only
+// SAFETY: the atomics are shared; `blocked`, `block_guard`, `libctx` and `job` are only
 // touched by the owner thread, which every entry point checks first
 // (`owner == ThreadState::id`), `next_free` only by the thread whose free list
 // holds the record, and the record is handed to another thread only through
@@ -66,6 +70,20 @@ pub(crate) struct Rec {
 unsafe impl Sync for Rec {}
 
 impl Rec {
+    /// Starts a segment of the record's job for its wait ctx, if it has one
+    /// (`stackjob::WaitCtx::begin_segment`): the crate is given no context,
+    /// this layer holds it (`ctx`).
+    ///
+    /// Owner thread only, with the job switched out.
+    #[inline(always)]
+    pub(crate) fn begin_segment(&self) {
+        // SAFETY: while `ctx` is set the record holds a reference to it, so
+        // it is alive; only the owner thread (the caller) replaces it.
+        if let Some(w) = unsafe { self.ctx.load(Ordering::Relaxed).as_ref() } {
+            w.inner().begin_segment();
+        }
+    }
+
     fn new(index: u32) -> Rec {
         Rec {
             generation: AtomicU32::new(1),
@@ -73,6 +91,7 @@ impl Rec {
             owner: AtomicU64::new(0),
             ctx: AtomicPtr::new(ptr::null_mut()),
             blocked: Cell::new(0),
+            block_guard: UnsafeCell::new(None),
             libctx: Cell::new(ptr::null_mut()),
             job: UnsafeCell::new(None),
             next_free: Cell::new(ptr::null()),
@@ -102,8 +121,10 @@ pub(crate) struct ThreadState {
     current_rec: Cell<*const Rec>,
     /// This thread's pool was set up with the configured stack size.
     pub(crate) pool_ready: Cell<bool>,
-    /// `pool_ready`, the stacks are marked used and `ExitGuard` is armed:
-    /// a start needs none of those checks (`crate::prepare_start`).
+    /// `pool_ready`, the stacks are marked used, `ExitGuard` is armed and
+    /// the thread has its `id`: a start needs none of those checks
+    /// (`crate::prepare_start`). Never set while `STACKJOB_DEBUG` counts,
+    /// so that starts and resumes on a ready thread need no test for that.
     /// Cleared with `pool_ready` by `ASYNC_cleanup_thread`.
     pub(crate) start_ready: Cell<bool>,
     /// A number naming this thread for the process's lifetime; 0 until the
@@ -171,15 +192,14 @@ pub(crate) fn with_state<T>(f: impl FnOnce(&ThreadState) -> T) -> T {
 }
 
 impl ThreadState {
-    /// This thread's id, assigned on first use.
+    /// Gives this thread its id if it has none yet; from then on
+    /// `acquire` can take records (`crate::prepare_start` calls this before
+    /// the thread's first start).
     #[inline]
-    fn id(&self) -> u64 {
-        let mut v = self.id.get();
-        if v == 0 {
-            v = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-            self.id.set(v);
+    pub(crate) fn assign_id(&self) {
+        if self.id.get() == 0 {
+            self.id.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
         }
-        v
     }
 
     /// Whether this thread owns the live record `r` (false for a thread
@@ -272,7 +292,8 @@ pub(crate) fn lookup_paused(t: &ThreadState, h: usize) -> Option<&'static Rec> {
         .then_some(r)
 }
 
-/// Takes a free record for a new job of the calling thread.
+/// Takes a free record for a new job of the calling thread, which has an
+/// id (`ThreadState::assign_id`).
 #[inline(always)]
 pub(crate) fn acquire(t: &ThreadState) -> Option<(u32, &'static Rec)> {
     let head = t.free.get();
@@ -289,9 +310,8 @@ pub(crate) fn acquire(t: &ThreadState) -> Option<(u32, &'static Rec)> {
         t.free.set(r.next_free.get());
         (r.index, r)
     };
-    r.owner.store(t.id(), Ordering::Relaxed);
-    r.blocked.set(0);
-    r.libctx.set(ptr::null_mut());
+    debug_assert_ne!(t.id.get(), 0, "records are taken after `assign_id`");
+    r.owner.store(t.id.get(), Ordering::Relaxed);
     Some((index, r))
 }
 
@@ -330,6 +350,9 @@ pub(crate) unsafe fn release(t: &ThreadState, r: &'static Rec) {
     // this happens under the record's wake lock, which a wake holds while
     // it checks the handle and calls the callback (out of line: the common
     // case carries no lock guard to drop).
+    if r.blocked.get() != 0 {
+        unblock_ended(r);
+    }
     let ctx = if r.wake_issued.load(Ordering::Relaxed) { end_locked(r) } else { end(r) };
     // The fd cleanups below are user code, which may wake other jobs.
     if !ctx.is_null() {
@@ -342,6 +365,18 @@ pub(crate) unsafe fn release(t: &ThreadState, r: &'static Rec) {
         r.next_free.set(t.free.get());
         t.free.set(r);
     }
+}
+
+/// A job that ended blocked: its block count goes back to 0 for the
+/// record's next job, and the crate's block is let go (outside the job,
+/// where dropping it changes nothing: the crate clears a stack's block at
+/// every start).
+#[cold]
+#[inline(never)]
+fn unblock_ended(r: &Rec) {
+    r.blocked.set(0);
+    // SAFETY: owner thread only (`release`'s contract).
+    drop(unsafe { (*r.block_guard.get()).take() });
 }
 
 /// Makes the record's handle stale and takes its wait ctx reference (see
@@ -386,6 +421,10 @@ pub(crate) fn release_paused_of_this_thread(t: &ThreadState) {
         }
         // SAFETY: this thread owns the record and the job is switched out.
         let job = unsafe { (*r.job.get()).take() };
+        // The segment of the job's cancellation (which the crate may have
+        // run already, for `ASYNC_cleanup_thread` and thread exit: the
+        // flags are the same either way, no C code of the job's runs then).
+        r.begin_segment();
         drop(job);
         // SAFETY: owned by this thread; `job` was emptied above.
         unsafe { release(t, r) };

@@ -283,19 +283,22 @@ const INLINE_ARGS: usize = 64;
 #[derive(Clone, Copy)]
 struct Align16([MaybeUninit<u8>; 16]);
 
-/// The job's private copy of `args`, as the job closure carries it.
-enum Args {
-    /// NULL `args` or `size == 0`: the job gets NULL, as in OpenSSL 3.0.x
-    /// today (openssl#29377).
-    None,
-    /// Up to `INLINE_ARGS` bytes, copied by the job itself into a buffer on
-    /// its stack as it starts. That is still inside the `ASYNC_start_job`
-    /// call (a job runs at once, on the caller's thread), where `args` is
-    /// valid; the closure carries 16 bytes instead of 64 through the start.
-    Small { src: *const u8, size: usize },
-    /// Larger arguments, copied before the start (where a failed allocation
-    /// can still return `ASYNC_ERR`).
-    Heap(Box<[Align16]>),
+/// The job's private copy of `args`, as the job closure carries it: two
+/// words, whose `size` also says how the bytes are held.
+///
+/// * `size == 0` (NULL `args` or `size == 0`): the job gets NULL, as in
+///   OpenSSL 3.0.x today (openssl#29377).
+/// * `1..=INLINE_ARGS`: `src` is the caller's `args`, copied by the job
+///   itself into a buffer on its stack as it starts. That is still inside
+///   the `ASYNC_start_job` call (a job runs at once, on the caller's
+///   thread), where `args` is valid; the closure carries 16 bytes instead
+///   of 64 through the start.
+/// * larger: `src` is a heap copy made before the start (where a failed
+///   allocation can still return `ASYNC_ERR`): `size.div_ceil(16)`
+///   `Align16`s from a leaked `Box`, freed when the job's closure is dropped.
+struct Args {
+    src: *const u8,
+    size: usize,
 }
 
 impl Args {
@@ -307,10 +310,10 @@ impl Args {
     #[inline]
     unsafe fn new(args: *const c_void, size: usize) -> Option<Args> {
         if args.is_null() || size == 0 {
-            return Some(Args::None);
+            return Some(Args { src: ptr::null(), size: 0 });
         }
         if size <= INLINE_ARGS {
-            return Some(Args::Small { src: args.cast(), size });
+            return Some(Args { src: args.cast(), size });
         }
         let blank = Align16([MaybeUninit::uninit(); 16]);
         let mut v: Vec<Align16> = Vec::new();
@@ -318,24 +321,38 @@ impl Args {
         v.resize(size.div_ceil(16), blank);
         // SAFETY: `args` is readable for `size` bytes and `v` holds at least that many.
         unsafe { ptr::copy_nonoverlapping(args.cast::<u8>(), v.as_mut_ptr().cast::<u8>(), size) };
-        Some(Args::Heap(v.into_boxed_slice()))
+        let heap: *mut [Align16] = Box::into_raw(v.into_boxed_slice());
+        Some(Args { src: heap.cast::<u8>().cast_const(), size })
     }
 
     /// The pointer the job function gets; a small copy goes to `buf`.
     ///
     /// # Safety
-    /// For `Small`: called as the job starts (see there).
+    /// For a small copy: called as the job starts (see [`Args`]).
     #[inline(always)]
-    unsafe fn place(&mut self, buf: &mut [Align16; INLINE_ARGS / 16]) -> *mut c_void {
-        match self {
-            Args::None => ptr::null_mut(),
-            Args::Small { src, size } => {
-                // SAFETY: `src` is readable for `size` <= 64 bytes (the
-                // caller's contract) and `buf` holds 64.
-                unsafe { copy_small(*src, buf.as_mut_ptr().cast::<u8>(), *size) };
-                buf.as_mut_ptr().cast()
-            }
-            Args::Heap(b) => b.as_mut_ptr().cast(),
+    unsafe fn place(&self, buf: &mut [Align16; INLINE_ARGS / 16]) -> *mut c_void {
+        if self.size == 0 {
+            ptr::null_mut()
+        } else if self.size <= INLINE_ARGS {
+            // SAFETY: `src` is readable for `size` <= 64 bytes (the
+            // caller's contract) and `buf` holds 64.
+            unsafe { copy_small(self.src, buf.as_mut_ptr().cast::<u8>(), self.size) };
+            buf.as_mut_ptr().cast()
+        } else {
+            // The heap copy is the job's own, writable (from `Box::into_raw`).
+            self.src.cast_mut().cast()
+        }
+    }
+}
+
+impl Drop for Args {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.size > INLINE_ARGS {
+            let heap = ptr::slice_from_raw_parts_mut(self.src.cast_mut().cast::<Align16>(), self.size.div_ceil(16));
+            // SAFETY: a large copy is the `Box<[Align16]>` of `new`, of this
+            // length, leaked there and owned by this value alone.
+            drop(unsafe { Box::from_raw(heap) });
         }
     }
 }
@@ -372,13 +389,14 @@ unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
 }
 
 /// Turns a crate result into the C result for the job in record `r`
-/// (handle `h`), counting a finish if `debug`.
+/// (handle `h`), counting a finish if `debug`. `FRESH`: the job was just
+/// started (else resumed, through `*job == h`).
 ///
 /// # Safety
 /// The calling thread (state `t`) owns record `r`; `job` and `ret` are the
 /// caller's `ASYNC_start_job` arguments.
 #[inline(always)]
-unsafe fn settle(
+unsafe fn settle<const FRESH: bool>(
     t: &ThreadState,
     r: &'static handles::Rec,
     h: usize,
@@ -389,11 +407,16 @@ unsafe fn settle(
 ) -> c_int {
     match result {
         Ok(Step::Paused(j)) => {
-            // SAFETY: owner thread; the record's job slot is empty while it runs.
-            unsafe { *r.job.get() = Some(j) };
+            // SAFETY: owner thread; the record's job slot is empty while the
+            // job runs (taken by `resume`, empty since `release`), so there
+            // is nothing to drop.
+            unsafe { r.job.get().write(Some(j)) };
             r.state.store(PAUSED, Ordering::Release);
-            // SAFETY: `job` is the caller's valid out-pointer.
-            unsafe { *job = h as *mut AsyncJob };
+            if FRESH {
+                // SAFETY: `job` is the caller's valid out-pointer. (A resume
+                // read `h` from there: it holds it already.)
+                unsafe { *job = h as *mut AsyncJob };
+            }
             ASYNC_PAUSE
         }
         Ok(Step::Finished(v)) => {
@@ -472,31 +495,85 @@ unsafe fn start_job(
     }
     // SAFETY: `job` is non-null and the caller's in/out pointer.
     let h = unsafe { *job } as usize;
+    // `start_ready` is never set while `STACKJOB_DEBUG` counts: the
+    // variants for a ready thread count nothing and test nothing for it.
     if h != 0 {
         // SAFETY: forwarded contract.
-        return unsafe { resume(t, job, h, ret) };
+        return unsafe {
+            if t.start_ready.get() { resume::<false>(t, job, h, ret) } else { resume::<true>(t, job, h, ret) }
+        };
     }
     let Some(func) = func else { return ASYNC_ERR };
-    if !t.start_ready.get() && !prepare_start(t) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if t.start_ready.get() {
+            start_fresh::<false>(t, job, ctx, ret, func, args, size)
+        } else {
+            start_unready(t, job, ctx, ret, func, args, size)
+        }
+    }
+}
+
+/// A fresh start on a thread that is not `start_ready`: its first (or
+/// first since `ASYNC_cleanup_thread`), or any while `STACKJOB_DEBUG`
+/// counts.
+///
+/// # Safety
+/// As `ASYNC_start_job`, with `job` non-null and `*job` null.
+#[cold]
+#[inline(never)]
+unsafe fn start_unready(
+    t: &ThreadState,
+    job: *mut *mut AsyncJob,
+    ctx: *mut CWaitCtx,
+    ret: *mut c_int,
+    func: JobFn,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
+    if !prepare_start(t) {
         return ASYNC_ERR;
     }
+    // SAFETY: forwarded contract.
+    unsafe { start_fresh::<true>(t, job, ctx, ret, func, args, size) }
+}
+
+/// Starts `func` as a new job (`*job` is null); `COUNT`: keep the
+/// `STACKJOB_DEBUG` counters if they are on.
+///
+/// # Safety
+/// As `start_unready`, on a thread `prepare_start` made ready for starts.
+#[inline(always)]
+unsafe fn start_fresh<const COUNT: bool>(
+    t: &ThreadState,
+    job: *mut *mut AsyncJob,
+    ctx: *mut CWaitCtx,
+    ret: *mut c_int,
+    func: JobFn,
+    args: *mut c_void,
+    size: usize,
+) -> c_int {
     // SAFETY: `args` is readable for `size` bytes per the contract.
-    let Some(mut copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
+    let Some(copy) = (unsafe { Args::new(args, size) }) else { return ASYNC_ERR };
     let Some((index, r)) = handles::acquire(t) else { return ASYNC_ERR };
     // SAFETY: `ctx` is null or a live wait ctx per the contract.
     let wait = unsafe { wctx(ctx) };
+    // The record holds the job's reference to the ctx and begins its
+    // segments (the crate is given none: a second reference count and a
+    // second pointer to clear per job bought nothing).
     if let Some(w) = wait {
         w.retain();
         r.ctx.store(ctx, Ordering::Release);
+        w.inner().begin_segment();
     }
     r.state.store(RUNNING, Ordering::Release);
     let h = handles::handle(index, r.generation.load(Ordering::Acquire));
-    let debug = config::debug();
+    let debug = COUNT && config::debug();
     count_if(debug, &COUNTERS.starts);
     let lc = config::libctx();
     let caller_libctx = lc.current();
     t.enter(h, r);
-    let result = stackjob::start(wait.map(CWaitCtx::inner), move || {
+    let result = stackjob::start(None, move || {
         // Where a cancel's unwind must get to (`ext::unwind_reaches`).
         r.entry_sp.set(ext::stack_pointer());
         let mut buf = [Align16([MaybeUninit::uninit(); 16]); INLINE_ARGS / 16];
@@ -509,13 +586,14 @@ unsafe fn start_job(
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, r, h, result, job, ret, debug) }
+    unsafe { settle::<true>(t, r, h, result, job, ret, debug) }
 }
 
 /// The first start on this thread (or the first since
 /// `ASYNC_cleanup_thread`): creates the pool, latches
-/// `ASYNC_set_mem_functions` and registers the thread-exit release; then
-/// `start_ready` lets later starts skip all three checks.
+/// `ASYNC_set_mem_functions`, registers the thread-exit release and gives
+/// the thread its id; then `start_ready` lets later starts skip all four
+/// (unless `STACKJOB_DEBUG` counts: `start_ready` also means no counting).
 #[cold]
 #[inline(never)]
 fn prepare_start(t: &ThreadState) -> bool {
@@ -524,17 +602,20 @@ fn prepare_start(t: &ThreadState) -> bool {
     }
     mark_stacks_used();
     t.arm_exit_guard();
-    t.start_ready.set(true);
+    t.assign_id();
+    // Counting threads stay on the variants that count.
+    t.start_ready.set(!config::debug());
     true
 }
 
 /// Resumes the paused job `h` (validated: current generation, paused,
-/// owned by this thread).
+/// owned by this thread); `COUNT`: keep the `STACKJOB_DEBUG` counters if
+/// they are on.
 ///
 /// # Safety
 /// As `ASYNC_start_job`.
 #[inline]
-unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
+unsafe fn resume<const COUNT: bool>(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c_int) -> c_int {
     // Only the owner thread changes a live record's state, so once it is
     // ours a plain load and store do what a compare-exchange would.
     let Some(r) = handles::lookup_paused(t, h) else { return ASYNC_ERR };
@@ -544,19 +625,20 @@ unsafe fn resume(t: &ThreadState, job: *mut *mut AsyncJob, h: usize, ret: *mut c
         r.state.store(PAUSED, Ordering::Release);
         return ASYNC_ERR;
     };
-    let debug = config::debug();
+    let debug = COUNT && config::debug();
     count_if(debug, &COUNTERS.resumes);
     let lc = config::libctx();
     let caller_libctx = lc.current();
     if r.libctx.get() != caller_libctx {
         lc.set(r.libctx.get());
     }
+    r.begin_segment();
     t.enter(h, r);
     let result = paused.resume();
     t.leave();
     back_from_job(lc, r, caller_libctx);
     // SAFETY: this thread owns the record; pointers per the contract.
-    unsafe { settle(t, r, h, result, job, ret, debug) }
+    unsafe { settle::<false>(t, r, h, result, job, ret, debug) }
 }
 
 /// Control is back from a job segment: saves the job's default
@@ -581,13 +663,17 @@ fn back_from_job(lc: config::LibCtx, r: &handles::Rec, caller_libctx: *mut c_voi
 /// cancellation unwinds from here through the C frames.
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
-    let r = match handles::with_state(|t| t.current_rec()) {
-        Some(r) if r.blocked.get() == 0 => r,
-        Some(_) => return 1,
+    // Only this library starts jobs on its copy of the crate, so the
+    // crate's running job is one of ours exactly when one of ours runs; and
+    // the crate's `pause` returns at once while `ASYNC_block_pause` holds
+    // the job's `block_guard`. Our own thread state is left alone here.
+    if !stackjob::in_job() {
         // Not in a job of ours: perhaps in a Rust program's own (foreign.rs).
-        None => return foreign::pause(),
-    };
-    count(&COUNTERS.pauses);
+        return foreign::pause();
+    }
+    if config::debug() {
+        count_pause();
+    }
     // The crate cancels a job whose handle is dropped by making `pause`
     // unwind. For ASYNC_cleanup_thread and thread exit (and for frames the
     // unwinder cannot walk) the unwind stops here and the job pauses again:
@@ -597,11 +683,31 @@ pub extern "C-unwind" fn ASYNC_pause_job() -> c_int {
         match catch_unwind(stackjob::pause) {
             Ok(()) => return 1,
             Err(payload) => {
-                if handles::with_state(|t| t.unwind_cancel.get()) && ext::unwind_reaches(r.entry_sp.get()) {
+                if cancel_unwinds_on() {
                     std::panic::resume_unwind(payload);
                 }
             }
         }
+    }
+}
+
+/// Whether the cancellation unwinding `ASYNC_pause_job` goes on through
+/// the C frames: `stackjob_async_cancel_job` is cancelling the job, and the
+/// unwinder can walk every frame down to the job's entry. Out of line, so
+/// that the pause itself never touches our thread state.
+#[cold]
+#[inline(never)]
+fn cancel_unwinds_on() -> bool {
+    let t = handles::state();
+    t.unwind_cancel.get() && t.current_rec().is_some_and(|r| ext::unwind_reaches(r.entry_sp.get()))
+}
+
+/// Counts a pause of the running job (`STACKJOB_DEBUG`), unless it is blocked.
+#[cold]
+#[inline(never)]
+fn count_pause() {
+    if handles::state().current_rec().is_some_and(|r| r.blocked.get() == 0) {
+        count(&COUNTERS.pauses);
     }
 }
 
@@ -639,7 +745,15 @@ pub extern "C" fn ASYNC_get_wait_ctx(job: *mut AsyncJob) -> *mut CWaitCtx {
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_block_pause() {
     match handles::with_state(|t| t.current_rec()) {
-        Some(r) => r.blocked.set(r.blocked.get().saturating_add(1)),
+        Some(r) => {
+            let depth = r.blocked.get();
+            if depth == 0 {
+                // SAFETY: owner thread (the job runs here); nothing else
+                // holds a reference into the slot.
+                unsafe { *r.block_guard.get() = Some(stackjob::block_pause()) };
+            }
+            r.blocked.set(depth.saturating_add(1));
+        }
         None => foreign::block(1), // a Rust program's own job (foreign.rs)
     }
 }
@@ -649,7 +763,16 @@ pub extern "C" fn ASYNC_block_pause() {
 #[cfg_attr(not(stackjob_ossl_symver), unsafe(no_mangle))]
 pub extern "C" fn ASYNC_unblock_pause() {
     match handles::with_state(|t| t.current_rec()) {
-        Some(r) => r.blocked.set(r.blocked.get().saturating_sub(1)),
+        Some(r) => match r.blocked.get() {
+            0 => {}
+            1 => {
+                r.blocked.set(0);
+                // SAFETY: owner thread (the job runs here); dropping the
+                // guard inside the job lets the crate's `pause` suspend again.
+                drop(unsafe { (*r.block_guard.get()).take() });
+            }
+            depth => r.blocked.set(depth - 1),
+        },
         None => foreign::block(-1), // a Rust program's own job (foreign.rs)
     }
 }

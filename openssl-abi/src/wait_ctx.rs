@@ -1,8 +1,9 @@
 //! `ASYNC_WAIT_CTX`: a reference-counted C object around [`stackjob::WaitCtx`].
 //!
 //! The fd list and its per-segment change tracking are the crate's
-//! `WaitCtx` (the job hands it to `stackjob::start`, which resets the change
-//! flags at every segment start). The C callback (a function pointer and an
+//! `WaitCtx`; the job's record (`handles::Rec`) resets its change flags at
+//! every segment start (`WaitCtx::begin_segment`; the crate is not given
+//! the context). The C callback (a function pointer and an
 //! argument, which the crate's closure type cannot give back) and the status
 //! (any `int`, not only the four `ASYNC_STATUS_*` values) live here.
 //!
