@@ -414,6 +414,16 @@ impl WaitCtx {
     /// context itself and starts the job with `None` calls it before each of
     /// the job's segments (including a cancellation's, or after it: no code
     /// of the job's runs while it unwinds that could change the flags).
+    ///
+    /// ```
+    /// use stackjob::{WaitCtx, WaitKey};
+    /// let ctx = WaitCtx::new();
+    /// ctx.set_wait_fd(WaitKey::new(1), 5, 0, None);
+    /// assert_eq!(ctx.changed_fds().added, vec![5]);
+    /// ctx.begin_segment(); // a new segment: the fd stays, its change is forgotten
+    /// assert!(ctx.changed_fds().added.is_empty());
+    /// assert_eq!(ctx.all_fds(), vec![5]);
+    /// ```
     #[inline]
     pub fn begin_segment(&self) {
         if self.shared.dirty.load(Ordering::Relaxed) {
