@@ -12,7 +12,9 @@
 //   * x18 is the platform register: never touched;
 //   * FPCR is "global" thread state (6.1.2: changed only by functions whose
 //     documented purpose is to change it), FPSR and NZCV are not preserved:
-//     neither is saved, so a new job inherits it (switch_in_fresh is switch_in); TPIDR_EL0 untouched;
+//     neither is saved, so a new job inherits the FPCR in force and there
+//     is one variant of each entry point (no _fpenv / _shared pair);
+//     TPIDR_EL0 untouched;
 //   * sp is 16-byte aligned at every instruction (the record is 32 bytes,
 //     so it stays aligned while the record is pushed and popped).
 //
@@ -23,8 +25,8 @@
 // compiler therefore saves x21-x28 and d8-d15 itself, only where they are
 // live. The asm saves what an inline asm block cannot declare clobbered
 // (x19, which LLVM may use as base pointer, and x29, the frame pointer),
-// the resume PC, and x20, which carries the entry function of a FRESH
-// record to the trampoline (and fills the record to 32 bytes):
+// the resume PC, and x20, which fills the record to 32 bytes (one `stp`
+// saves it with x19):
 //
 //   register          saved by                        where
 //   x19, x20, x29     this file                       the record below
@@ -35,45 +37,73 @@
 // Operands substituted by `global_asm!` in src/arch/aarch64.rs: the field
 // offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
 //
+//   stackjob_enter(regs: *mut Regs, top: *mut u8, entry: fn(*mut Regs) -> !)
+//                                            called by Rust (`bl`).
+//       The new-job entry. x0 = regs, x1 = top (16-byte aligned, nothing
+//       live at or below it), x2 = entry, x30 = return address into the
+//       resumer. Saves the resumer's record exactly as switch_in does and
+//       stores sp in regs.parent_sp, then builds the job's first frame in
+//       registers alone: sp = top, x30 = stackjob_trampoline_return (a fake
+//       return address, for unwinders; never returned to), x19 = regs (the
+//       trampoline's CFI reads regs.parent_sp through it), x29 = 0 (the end
+//       of the frame-pointer chain), x0 = regs, and jumps to `entry` with
+//       `br x16` (x16 = x2; entry is not passed in x16 itself, because a
+//       linker veneer on the `bl` here may use x16 and x17). Nothing is
+//       written to the job's stack and regs.sp is neither read nor written.
+//       The new job inherits the resumer's FPCR, as a called function would.
+//
 //   stackjob_switch_in(regs: *mut Regs)      extern "C", called by Rust (`bl`).
 //       x0 = regs, x30 = return address into the resumer. Saves the
-//       resumer's record, stores sp in regs.parent_sp, restores the job's
-//       record from regs.sp and jumps to the job's resume PC with `br x17`.
+//       resumer's record, stores sp in regs.parent_sp, restores the paused
+//       job's record from regs.sp and jumps to its resume PC with `br x17`.
 //
 //   stackjob_switch_out                       jump target, not a function.
 //       Reached by `b` from the inline asm in src/arch/aarch64.rs with
 //       x0 = regs and x1 = the PC to resume at (x30 is clobbered there).
 //       Saves the job's record, stores sp in regs.sp, restores the
 //       resumer's record from regs.parent_sp and `ret`s from the resumer's
-//       `bl stackjob_switch_in`. That `ret` is the only return of the round
-//       trip and pairs with that `bl`: the return-address stack stays
-//       balanced. No `br`/`ret` ever leads into the job except the one
-//       `br x17` below.
+//       `bl stackjob_switch_in` (or `bl stackjob_enter`). That `ret` is the
+//       only return of the round trip and pairs with that `bl`: the
+//       return-address stack stays balanced. No `blr`/`ret` ever leads into
+//       the job: only switch_in's `br x17` (into a paused job) and
+//       stackjob_enter's `br x16` (into a new one).
 //
 //   stackjob_switch_exit                      branch target, not a function.
 //       Reached by `b` from the job's body when it is done, with x0 = regs:
 //       restores the resumer's record as switch_out does and `ret`s to it,
-//       saving nothing of the job (the next job gets a FRESH record).
+//       saving nothing of the job (the next job on the stack starts at
+//       stackjob_enter).
 //
-//   stackjob_trampoline                       first PC of every job.
-//       x19 = regs, x20 = entry, x29 = 0: enters entry(regs) with `br x16`
-//       and x30 pointing into the trampoline (no `blr`: see x86_64.s on
-//       why a job is entered without a call).
+//   stackjob_trampoline                       unwind anchor, never executed.
+//       A job's entry function is reached straight from stackjob_enter's
+//       `br x16` (x0 and x19 = regs) with x30 = stackjob_trampoline_return,
+//       one instruction into the trampoline's FDE; the trampoline's CFI
+//       continues the backtrace from there into the resumer. The job is
+//       entered with a jump and a hand-set x30, not a `blr`: see x86_64.s on
+//       why a job is entered without a call.
 //
 // Branch Target Identification (Armv8.5-BTI; `bti` is a hint, a NOP on
 // older cores). Every indirect-branch target in this file has a landing pad:
+//   stackjob_enter        `bti c`: as stackjob_switch_in.
 //   stackjob_switch_in    `bti c`: Rust may call it through a pointer (blr).
 //   stackjob_switch_out   `bti c`: only ever reached by a direct `b`, but a
 //                         linker range-extension veneer or PLT stub reaches
 //                         its target with `br x16`/`br x17`, which `bti c`
 //                         accepts.
 //   stackjob_switch_exit  `bti c`: as stackjob_switch_out.
-//   stackjob_trampoline   `bti j`: reached by switch_in's `br x17`.
 //   the job's resume label (inline asm) `bti j`: reached by `br x17`.
-// `br x17` sets BTYPE 01, which both `bti j` and `bti c` accept; the jump
-// targets say `bti j` because a jump is what reaches them. `ret` needs no
-// pad. Pointer authentication: nothing here signs or authenticates x30
-// (`paciasp`/`autiasp` use sp as the modifier, and sp changes stacks here);
+//   the job's entry function (Rust)  `bti c`, as rustc emits it for any
+//                         function whose address is taken: reached by
+//                         stackjob_enter's `br x16`.
+//   stackjob_trampoline   none: never branched to (only its address is
+//                         used, as a return address no one returns to).
+// `br x16` and `br x17` set BTYPE 01, which both `bti j` and `bti c`
+// accept (a `br` through any other register sets BTYPE 11, which `bti c`
+// refuses: that is why both jumps into a job go through x16 or x17); the
+// jump targets of this file say `bti j` because a jump is what reaches
+// them. `ret` needs no pad. Pointer authentication: nothing here signs or
+// authenticates x30 (`paciasp`/`autiasp` use sp as the modifier, and sp
+// changes stacks here);
 // the return address saved by switch_in is the raw one `bl` produced, and
 // each Rust frame signs and checks its own LR on its own stack, which a
 // switch restores bit for bit.
@@ -96,20 +126,26 @@
 //
 // Stack states (addresses grow upwards):
 //
-//   FRESH (each new job)           PAUSED                      RUNNING
+//   ENTERED (a new job's first     PAUSED                      RUNNING
+//   instruction, built by enter)
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
+//   +----------------------+ top   +--------------------+      +--------------------+
+//   |  (unused)            | = sp  | job frames         |      | job frames         |
+//   |                      |       |   ...              |      |   ...   <- sp      |
+//   | in registers only:   |       | x19, x20  +16, +24 |      |                    |
+//   | pc = entry fn        |       | pause site     +8  |      |                    |
+//   | x0 = x19 = &regs     |       | x29            +0  |      |                    |
+//   | x29 = 0              |       +--------------------+      |                    |
+//   | x30 = stackjob_      |       |  (unused)          |      | regs.parent_sp     |
+//   |   trampoline_return  |       |                    |      | points at the      |
+//   |                      |       |                    |      | resumer's record   |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | x20 = entry fn   +24 |       | job frames         |      | job frames         |
-//   | x19 = &regs      +16 |       |   ...              |      |   ...   <- sp      |
-//   |                      |       | x19, x20  +16, +24 |      |                    |
-//   | pc = trampoline   +8 |       | pause site     +8  |      |                    |
-//   | x29 = 0           +0 |       | x29            +0  |      |                    |
-//   +----------------------+ <- regs.sp         <- regs.sp      regs.parent_sp points
-//   |  (unused)            |       |  (unused)          |      at the record on the
-//   +----------------------+       +--------------------+      resumer's stack
 //   | guard page PROT_NONE |       | guard page         |      | guard page         |
 //   +----------------------+       +--------------------+      +--------------------+
+//     regs.sp unused;                regs.sp = the record
+//     regs.parent_sp = the
+//     resumer's record
 //
 // CFI encodings (DWARF 5 section 6.4.2 / 7.7.1): 0x0f DW_CFA_def_cfa_expression,
 // 0x70+n DW_OP_bregN, 0x06 DW_OP_deref, 0x23 DW_OP_plus_uconst. The record size
@@ -154,13 +190,57 @@ stackjob_switch_in:
     ldp     x29, x17, [sp], #{RECORD}       // x17 = the job's resume PC; pop
     // sp: the job's stack exactly as it was at its pause site; x19, x20
     // and x29 are the job's; x0 = regs; x17 = where the job
-    // continues (its `bti j` resume label, or the trampoline). x30 still
+    // continues (its `bti j` resume label). x30 still
     // holds the resumer's return address: the job treats x30 as clobbered.
     // The only indirect branch of the round trip; never `ret` into the job
     // (it would pop the resumer's return address off the predictor).
     br      x17
     .cfi_endproc
     .size   stackjob_switch_in, . - stackjob_switch_in
+
+// ---------------------------------------------------------------------------
+// stackjob_enter(regs: *mut Regs /* x0 */, top: *mut u8 /* x1 */,
+//                entry /* x2 */)
+// ---------------------------------------------------------------------------
+    .globl  stackjob_enter
+    .hidden stackjob_enter
+    .type   stackjob_enter, %function
+    .p2align 4
+stackjob_enter:
+    .cfi_startproc
+    // sp: resumer stack; x30 = return address into the Rust resumer.
+    // x0: regs of the new job; x1: the top of its first frame (16-byte
+    // aligned, nothing live at or below it); x2: its entry function.
+    // x21-x28 and all caller-saved registers: free (declared clobbered).
+    bti     c
+    stp     x29, x30, [sp, #-{RECORD}]!
+    .cfi_def_cfa_offset {RECORD}
+    .cfi_offset x29, -{RECORD}
+    .cfi_offset x30, 8-{RECORD}
+    stp     x19, x20, [sp, #16]
+    .cfi_offset x19, 16-{RECORD}
+    .cfi_offset x20, 24-{RECORD}
+    // The resumer's record is complete: publish it.
+    mov     x9, sp
+    str     x9, [x0, #{PARENT_SP}]
+    // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
+    .cfi_escape 0x0f, 6, 0x70, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    mov     sp, x1                          // sp = top: the job's stack, empty
+    mov     x19, x0                         // the trampoline's CFI reads regs here
+    mov     x29, xzr                        // the end of the frame-pointer chain
+    // The fake return address: inside the trampoline's FDE, so that the
+    // entry's frame unwinds into the resumer; no `blr` leaves an entry on
+    // the return-address stack.
+    adr     x30, .Ltrampoline_return        // = stackjob_trampoline_return
+    mov     x16, x2
+    // sp = top (16-byte aligned); x0 = x19 = regs; x20 still holds the
+    // resumer's (saved above; the entry preserves it as any callee would).
+    // The entry's first instruction is its `bti c` (where BTI is on),
+    // which accepts `br x16`. Never returns here: the job's first switch out
+    // `ret`s to the resumer's `bl stackjob_enter`, which it pairs with.
+    br      x16                             // entry(regs) -> !, ends in switch_exit
+    .cfi_endproc
+    .size   stackjob_enter, . - stackjob_enter
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_out: x0 = regs, x1 = job resume PC, sp = job stack
@@ -193,8 +273,9 @@ stackjob_switch_out:
     mov     sp, x9                          // sp = the resumer's record
     STACKJOB_LOAD_CALLEE_SAVED
     ldp     x29, x30, [sp], #{RECORD}
-    // sp: the resumer's stack as at its `bl stackjob_switch_in`; x30 = the
-    // return address of that `bl`. This `ret` pairs with that `bl`.
+    // sp: the resumer's stack as at its `bl stackjob_switch_in` (or
+    // `bl stackjob_enter`); x30 = the return address of that `bl`. This
+    // `ret` pairs with that `bl`.
     ret
     .cfi_endproc
     .size   stackjob_switch_out, . - stackjob_switch_out
@@ -226,10 +307,11 @@ stackjob_switch_exit:
     .size   stackjob_switch_exit, . - stackjob_switch_exit
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of every job.
-// Entered by switch_in's `br x17` with the FRESH record popped:
-//   x19 = regs, x20 = entry function, x29 = 0 (ends frame-pointer chains),
-//   sp = the 16-byte aligned top of the usable stack.
+// stackjob_trampoline: the unwind anchor of every job; never executed.
+// A job's entry function runs with x19 = regs, x29 = 0 and, as its return
+// address in x30, stackjob_trampoline_return (one instruction into this FDE, so
+// an unwinder's "return address - 1" lands here). It never returns: it ends
+// in switch_exit. No landing pad: nothing branches here.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
     .hidden stackjob_trampoline
@@ -240,8 +322,9 @@ stackjob_trampoline:
     // GDB refuses frames whose CFA is "inner" to the previous one unless the
     // frame is a signal frame; the resumer's stack may be anywhere.
     .cfi_signal_frame
-    // CFA = regs.parent_sp + RECORD: the frame of the resumer's switch_in
-    // call; the resumer's registers live in its record below that CFA.
+    // CFA = regs.parent_sp + RECORD: the frame of the resumer's
+    // stackjob_enter or switch_in call; the resumer's registers live in its
+    // record below that CFA.
     .cfi_escape 0x0f, 6, 0x83, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
     .cfi_offset x29, -{RECORD}
     .cfi_offset x30, 8-{RECORD}
@@ -265,16 +348,12 @@ stackjob_trampoline:
     .cfi_undefined d13
     .cfi_undefined d14
     .cfi_undefined d15
-    bti     j
-    mov     x0, x19                         // arg0 = regs
-    mov     x16, x20
-    // A return address inside this FDE, set by hand: the entry's frame then
-    // unwinds through the CFI above into the resumer, and no `blr` leaves an
-    // entry on the return-address stack. `br x16` lands on the entry's
-    // `bti c` (BTYPE 01 from x16/x17 is accepted by `bti c`).
-    adr     x30, .Ltrampoline_end
-    br      x16                             // entry(regs) -> !, ends in switch_exit
-.Ltrampoline_end:
+    nop
+    .globl  stackjob_trampoline_return
+    .hidden stackjob_trampoline_return
+stackjob_trampoline_return:
+.Ltrampoline_return:
+    // An entry function that returned (a bug) traps here.
     brk     #0x1
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline
