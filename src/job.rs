@@ -86,7 +86,10 @@ struct Slot {
     paused_at: u64,
     /// Nested `block_pause` count; belongs to this job only.
     blocked: u32,
-    state: State,
+    // `mode`, `dead`, `has_ctx` and `orphaned`: four bytes in this order at
+    // a 4-aligned offset, which `resume` reads as one word (`resume_key`).
+    // None is written on a round trip: a byte store just before that load
+    // would stall it (no store-to-load forwarding from a narrower store).
     /// Whether the job fields are initialised and, if so, whether switches
     /// keep `errno` and the FP control state per side (the pool's
     /// `isolate_thread_state`, fixed for the stack's life): one byte, so
@@ -95,9 +98,12 @@ struct Slot {
     /// Set when `cleanup_thread` (or thread exit) ended the job while its
     /// handle was still alive: the handle must not resume it.
     dead: Dead,
+    /// Whether `ctx` is `Some` (kept with it by `start_on` and `retire`).
+    has_ctx: bool,
     /// The handle went away while the job was `Dead::Cancelling`: the
     /// canceller disposes of the stack.
     orphaned: bool,
+    state: State,
     /// Cancels the job (monomorphised for its result type), for
     /// `cleanup_thread`, which only knows the slot; set with `paused_at`.
     cancel_fn: unsafe fn(&Stack) -> bool,
@@ -105,6 +111,36 @@ struct Slot {
 
 const _: () = assert!(std::mem::size_of::<Slot>() <= stack::SLOT_RESERVE);
 const _: () = assert!(std::mem::offset_of!(Slot, core) == 0);
+const _: () = {
+    use std::mem::offset_of;
+    let at = offset_of!(Slot, mode);
+    assert!(at % 4 == 0 && std::mem::align_of::<Slot>() >= 4);
+    assert!(offset_of!(Slot, dead) == at + 1 && offset_of!(Slot, has_ctx) == at + 2);
+    assert!(offset_of!(Slot, orphaned) == at + 3);
+};
+
+/// `mode`, `dead`, `has_ctx` and `orphaned` of a slot as one word: `resume`
+/// compares it with [`RESUME_ISOLATED`] and [`RESUME_SHARED`], the two
+/// common cases (a live paused job without a wait ctx), in one compare
+/// each; anything else takes the general path.
+///
+/// # Safety
+/// `slot` must be an initialised job slot that nothing writes meanwhile.
+#[inline(always)]
+unsafe fn resume_key(slot: *const Slot) -> u32 {
+    // SAFETY: the four bytes are initialised fields, consecutive at a
+    // 4-aligned offset (asserted above), in the caller's slot.
+    unsafe { ptr::addr_of!((*slot).mode).cast::<u32>().read() }
+}
+
+const fn resume_key_of(mode: Mode, has_ctx: bool) -> u32 {
+    u32::from_ne_bytes([mode as u8, Dead::No as u8, has_ctx as u8, false as u8])
+}
+
+/// A live paused job of an isolating pool, without a wait ctx.
+const RESUME_ISOLATED: u32 = resume_key_of(Mode::Isolated, false);
+/// A live paused job of a shared pool, without a wait ctx.
+const RESUME_SHARED: u32 = resume_key_of(Mode::Shared, false);
 
 /// What [`start`] and [`Job::resume`] report: the job paused (resume it
 /// later through the handle) or finished with its return value.
@@ -269,6 +305,7 @@ where
         if let Some(ctx) = ctx {
             ctx.begin_segment();
             (*slot).ctx = Some(ctx.clone());
+            (*slot).has_ctx = true;
         }
         // The id is issued on demand (`id_of`); `cancel_fn` is set when the
         // job first pauses (`first_pause`): a job that never pauses needs
@@ -327,6 +364,7 @@ unsafe fn init_slot(slot: *mut Slot, stack: &Stack) -> bool {
         ptr::addr_of_mut!((*slot).state).write(State::Finished);
         ptr::addr_of_mut!((*slot).dead).write(Dead::No);
         ptr::addr_of_mut!((*slot).orphaned).write(false);
+        ptr::addr_of_mut!((*slot).has_ctx).write(false);
         ptr::addr_of_mut!((*slot).paused_at).write(0);
         ptr::addr_of_mut!((*slot).cancel_fn).write(cancel_erased::<()>);
         ptr::addr_of_mut!((*slot).mode).write(if isolate { Mode::Isolated } else { Mode::Shared });
@@ -344,11 +382,6 @@ fn drive<R, I: Isolation>(stack: Stack, start: Option<raw::Start>) -> Result<Ste
     // SAFETY: we own the stack, so the job is switched out and its slot is
     // ours; the job only touches the slot while it runs, inside `resume`.
     unsafe {
-        if start.is_none()
-            && let Some(ctx) = &(*slot).ctx
-        {
-            ctx.begin_segment();
-        }
         (*slot).state = State::Running;
         let mut landing = Landing::new();
         if raw::switch::<R, I>(&stack, tag_of(&stack), &mut landing, start) {
@@ -389,6 +422,13 @@ unsafe fn finished_here<R>(stack: Stack, landing: &mut Landing<R>) -> Result<Ste
 /// (whose cleanups may run now, with the pool consistent again).
 #[inline(always)]
 fn finish(stack: Stack) {
+    // SAFETY: the job is switched out for good; its slot is ours.
+    if unsafe { (*slot_of(&stack)).ctx.is_none() } {
+        // Nothing to let go: one test, no write (the release is written
+        // twice so that the ctx is not tested again after it).
+        raw::release(stack);
+        return;
+    }
     let ctx = retire(&stack);
     raw::release(stack);
     drop(ctx);
@@ -398,8 +438,14 @@ fn finish(stack: Stack) {
 /// wait ctx, which the caller drops once the stack is disposed of.
 #[inline(always)]
 fn retire(stack: &Stack) -> Option<WaitCtx> {
-    // SAFETY: the job is switched out for good; its slot is ours.
-    unsafe { (*slot_of(stack)).ctx.take() }
+    let slot = slot_of(stack);
+    // SAFETY: the job is switched out for good; its slot is ours. Tested
+    // first, so that a job without a ctx writes nothing here.
+    unsafe {
+        (*slot).ctx.as_ref()?;
+        (*slot).has_ctx = false;
+        (*slot).ctx.take()
+    }
 }
 
 impl<R> Job<R> {
@@ -433,10 +479,27 @@ impl<R> Job<R> {
         let slot = slot_of(&stack);
         // SAFETY: the job is switched out (or being cancelled, see `Dead`);
         // its slot is ours.
-        let (dead, isolate) = unsafe { ((*slot).dead, (*slot).mode.isolates()) };
-        if dead != Dead::No {
-            return resume_dead(stack);
-        }
+        let key = unsafe { resume_key(slot) };
+        // One compare decides the common case; the general path tests the
+        // fields one by one.
+        let isolate = match key {
+            RESUME_ISOLATED => true,
+            RESUME_SHARED => false,
+            _ => {
+                // SAFETY: as above.
+                let (dead, isolate) = unsafe { ((*slot).dead, (*slot).mode.isolates()) };
+                if dead != Dead::No {
+                    return resume_dead(stack);
+                }
+                // A new segment of the job's wait ctx (`start_on` begins the
+                // first).
+                // SAFETY: as above.
+                if let Some(ctx) = unsafe { &(*slot).ctx } {
+                    ctx.begin_segment();
+                }
+                isolate
+            }
+        };
         if isolate { drive::<R, Isolated>(stack, None) } else { drive::<R, Shared>(stack, None) }
     }
 
@@ -541,7 +604,7 @@ fn bury(stack: Stack) {
             std::mem::forget(stack);
             return;
         }
-        let ctx = (*slot).ctx.take();
+        let ctx = retire(&stack);
         match (*slot).dead {
             Dead::Quarantined => std::mem::forget(stack),
             _ => {

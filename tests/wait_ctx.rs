@@ -621,3 +621,64 @@ fn wait_key_of_is_the_address_of_a_static_and_works_as_a_key() {
     assert_eq!(ctx.get_fd(a), None);
     assert_eq!(ctx.get_fd(b), Some((4, 40)));
 }
+
+/// One pooled stack serves jobs with and without a ctx in turn, in both
+/// pool modes: a job with a ctx begins a new segment at every resume on a
+/// stack a job without one used before, and a job without one still sees
+/// none after a job with one (resume tells the cases apart by a flag kept
+/// with the slot's ctx, which must follow it through reuse).
+#[test]
+fn a_reused_stack_tracks_segments_for_jobs_with_and_without_a_ctx() {
+    if !jobs_available("a_reused_stack_tracks_segments_for_jobs_with_and_without_a_ctx") {
+        return;
+    }
+    for isolate in [true, false] {
+        let config = stackjob::PoolConfig::new().max_size(1).init_size(1).isolate_thread_state(isolate);
+        stackjob::init_thread_with(&config).unwrap();
+        for round in 0..3 {
+            let plain = paused(
+                start(None, || {
+                    pause();
+                    current_wait_ctx().is_none()
+                })
+                .unwrap(),
+            );
+            assert!(finished(plain.resume().unwrap()), "round {round}: a ctx leaked into a job started without one");
+
+            let ctx = WaitCtx::new();
+            let mut job = paused(
+                start(Some(&ctx), || {
+                    for fd in [30, 31] {
+                        current_wait_ctx().unwrap().set_wait_fd(WaitKey::new(fd as usize), fd, 0, None);
+                        pause();
+                    }
+                    pause();
+                })
+                .unwrap(),
+            );
+            assert_eq!(ctx.changed_fds(), changed(&[30], &[]), "round {round}, isolate {isolate}");
+            job = paused(job.resume().unwrap());
+            assert_eq!(ctx.changed_fds(), changed(&[31], &[]), "round {round}: the second segment's own");
+            job = paused(job.resume().unwrap());
+            assert_eq!(ctx.changed_fds(), changed(&[], &[]), "round {round}: the third segment added nothing");
+            finished(job.resume().unwrap());
+            drop(ctx);
+
+            // A ctx job cancelled while paused, then a plain job on the stack.
+            let ctx = WaitCtx::new();
+            let held = paused(start(Some(&ctx), pause).unwrap());
+            stackjob::cleanup_thread();
+            drop(held);
+            stackjob::init_thread_with(&config).unwrap();
+            let plain = paused(
+                start(None, || {
+                    pause();
+                    current_wait_ctx().is_none()
+                })
+                .unwrap(),
+            );
+            assert!(finished(plain.resume().unwrap()), "round {round}: after a cancelled ctx job");
+        }
+        stackjob::cleanup_thread();
+    }
+}
