@@ -27,22 +27,22 @@ n=${1:-100000}
 
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
-             rt        default  95      80
+             rt        default  89      80
              life0     default  100     110
-             life1     default  211     200
-             rt        shared   69      55
+             life1     default  202     200
+             rt        shared   65      55
              life0     shared   84      95
-             life1     shared   172     155
-             rt-string default  98      -
-             rt-string shared   72      -
-             rt-big    default  97      -
-             rt-big    shared   71      -
+             life1     shared   165     155
+             rt-string default  94      -
+             rt-string shared   70      -
+             rt-big    default  91      -
+             rt-big    shared   67      -
              raw-rt    default  75      60
              raw-life0 default  89      75
-             raw-life1 default  177     145
+             raw-life1 default  171     145
              raw-rt    shared   48      30
              raw-life0 shared   68      55
-             raw-life1 shared   129     100
+             raw-life1 shared   123     100
 TABLE
 )
 

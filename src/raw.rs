@@ -326,12 +326,21 @@ where
         // (a job capturing 16 KiB overflowed 256 KiB that way). The closure
         // captures two pointers by value, so that its call is one indirection.
         let arg = if body_inline::<F>() { body_at::<F>(core) } else { (*core).arg.cast::<F>() };
-        let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
+        // Where the outcome goes, known only once the body ends: a large
+        // one lands in the resumer's frame of the last resume.
+        let outcome_room = || if outcome_inline::<R>() { outcome_at::<R>(core) } else { (*core).out.cast() };
+        // The value is written inside the closure, the payload of a panic
+        // after it: no merged outcome is held in registers across the
+        // unwind's landing pad (which cost this frame two more saved
+        // registers, pushed at every job's start and never popped).
+        let caught = panic::catch_unwind(AssertUnwindSafe(move || {
             let suspender = Suspender { core, _marker: PhantomData };
-            ptr::read(arg)(&suspender)
+            let value = ptr::read(arg)(&suspender);
+            outcome_room().write(Ok(value));
         }));
-        let at = if outcome_inline::<R>() { outcome_at::<R>(core) } else { (*core).out.cast() };
-        at.write(outcome);
+        if let Err(payload) = caught {
+            outcome_room().write(Err(payload));
+        }
         (*core).done = true;
         sanitizer::job_ends(addr_of_mut!((*core).resumer));
         arch::exit(regs, I::ISOLATE)
