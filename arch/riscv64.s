@@ -13,12 +13,26 @@
 //     it);
 //   * gp and tp are "unallocatable": never touched;
 //   * fcsr has "thread storage duration": not saved, so a new job inherits
-//     it (switch_in_fresh is switch_in);
+//     it and one stackjob_enter serves both pool modes (the Rust side
+//     ignores fp_env);
 //   * sp is 16-byte aligned at every call; the record size is a multiple of
 //     16, so it stays aligned.
 //
 // Operands substituted by `global_asm!` in src/arch/riscv64.rs: the field
 // offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
+//
+//   stackjob_enter(regs: *mut Regs, top: *mut u8, entry: fn(*mut Regs) -> !)
+//                                             extern "C", called by Rust
+//       (`call`, i.e. `jalr ra`). a0 = regs, a1 = top, a2 = entry, ra =
+//       return address. The new-job entry: saves the resumer's record and
+//       stores sp in regs.parent_sp exactly as switch_in does, then builds
+//       the job's first frame itself (the ENTERED state below, nothing laid
+//       in memory beforehand) as the psABI "Integer Calling Convention"
+//       has it at a procedure's entry: sp = top (16-byte aligned), a0 =
+//       regs (the first argument), ra = stackjob_trampoline_return (a
+//       return address inside the trampoline's FDE), s1 = regs (for the
+//       trampoline's CFI), s0 = 0 (the end of the frame-pointer chain),
+//       and jumps to entry with `jr a2`.
 //
 //   stackjob_switch_in(regs: *mut Regs)      extern "C", called by Rust
 //       (`call`, i.e. `jalr ra`). a0 = regs, ra = return address. Saves the
@@ -37,24 +51,28 @@
 //       Reached by `jump stackjob_switch_exit, t2` from the job's body when
 //       it is done, with a0 = regs: restores the resumer's record as
 //       switch_out does and `ret`s to it, saving nothing of the job (the
-//       next job gets a FRESH record).
+//       next job on the stack starts at stackjob_enter).
 //
-//   stackjob_trampoline                       first PC of every job.
-//       s1 = regs, s2 = entry, s0 = 0: enters entry(regs) with `jr s2` and
-//       ra pointing into the trampoline (s2 is x18, not a link register, so
-//       the return-address stack is left alone: see x86_64.s on why a job
-//       is entered without a call).
+//   stackjob_trampoline                       unwind anchor, never executed.
+//       A job's entry function is reached straight from stackjob_enter's
+//       `jr a2` with ra = stackjob_trampoline_return, one instruction into
+//       the trampoline; the trampoline's CFI continues the backtrace from
+//       there into the resumer (see x86_64.s on why a job is entered
+//       without a call).
 //
-// Why t1 for the jump into the job: the RAS hints of the ISA manual (table
-// "Return-address stack prediction hints encoded in register operands of a
-// JALR instruction") treat x1 (ra) and x5 (t0) as link registers: `jr ra` or
-// `jr t0` is predicted as a *return* and pops the return-address stack,
-// which would unbalance it for the resumer's real `ret`. `jr t1` (x6) is a
-// plain indirect jump, predicted by the branch target buffer. The inline asm
-// hands the resume PC over in t1 too, and uses t2 as the scratch register of
-// its `jump` (auipc+jr, relaxed to `j` by the linker when in range: a bare
-// `j` reaches only +-1 MiB). When Zicfilp lands, the resume label and the
-// trampoline are where its `lpad` goes.
+// Why t1 and a2 for the jumps into the job: the RAS hints of the ISA manual
+// (table "Return-address stack prediction hints encoded in register operands
+// of a JALR instruction") treat x1 (ra) and x5 (t0) as link registers: `jr
+// ra` or `jr t0` is predicted as a *return* and pops the return-address
+// stack, which would unbalance it for the resumer's real `ret`. `jr t1` (x6)
+// into a paused job and `jr a2` (x12) into a new one are plain indirect
+// jumps (rd = x0, rs1 not a link register: no push, no pop), predicted by
+// the branch target buffer. The inline asm hands the resume PC over in t1
+// too, and uses t2 as the scratch register of its `jump` (auipc+jr, relaxed
+// to `j` by the linker when in range: a bare `j` reaches only +-1 MiB). When
+// Zicfilp lands, the resume label and the entry functions (indirect-jump
+// targets already, like any function whose address is taken) are where its
+// `lpad` goes.
 //
 // Who saves what (the x86_64 scheme): the inline asm blocks that enter this
 // file (src/arch/riscv64.rs) declare s3-s11 and, under a float ABI,
@@ -62,8 +80,9 @@
 // caller-saved register. The compiler therefore saves those itself, only
 // where they are live. The asm saves what an inline asm block cannot
 // declare clobbered (s0, the frame pointer, and s1, which LLVM may use as
-// base pointer), the resume PC, and s2, which carries the entry function of
-// a FRESH record to the trampoline (and fills the record to 32 bytes):
+// base pointer), the resume PC, and s2, which fills the record's fourth
+// slot (the 16-byte alignment leaves it anyway; the compiler then never
+// spills s2 around a switch):
 //
 //   register          saved by                        where
 //   s0, s1, s2        this file                       the record below
@@ -81,22 +100,28 @@
 //   +24          8     s2
 //   +32                = the CFA of the switched-out frame
 //
-// Stack states (addresses grow upwards):
+// Stack states (addresses grow upwards; the job stack is one mmap with a
+// PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
 //
-//   FRESH (each new job)           PAUSED                      RUNNING
+//   ENTERED (a new job's first     PAUSED                      RUNNING
+//   instruction, built by enter)
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
+//   +----------------------+ top   +--------------------+      +--------------------+
+//   |                      |<- sp  | job frames         |      | job frames         |
+//   |  (unused)            |       |   ...              |      |   ...   <- sp      |
+//   |                      |       | s0..s2  +8..+24    |      |                    |
+//   | pc = entry fn        |       | pause site     +0  |      |                    |
+//   | ra = trampoline_     |       +--------------------+      | regs.parent_sp     |
+//   |      return          |         <- regs.sp                | points at the      |
+//   | a0 = s1 = &regs      |       |  (unused)          |      | resumer's record   |
+//   | s0 = 0               |       |                    |      |                    |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | s2 = entry fn    +24 |       | job frames         |      | job frames         |
-//   | s1 = &regs       +16 |       |   ...              |      |   ...   <- sp      |
-//   | s0 = 0            +8 |       | s0..s2  +8..+24    |      |                    |
-//   | pc = trampoline   +0 |       | pause site     +0  |      |                    |
-//   |                      |       +--------------------+      |                    |
-//   +----------------------+ <- regs.sp         <- regs.sp      regs.parent_sp points
-//   |  (unused)            |       |  (unused)          |      at the record on the
-//   +----------------------+       +--------------------+      resumer's stack
 //   | guard page PROT_NONE |       | guard page         |      | guard page         |
 //   +----------------------+       +--------------------+      +--------------------+
+//     regs.sp unused                 regs.sp = the record
+//     (registers, not memory:
+//     nothing is written below top)
 //
 // CFI encodings (DWARF 5 section 6.4.2 / 7.7.1): 0x0f DW_CFA_def_cfa_expression,
 // 0x70+n DW_OP_bregN, 0x06 DW_OP_deref, 0x23 DW_OP_plus_uconst. The record size
@@ -149,14 +174,50 @@ stackjob_switch_in:
     ld      t1, 0(sp)                       // the job's resume PC
     addi    sp, sp, {RECORD}                // pop the record
     // sp: the job's stack exactly as it was at its pause site; s0-s2 are
-    // the job's; a0 = regs; t1 = where the job continues (its resume label,
-    // or the trampoline). ra still holds the resumer's return address: the
+    // the job's; a0 = regs; t1 = where the job continues (its resume
+    // label). ra still holds the resumer's return address: the
     // job treats ra as clobbered.
     // The only indirect jump of the round trip: through t1, never ra or t0
     // (see the header: those would be predicted as a return).
     jr      t1
     .cfi_endproc
     .size   stackjob_switch_in, . - stackjob_switch_in
+
+// ---------------------------------------------------------------------------
+// stackjob_enter(regs: *mut Regs /* a0 */, top: *mut u8 /* a1 */,
+//                entry /* a2 */)
+// ---------------------------------------------------------------------------
+    .globl  stackjob_enter
+    .hidden stackjob_enter
+    .type   stackjob_enter, @function
+    .p2align 2
+stackjob_enter:
+    .cfi_startproc
+    // sp: resumer stack; ra = return address into the Rust resumer.
+    // a0: regs of the new job; a1: the top of its first frame (16-byte
+    // aligned, nothing live at or below it); a2: its entry function.
+    // s3-s11, fs0-fs11 and all caller-saved registers: free (clobbered).
+    addi    sp, sp, -{RECORD}
+    .cfi_def_cfa_offset {RECORD}
+    sd      ra, 0(sp)
+    .cfi_offset ra, -{RECORD}
+    STACKJOB_SAVE_CALLEE_SAVED
+    // The resumer's record is complete: publish it.
+    sd      sp, {PARENT_SP}(a0)
+    // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
+    .cfi_escape 0x0f, 6, 0x7a, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    mv      sp, a1                          // as at a procedure's entry: aligned
+    mv      s1, a0                          // the trampoline's CFI reads regs here
+    li      s0, 0                           // the end of the frame-pointer chain
+    // A return address inside the trampoline's FDE, set by hand: the entry's
+    // frame then unwinds through the trampoline's CFI into the resumer, and
+    // no `jalr ra` pushes onto the return-address stack.
+    lla     ra, stackjob_trampoline_return
+    // entry(regs), on the job stack with fcsr left as the resumer's. a2
+    // (x12) is not a link register: a plain jump, the RAS is left alone.
+    jr      a2
+    .cfi_endproc
+    .size   stackjob_enter, . - stackjob_enter
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_out: a0 = regs, t1 = job resume PC, sp = job stack
@@ -220,10 +281,12 @@ stackjob_switch_exit:
     .size   stackjob_switch_exit, . - stackjob_switch_exit
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of every job.
-// Entered by switch_in's `jr t1` with the FRESH record popped:
-//   s1 = regs, s2 = entry function, s0 = 0 (ends frame-pointer chains),
-//   sp = the 16-byte aligned top of the usable stack.
+// stackjob_trampoline: the unwind anchor of every job, never executed.
+// Its one instruction puts stackjob_trampoline_return, the fake return
+// address stackjob_enter gives every entry function, inside this FDE (an
+// unwinder looks up "return address - 1"). In the entry's caller frame that
+// this FDE describes: s1 = regs (callee-saved, so the entry's own CFI
+// recovers it), sp = top.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
     .hidden stackjob_trampoline
@@ -252,13 +315,11 @@ stackjob_trampoline:
     .cfi_undefined s9
     .cfi_undefined s10
     .cfi_undefined s11
-    mv      a0, s1                          // arg0 = regs
-    // A return address inside this FDE, set by hand: the entry's frame then
-    // unwinds through the CFI above into the resumer, and no `jalr ra`
-    // pushes onto the return-address stack.
-    lla     ra, .Ltrampoline_end
-    jr      s2                              // entry(regs) -> !, ends in switch_exit
-.Ltrampoline_end:
+    nop
+    .globl  stackjob_trampoline_return
+    .hidden stackjob_trampoline_return
+stackjob_trampoline_return:
+    // An entry function that returned (a bug) traps here.
     unimp
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline

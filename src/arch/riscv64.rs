@@ -33,13 +33,6 @@ pub(crate) const BACKEND: &str = match FLEN {
 /// PC, s0, s1 and s2, eight bytes each.
 const RECORD: usize = 32;
 
-// Record offsets, named once (the asm spells the same layout in its table;
-// `record_layout_matches_asm` below runs the asm over a record laid here).
-const REC_PC: usize = 0;
-const REC_S0: usize = 8;
-const REC_S1: usize = 16;
-const REC_S2: usize = 24;
-
 // The CFI escapes encode the `Regs` offsets as one SLEB128 byte each and the
 // record size as a two-byte ULEB128; sp must stay 16-byte aligned.
 const _: () = assert!(offset_of!(Regs, sp) < 64 && offset_of!(Regs, parent_sp) < 64);
@@ -83,50 +76,47 @@ macro_rules! asm_clobbering_callee_saved {
 }
 
 unsafe extern "C" {
-    // Called only from the inline asm in `switch_in`.
+    // Called only from the inline asm in `enter` and `switch_in`.
+    fn stackjob_enter(regs: *mut Regs, top: *mut u8, entry: Entry);
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: a jump target with its own register convention.
     fn stackjob_switch_out();
     fn stackjob_switch_exit();
-    // Not callable: the first PC of a fresh stack.
+    // Not callable: the unwind anchor and the fake return address of every
+    // job's entry function (one instruction into the anchor's FDE), which
+    // stackjob_enter sets; named here only for the test below.
+    #[cfg(test)]
     fn stackjob_trampoline();
+    #[cfg(test)]
+    fn stackjob_trampoline_return();
 }
 
-/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
-/// four stores).
+/// Starts a new job on the stack whose first frame ends at `top`: runs
+/// `entry(regs)` there until the job switches out. `_fp_env` is ignored:
+/// fcsr is thread state on this ABI, so the job runs with its resumer's.
 ///
 /// # Safety
-/// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
-/// writable memory of a stack that no running code uses, and `regs` must stay
-/// valid for as long as the stack is switched to.
+/// `top` must be 16-byte aligned, with writable memory below it that no
+/// running code uses (the stack's usable part); `regs` must stay valid for
+/// as long as the job runs and this thread must own it; `entry` must never
+/// return (it ends in [`exit`]).
 #[inline(always)]
-pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
+pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, _fp_env: bool) {
     debug_assert_eq!(top as usize % 16, 0);
-    // SAFETY: the caller guarantees RECORD writable bytes below `top`.
+    // SAFETY: as in `switch_in`: the asm saves the resumer's s0, s1, s2 and
+    // return address in its record and returns to it when the job switches
+    // out; every other callee-saved register is declared clobbered (see the
+    // macro). It writes nothing below `top`: the job's first frame is
+    // registers only (sp = top, ra, s0, s1, a0), and it enters `entry` with
+    // `jr a2`, a plain jump. `call` links through ra, which the
+    // return-address stack pairs with switch_out's `ret`.
     unsafe {
-        let rec = top.sub(RECORD);
-        rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
-        rec.add(REC_S1).cast::<*mut Regs>().write(regs);
-        rec.add(REC_S2).cast::<usize>().write(entry as *const () as usize);
-        rec.add(REC_S0).cast::<usize>().write(0);
-        // After the record is popped, sp == top: 16-byte aligned, as the
-        // psABI requires at the trampoline's call.
-        (*regs).sp = rec;
+        asm_clobbering_callee_saved!(
+            "call {enter}",
+            enter = sym stackjob_enter,
+            in("a0") regs, in("a1") top, in("a2") entry
+        )
     }
-}
-
-/// [`switch_in`] for a job laid by [`prepare`] and never run. The same
-/// entry: fcsr has thread storage duration under the psABI (a job
-/// runs with the fcsr of the thread that resumes it), so a new job inherits it
-/// with nothing to skip.
-///
-/// # Safety
-/// As for [`switch_in`].
-#[inline(always)]
-pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
-    // SAFETY: per the contract.
-    unsafe { switch_in(regs, fp_env) }
 }
 
 /// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
@@ -177,7 +167,7 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
 ///
 /// # Safety
 /// As for [`switch_out`]; nothing on the job stack may be used again until
-/// [`prepare`] lays a new record on it.
+/// [`enter`] starts a new job on it.
 #[inline(always)]
 pub(crate) unsafe fn exit(regs: *mut Regs, _fp_env: bool) -> ! {
     // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
@@ -198,42 +188,48 @@ mod tests {
         ENTERED_WITH.store(regs as usize, Ordering::SeqCst);
         loop {
             ROUNDS.fetch_add(1, Ordering::SeqCst);
-            // SAFETY: we run on the probe stack, entered by switch_in.
+            // SAFETY: we run on the probe stack, entered by enter.
             unsafe { switch_out(regs, true) };
         }
     }
 
-    /// The offsets named in Rust agree with the record the asm pops: a
-    /// FRESH record laid by `prepare` is entered through the real asm,
-    /// the trampoline must call our entry with our `regs`, and every later
-    /// round trip (resume label, `jr t1`, `ret`) must come back here.
+    /// The asm and the Rust side agree on the entry: a new job started by
+    /// `enter` must reach our entry with our `regs`, and every later round
+    /// trip (resume label, `jr t1`, `ret`) must come back here.
     #[test]
-    fn record_layout_matches_asm() {
+    fn enter_and_round_trips() {
         let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
         // SAFETY: one past the end of the allocation.
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
         let mut regs = Regs::new();
         let regs_ptr = &raw mut regs;
-        // SAFETY: `stack` provides RECORD writable bytes below the aligned top.
-        unsafe { prepare(top, regs_ptr, probe) };
         // SAFETY: `regs` is live and only the probe (not running) shares it.
-        let saved_sp = || unsafe { (*regs_ptr).sp };
-        assert_eq!(saved_sp() as usize, top as usize - RECORD);
-        // SAFETY: regs.sp points at the record inside `stack`.
-        let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
-        assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
-        assert_eq!(word(REC_S1), regs_ptr as usize);
-        assert_eq!(word(REC_S2), probe as *const () as usize);
-        assert_eq!(word(REC_S0), 0);
+        let saved_sp = || unsafe { (*regs_ptr).sp } as usize;
         for round in 1..=3 {
-            // SAFETY: regs.sp holds the probe's record on the live `stack`.
-            unsafe { switch_in(regs_ptr, true) };
+            if round == 1 {
+                // SAFETY: `stack` is writable below the aligned top and no
+                // running code uses it; the probe never returns.
+                unsafe { enter(regs_ptr, top, probe, true) };
+            } else {
+                // SAFETY: regs.sp holds the probe's record on the live `stack`.
+                unsafe { switch_in(regs_ptr, true) };
+            }
             assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
             assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
-            let sp = saved_sp() as usize;
-            assert!(sp.is_multiple_of(16) && sp > stack.as_ptr() as usize && sp < top as usize);
+            let sp = saved_sp();
+            assert!(sp.is_multiple_of(16) && sp > stack.as_ptr() as usize && sp + RECORD <= top as usize);
         }
         // The probe stays parked in switch_out; its stack holds nothing to drop.
         drop(stack);
+    }
+
+    /// The fake return address a job's entry sees is one instruction into
+    /// the trampoline's FDE, so that an unwinder's "return address - 1"
+    /// finds it.
+    #[test]
+    fn trampoline_return_is_inside_the_trampoline() {
+        let start = stackjob_trampoline as *const () as usize;
+        let ret = stackjob_trampoline_return as *const () as usize;
+        assert!(ret == start + 2 || ret == start + 4, "{start:#x} {ret:#x}");
     }
 }
