@@ -160,18 +160,10 @@
     ldp     x19, x20, [sp, #16]
 .endm
 
-// ---------------------------------------------------------------------------
-// stackjob_switch_in(regs: *mut Regs /* x0 */)
-// ---------------------------------------------------------------------------
-    .globl  stackjob_switch_in
-    .hidden stackjob_switch_in
-    .type   stackjob_switch_in, %function
-    .p2align 4
-stackjob_switch_in:
-    .cfi_startproc
-    // sp: resumer stack; x30 = return address into the Rust resumer.
-    // x0: regs of the job to resume; regs.sp = the job's saved record.
-    bti     c
+// The resumer's side of switch_in and enter (x0 = regs, x30 = its return
+// address): pushes its record and publishes it in regs.parent_sp, after
+// which the CFA is found through it, whatever sp becomes.
+.macro STACKJOB_SAVE_RESUMER
     stp     x29, x30, [sp, #-{RECORD}]!
     .cfi_def_cfa_offset {RECORD}
     .cfi_offset x29, -{RECORD}
@@ -184,6 +176,21 @@ stackjob_switch_in:
     str     x9, [x0, #{PARENT_SP}]
     // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
     .cfi_escape 0x0f, 6, 0x70, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+.endm
+
+// ---------------------------------------------------------------------------
+// stackjob_switch_in(regs: *mut Regs /* x0 */)
+// ---------------------------------------------------------------------------
+    .globl  stackjob_switch_in
+    .hidden stackjob_switch_in
+    .type   stackjob_switch_in, %function
+    .p2align 4
+stackjob_switch_in:
+    .cfi_startproc
+    // sp: resumer stack; x30 = return address into the Rust resumer.
+    // x0: regs of the job to resume; regs.sp = the job's saved record.
+    bti     c
+    STACKJOB_SAVE_RESUMER
     ldr     x9, [x0, #{SP}]
     mov     sp, x9                          // sp = the job's record
     STACKJOB_LOAD_CALLEE_SAVED
@@ -213,18 +220,7 @@ stackjob_enter:
     // aligned, nothing live at or below it); x2: its entry function.
     // x21-x28 and all caller-saved registers: free (declared clobbered).
     bti     c
-    stp     x29, x30, [sp, #-{RECORD}]!
-    .cfi_def_cfa_offset {RECORD}
-    .cfi_offset x29, -{RECORD}
-    .cfi_offset x30, 8-{RECORD}
-    stp     x19, x20, [sp, #16]
-    .cfi_offset x19, 16-{RECORD}
-    .cfi_offset x20, 24-{RECORD}
-    // The resumer's record is complete: publish it.
-    mov     x9, sp
-    str     x9, [x0, #{PARENT_SP}]
-    // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
-    .cfi_escape 0x0f, 6, 0x70, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    STACKJOB_SAVE_RESUMER
     mov     sp, x1                          // sp = top: the job's stack, empty
     mov     x19, x0                         // the trampoline's CFI reads regs here
     mov     x29, xzr                        // the end of the frame-pointer chain

@@ -148,6 +148,21 @@
 
     .text
 
+// The resumer's side of switch_in and enter (a0 = regs, ra = its return
+// address): pushes its record and publishes it in regs.parent_sp, after
+// which the CFA is found through it, whatever sp becomes.
+.macro STACKJOB_SAVE_RESUMER
+    addi    sp, sp, -{RECORD}
+    .cfi_def_cfa_offset {RECORD}
+    sd      ra, 0(sp)
+    .cfi_offset ra, -{RECORD}
+    STACKJOB_SAVE_CALLEE_SAVED
+    // The resumer's record is complete: publish it.
+    sd      sp, {PARENT_SP}(a0)
+    // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
+    .cfi_escape 0x0f, 6, 0x7a, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+.endm
+
 // ---------------------------------------------------------------------------
 // stackjob_switch_in(regs: *mut Regs /* a0 */)
 // ---------------------------------------------------------------------------
@@ -160,15 +175,7 @@ stackjob_switch_in:
     // sp: resumer stack; ra = return address into the Rust resumer.
     // a0: regs of the job to resume; regs.sp = the job's saved record.
     // s3-s11, fs0-fs11 and all caller-saved registers: free (clobbered).
-    addi    sp, sp, -{RECORD}
-    .cfi_def_cfa_offset {RECORD}
-    sd      ra, 0(sp)
-    .cfi_offset ra, -{RECORD}
-    STACKJOB_SAVE_CALLEE_SAVED
-    // The resumer's record is complete: publish it.
-    sd      sp, {PARENT_SP}(a0)
-    // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
-    .cfi_escape 0x0f, 6, 0x7a, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    STACKJOB_SAVE_RESUMER
     ld      sp, {SP}(a0)                    // sp = the job's record
     STACKJOB_LOAD_CALLEE_SAVED
     ld      t1, 0(sp)                       // the job's resume PC
@@ -197,15 +204,7 @@ stackjob_enter:
     // a0: regs of the new job; a1: the top of its first frame (16-byte
     // aligned, nothing live at or below it); a2: its entry function.
     // s3-s11, fs0-fs11 and all caller-saved registers: free (clobbered).
-    addi    sp, sp, -{RECORD}
-    .cfi_def_cfa_offset {RECORD}
-    sd      ra, 0(sp)
-    .cfi_offset ra, -{RECORD}
-    STACKJOB_SAVE_CALLEE_SAVED
-    // The resumer's record is complete: publish it.
-    sd      sp, {PARENT_SP}(a0)
-    // From here on sp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
-    .cfi_escape 0x0f, 6, 0x7a, {PARENT_SP}, 0x06, 0x23, ({RECORD} & 0x7f) | 0x80, {RECORD} >> 7
+    STACKJOB_SAVE_RESUMER
     mv      sp, a1                          // as at a procedure's entry: aligned
     mv      s1, a0                          // the trampoline's CFI reads regs here
     li      s0, 0                           // the end of the frame-pointer chain

@@ -170,6 +170,28 @@
     ret
 .endm
 
+// Pushes rbp, rbx and the control-word slot of a record (its PC, +24, is
+// the return address a `call` pushed or the switch out's `push rcx`), with
+// the CFI of each push. The control words are stored by the caller.
+.macro STACKJOB_PUSH_RECORD
+    push    rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    push    rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    sub     rsp, 8
+    .cfi_adjust_cfa_offset 8
+.endm
+
+// The resumer's record (rsp) is complete: publishes it in regs.parent_sp
+// (rdi), after which the CFA is found through it, whatever rsp becomes.
+.macro STACKJOB_PUBLISH_RESUMER
+    mov     qword ptr [rdi + {PARENT_SP}], rsp
+    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
+    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
+.endm
+
 // ---------------------------------------------------------------------------
 // stackjob_switch_in_*(regs: *mut Regs /* rdi */)
 // ---------------------------------------------------------------------------
@@ -184,21 +206,11 @@
     // rdi: regs of the job to resume; regs.sp = the job's saved record.
     // r12-r15 and all caller-saved registers: free (declared clobbered).
     // No endbr64: only ever reached by a direct `call` (never indirectly).
-    push    rbp
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbp, 0
-    push    rbx
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbx, 0
-    sub     rsp, 8
-    .cfi_adjust_cfa_offset 8
+    STACKJOB_PUSH_RECORD
 .if \fpenv
     STACKJOB_FPENV_SAVE rsp, eax, ecx, 0    // eax, cx = the resumer's words
 .endif
-    // The resumer's record is complete: publish it.
-    mov     qword ptr [rdi + {PARENT_SP}], rsp
-    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
-    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
+    STACKJOB_PUBLISH_RESUMER
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
 .if \fpenv
     STACKJOB_FPENV_CHECK \name, rsp, eax, cx
@@ -235,21 +247,11 @@
     // aligned, nothing live at or below it); rdx: its entry function.
     // r12-r15 and all caller-saved registers: free (declared clobbered).
     // No endbr64: only ever reached by a direct `call` (never indirectly).
-    push    rbp
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbp, 0
-    push    rbx
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbx, 0
-    sub     rsp, 8
-    .cfi_adjust_cfa_offset 8
+    STACKJOB_PUSH_RECORD
 .if \fpenv
     STACKJOB_FPENV_STORE rsp, 0             // kept for the job's switch out
 .endif
-    // The resumer's record is complete: publish it.
-    mov     qword ptr [rdi + {PARENT_SP}], rsp
-    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
-    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
+    STACKJOB_PUBLISH_RESUMER
     lea     rcx, [rip + stackjob_trampoline_return]
     lea     rsp, [rsi - 8]                  // as after a call: rsp + 8 = top
     mov     qword ptr [rsp], rcx            // the fake return address
@@ -281,14 +283,7 @@
     push    rcx                             // +24: resume PC
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rip, 0
-    push    rbp
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbp, 0
-    push    rbx
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset rbx, 0
-    sub     rsp, 8
-    .cfi_adjust_cfa_offset 8
+    STACKJOB_PUSH_RECORD
 .if \fpenv
     STACKJOB_FPENV_SAVE rsp, eax, ecx, 0    // eax, cx = the job's words
 .endif
