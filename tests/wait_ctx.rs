@@ -622,6 +622,18 @@ fn wait_key_of_is_the_address_of_a_static_and_works_as_a_key() {
     assert_eq!(ctx.get_fd(b), Some((4, 40)));
 }
 
+/// Whether a job started without a ctx sees none after its pause.
+fn plain_job_sees_no_ctx() -> bool {
+    let job = paused(
+        start(None, || {
+            pause();
+            current_wait_ctx().is_none()
+        })
+        .unwrap(),
+    );
+    finished(job.resume().unwrap())
+}
+
 /// One pooled stack serves jobs with and without a ctx in turn, in both
 /// pool modes: a job with a ctx begins a new segment at every resume on a
 /// stack a job without one used before, and a job without one still sees
@@ -636,14 +648,7 @@ fn a_reused_stack_tracks_segments_for_jobs_with_and_without_a_ctx() {
         let config = stackjob::PoolConfig::new().max_size(1).init_size(1).isolate_thread_state(isolate);
         stackjob::init_thread_with(&config).unwrap();
         for round in 0..3 {
-            let plain = paused(
-                start(None, || {
-                    pause();
-                    current_wait_ctx().is_none()
-                })
-                .unwrap(),
-            );
-            assert!(finished(plain.resume().unwrap()), "round {round}: a ctx leaked into a job started without one");
+            assert!(plain_job_sees_no_ctx(), "round {round}: a ctx leaked into a job started without one");
 
             let ctx = WaitCtx::new();
             let mut job = paused(
@@ -670,14 +675,7 @@ fn a_reused_stack_tracks_segments_for_jobs_with_and_without_a_ctx() {
             stackjob::cleanup_thread();
             drop(held);
             stackjob::init_thread_with(&config).unwrap();
-            let plain = paused(
-                start(None, || {
-                    pause();
-                    current_wait_ctx().is_none()
-                })
-                .unwrap(),
-            );
-            assert!(finished(plain.resume().unwrap()), "round {round}: after a cancelled ctx job");
+            assert!(plain_job_sees_no_ctx(), "round {round}: after a cancelled ctx job");
         }
         stackjob::cleanup_thread();
     }
