@@ -133,14 +133,16 @@ unsafe fn resume_key(slot: *const Slot) -> u32 {
     unsafe { ptr::addr_of!((*slot).mode).cast::<u32>().read() }
 }
 
-const fn resume_key_of(mode: Mode, has_ctx: bool) -> u32 {
-    u32::from_ne_bytes([mode as u8, Dead::No as u8, has_ctx as u8, false as u8])
+/// The [`resume_key`] of a live job of a pool of this `mode`, without a
+/// wait ctx (and so not orphaned).
+const fn resume_key_of(mode: Mode) -> u32 {
+    u32::from_ne_bytes([mode as u8, Dead::No as u8, false as u8, false as u8])
 }
 
 /// A live paused job of an isolating pool, without a wait ctx.
-const RESUME_ISOLATED: u32 = resume_key_of(Mode::Isolated, false);
+const RESUME_ISOLATED: u32 = resume_key_of(Mode::Isolated);
 /// A live paused job of a shared pool, without a wait ctx.
-const RESUME_SHARED: u32 = resume_key_of(Mode::Shared, false);
+const RESUME_SHARED: u32 = resume_key_of(Mode::Shared);
 
 /// What [`start`] and [`Job::resume`] report: the job paused (resume it
 /// later through the handle) or finished with its return value.
@@ -422,16 +424,14 @@ unsafe fn finished_here<R>(stack: Stack, landing: &mut Landing<R>) -> Result<Ste
 /// (whose cleanups may run now, with the pool consistent again).
 #[inline(always)]
 fn finish(stack: Stack) {
-    // SAFETY: the job is switched out for good; its slot is ours.
-    if unsafe { (*slot_of(&stack)).ctx.is_none() } {
-        // Nothing to let go: one test, no write (the release is written
-        // twice so that the ctx is not tested again after it).
-        raw::release(stack);
-        return;
+    // One arm each, so that the ctx is not tested again after the release.
+    match retire(&stack) {
+        None => raw::release(stack),
+        Some(ctx) => {
+            raw::release(stack);
+            drop(ctx);
+        }
     }
-    let ctx = retire(&stack);
-    raw::release(stack);
-    drop(ctx);
 }
 
 /// A job that will never run again (finished, or abandoned) gives up its
@@ -610,9 +610,7 @@ fn bury(stack: Stack) {
             _ => {
                 // The cancelled job's frames are dead: a scrubbing pool
                 // wipes them before the memory goes, as at every release.
-                if stack.scrubs() {
-                    stack.scrub_below(stack.top());
-                }
+                stack.scrub_dead_frames(stack.top());
                 drop(stack)
             }
         }

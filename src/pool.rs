@@ -425,9 +425,7 @@ pub(crate) fn release(stack: Stack, live_from: *mut u8) {
 #[cold]
 #[inline(never)]
 fn release_slow(stack: Stack, live_from: *mut u8) {
-    if stack.scrubs() {
-        stack.scrub_below(live_from);
-    }
+    stack.scrub_dead_frames(live_from);
     let hot = current::hot();
     if stack.epoch() == hot.epoch.get() {
         push_idle(hot, stack);

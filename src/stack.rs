@@ -394,6 +394,15 @@ impl Stack {
         unsafe { (*self.header()).scrub }
     }
 
+    /// A job's frames below `live_from` are dead and the stack goes back
+    /// or away: [`scrub_below`](Stack::scrub_below) if it scrubs.
+    #[inline(always)]
+    pub(crate) fn scrub_dead_frames(&self, live_from: *mut u8) {
+        if self.scrubs() {
+            self.scrub_below(live_from);
+        }
+    }
+
     /// Whether jobs on this stack keep errno and the FP control state per
     /// side.
     #[inline(always)]
