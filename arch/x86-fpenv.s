@@ -4,9 +4,12 @@
 // MXCSR control bits and the x87 control word callee-saved. Each backend's
 // `global_asm!` assembles this file first, then its own; nothing here emits
 // code until a backend expands a macro. The record layout is the backends'
-// (see their headers): x87 CW at record +0 (2 bytes), MXCSR at +4 (4 bytes).
+// (see their headers): the two words are 8 bytes at some base, the x87 CW
+// at base +0 (2 bytes), MXCSR at base +4 (4 bytes); the base is the record
+// itself on i686 and the 8 bytes below it on x86_64.
 //
-// Arguments: `stk` is the stack pointer register (rsp or esp), `mx` the
+// Arguments: `stk` is the stack pointer register (rsp or esp), or for
+// CHECK and RELOAD an address expression (`rsp - 8`), `mx` the
 // 32-bit scratch register that carries this side's MXCSR, `cw` the 32-bit
 // and `cw16` the 16-bit name of the one that carries its x87 CW. Both
 // scratch registers are caller-saved in both ABIs and free at every
@@ -38,7 +41,8 @@
     movzx   \cw, word ptr [\stk + \off]
 .endm
 
-// STACKJOB_FPENV_CHECK name, stk, mx, cw16: stk = the other side's record;
+// STACKJOB_FPENV_CHECK name, stk, mx, cw16: stk = the base of the other
+// side's saved words;
 // branch to the out-of-line reloads when its words differ from mx / cw16.
 .macro STACKJOB_FPENV_CHECK name, stk, mx, cw16
     cmp     \mx, dword ptr [\stk + 4]

@@ -24,9 +24,9 @@
 //   rbx, rbp          this file                       the record below
 //   r12-r15           the compiler, only if live      the Rust frame's spill slots
 //   rsp               this file                       regs.sp / regs.parent_sp
-//   rip               `call` (resumer) / rcx (job)    the record's +24
-//   MXCSR control     this file (*_fpenv variants)    the record's +4
-//   x87 control word  this file (*_fpenv variants)    the record's +0
+//   rip               `call` (resumer) / rcx (job)    the record's +16
+//   MXCSR control     this file (*_fpenv variants)    the record's -4
+//   x87 control word  this file (*_fpenv variants)    the record's -8
 //   everything else   caller-saved: clobbered, nothing to do
 //
 // This file is assembled by `global_asm!` in src/arch/x86_64.rs, which
@@ -101,22 +101,30 @@
 // paused job and the `jmp rdx` into a new one, which the branch target
 // buffer predicts (each goes to the same place again and again).
 //
-// The saved record. Both directions push the same 32-byte record, so either
+// The saved record. Both directions push the same 24-byte record, so either
 // side can restore the other; its address is what regs.sp (job) or
 // regs.parent_sp (resumer) holds while that side is switched out:
 //
 //   offset  size  content
-//   +0      2     x87 FPU control word (fnstcw)
-//   +2      2     unused
-//   +4      4     MXCSR as stmxcsr stored it (control bits and status flags)
-//   +8      8     rbx
-//   +16     8     rbp
-//   +24     8     resume PC: the return address of the resumer's `call`, or
+//   -8      2     x87 FPU control word (fnstcw)          (*_fpenv only,
+//   -6      2     unused                                  in the red zone)
+//   -4      4     MXCSR as stmxcsr stored it (control bits and status flags)
+//   +0      8     rbx
+//   +8      8     rbp
+//   +16     8     resume PC: the return address of the resumer's `call`, or
 //                 the job's pause site (pushed from rcx by switch_out)
-//   +32           = the CFA of the switched-out frame
+//   +24           = the CFA of the switched-out frame
 //
 // Control words: each side stores its own and reloads only what differs
-// from the other side's saved copies (arch/x86-fpenv.s says how).
+// from the other side's saved copies (arch/x86-fpenv.s says how). They sit
+// in the 8 bytes below the record, in the 128-byte red zone that "shall not
+// be modified by signal or interrupt handlers" (psABI 3.2.2), so no
+// instruction makes room for them. Nothing else ever writes there while
+// that side is switched out: no code runs on a switched-out stack, and a
+// signal arriving on the running side lands below its own red zone. The
+// other side reads them right after its switch, before any code of its
+// own runs on that stack. The *_shared variants push the same record and
+// never touch the 8 bytes.
 //
 // Stack states (addresses grow upwards; the job stack is one mmap with a
 // PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
@@ -128,10 +136,10 @@
 //   +----------------------+ top   +--------------------+      +--------------------+
 //   | fake return address  |       | job frames         |      | job frames         |
 //   | (trampoline_return)  |<- rsp |   ...              |      |   ...   <- rsp     |
-//   +----------------------+       | pause site    +24  |      |                    |
-//   |  (unused)            |       | rbp, rbx  +16, +8  |      |                    |
-//   |                      |       | control words  +0  |      | regs.parent_sp     |
-//   | rbx = &regs, rbp = 0 |       +--------------------+      | points at the      |
+//   +----------------------+       | pause site    +16  |      |                    |
+//   |  (unused)            |       | rbp, rbx   +8, +0  |      |                    |
+//   |                      |       +--------------------+      | regs.parent_sp     |
+//   | rbx = &regs, rbp = 0 |       | control words  -8  |      | points at the      |
 //   | rdi = &regs          |       |  (unused)          |      | resumer's record   |
 //   +----------------------+       +--------------------+      +--------------------+
 //   | guard page PROT_NONE |       | guard page         |      | guard page         |
@@ -164,15 +172,15 @@
 // rsp = the resumer's record: restore rbx and rbp, pop the record and
 // `ret` to the resumer's `call stackjob_switch_in_*`, which this pairs with.
 .macro STACKJOB_RETURN_TO_RESUMER
-    mov     rbx, qword ptr [rsp + 8]
-    mov     rbp, qword ptr [rsp + 16]
-    lea     rsp, [rsp + 24]
+    mov     rbx, qword ptr [rsp]
+    mov     rbp, qword ptr [rsp + 8]
+    lea     rsp, [rsp + 16]
     ret
 .endm
 
-// Pushes rbp, rbx and the control-word slot of a record (its PC, +24, is
-// the return address a `call` pushed or the switch out's `push rcx`), with
-// the CFI of each push. The control words are stored by the caller.
+// Pushes rbp and rbx of a record (its PC, +16, is the return address a
+// `call` pushed or the switch out's `push rcx`), with the CFI of each push.
+// The control words go below it, in the red zone; the caller stores them.
 .macro STACKJOB_PUSH_RECORD
     push    rbp
     .cfi_adjust_cfa_offset 8
@@ -180,16 +188,14 @@
     push    rbx
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rbx, 0
-    sub     rsp, 8
-    .cfi_adjust_cfa_offset 8
 .endm
 
 // The resumer's record (rsp) is complete: publishes it in regs.parent_sp
 // (rdi), after which the CFA is found through it, whatever rsp becomes.
 .macro STACKJOB_PUBLISH_RESUMER
     mov     qword ptr [rdi + {PARENT_SP}], rsp
-    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 32.
-    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 32
+    // From here on rsp leaves the resumer's stack: CFA = regs.parent_sp + 24.
+    .cfi_escape 0x0f, 5, 0x75, {PARENT_SP}, 0x06, 0x23, 24
 .endm
 
 // ---------------------------------------------------------------------------
@@ -208,24 +214,24 @@
     // No endbr64: only ever reached by a direct `call` (never indirectly).
     STACKJOB_PUSH_RECORD
 .if \fpenv
-    STACKJOB_FPENV_SAVE rsp, eax, ecx, 0    // eax, cx = the resumer's words
+    STACKJOB_FPENV_SAVE rsp, eax, ecx, -8   // eax, cx = the resumer's words
 .endif
     STACKJOB_PUBLISH_RESUMER
     mov     rsp, qword ptr [rdi + {SP}]     // rsp = the job's record
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name, rsp, eax, cx
+    STACKJOB_FPENV_CHECK \name, rsp - 8, eax, cx
 .endif
     // rsp: the job's record; its control words are in force.
-    mov     rbx, qword ptr [rsp + 8]
-    mov     rbp, qword ptr [rsp + 16]
-    mov     rcx, qword ptr [rsp + 24]       // the job's resume PC
-    lea     rsp, [rsp + 32]                 // pop the record (lea: flags untouched)
+    mov     rbx, qword ptr [rsp]
+    mov     rbp, qword ptr [rsp + 8]
+    mov     rcx, qword ptr [rsp + 16]       // the job's resume PC
+    lea     rsp, [rsp + 24]                 // pop the record (lea: flags untouched)
     // rsp: the job's stack exactly as it was at its pause site; rbx, rbp
     // are the job's; rcx = where the job continues. The only indirect
     // branch of the round trip (its target has endbr64).
     jmp     rcx
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name, rsp, eax
+    STACKJOB_FPENV_RELOAD \name, rsp - 8, eax
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -249,7 +255,7 @@
     // No endbr64: only ever reached by a direct `call` (never indirectly).
     STACKJOB_PUSH_RECORD
 .if \fpenv
-    STACKJOB_FPENV_STORE rsp, 0             // kept for the job's switch out
+    STACKJOB_FPENV_STORE rsp, -8            // kept for the job's switch out
 .endif
     STACKJOB_PUBLISH_RESUMER
     lea     rcx, [rip + stackjob_trampoline_return]
@@ -280,25 +286,25 @@
     // "return address" (its resume PC) lives in rcx until pushed.
     .cfi_def_cfa rsp, 0
     .cfi_register rip, rcx
-    push    rcx                             // +24: resume PC
+    push    rcx                             // +16: resume PC
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset rip, 0
     STACKJOB_PUSH_RECORD
 .if \fpenv
-    STACKJOB_FPENV_SAVE rsp, eax, ecx, 0    // eax, cx = the job's words
+    STACKJOB_FPENV_SAVE rsp, eax, ecx, -8   // eax, cx = the job's words
 .endif
     mov     qword ptr [rdi + {SP}], rsp     // publish the job's record
-    // From here on: CFA = regs.sp + 32.
-    .cfi_escape 0x0f, 5, 0x75, {SP}, 0x06, 0x23, 32
+    // From here on: CFA = regs.sp + 24.
+    .cfi_escape 0x0f, 5, 0x75, {SP}, 0x06, 0x23, 24
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name, rsp, eax, cx
+    STACKJOB_FPENV_CHECK \name, rsp - 8, eax, cx
 .endif
     // rsp: the resumer's record, above it the return address of its
     // `call stackjob_switch_in_*`.
     STACKJOB_RETURN_TO_RESUMER
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name, rsp, eax
+    STACKJOB_FPENV_RELOAD \name, rsp - 8, eax
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -323,16 +329,16 @@
 .endif
     mov     rsp, qword ptr [rdi + {PARENT_SP}] // rsp = the resumer's record
     // From here on this is the resumer's switch_in frame.
-    .cfi_def_cfa rsp, 32
+    .cfi_def_cfa rsp, 24
     .cfi_offset rip, -8
     .cfi_offset rbp, -16
     .cfi_offset rbx, -24
 .if \fpenv
-    STACKJOB_FPENV_CHECK \name, rsp, eax, cx
+    STACKJOB_FPENV_CHECK \name, rsp - 8, eax, cx
 .endif
     STACKJOB_RETURN_TO_RESUMER
 .if \fpenv
-    STACKJOB_FPENV_RELOAD \name, rsp, eax
+    STACKJOB_FPENV_RELOAD \name, rsp - 8, eax
 .endif
     .cfi_endproc
     .size   \name, . - \name
@@ -363,8 +369,8 @@ stackjob_trampoline:
     // GDB refuses frames whose CFA is "inner" to the previous one unless the
     // frame is a signal frame; the resumer's stack may be anywhere.
     .cfi_signal_frame
-    // CFA = regs.parent_sp + 32: the frame of the resumer's switch_in_* call.
-    .cfi_escape 0x0f, 5, 0x73, {PARENT_SP}, 0x06, 0x23, 32
+    // CFA = regs.parent_sp + 24: the frame of the resumer's switch_in_* call.
+    .cfi_escape 0x0f, 5, 0x73, {PARENT_SP}, 0x06, 0x23, 24
     // The resumer's registers live in its record below that CFA.
     .cfi_offset rip, -8
     .cfi_offset rbp, -16

@@ -27,22 +27,22 @@ n=${1:-100000}
 
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
-             rt        default  89      80
-             life0     default  100     110
-             life1     default  202     200
-             rt        shared   65      55
-             life0     shared   84      95
-             life1     shared   165     155
-             rt-string default  94      -
-             rt-string shared   70      -
-             rt-big    default  91      -
-             rt-big    shared   67      -
-             raw-rt    default  75      60
-             raw-life0 default  89      75
-             raw-life1 default  171     145
-             raw-rt    shared   48      30
-             raw-life0 shared   68      55
-             raw-life1 shared   123     100
+             rt        default  87      80
+             life0     default  99      110
+             life1     default  199     200
+             rt        shared   63      55
+             life0     shared   83      95
+             life1     shared   162     155
+             rt-string default  92      -
+             rt-string shared   68      -
+             rt-big    default  89      -
+             rt-big    shared   65      -
+             raw-rt    default  73      60
+             raw-life0 default  88      75
+             raw-life1 default  168     145
+             raw-rt    shared   46      30
+             raw-life0 shared   67      55
+             raw-life1 shared   120     100
 TABLE
 )
 

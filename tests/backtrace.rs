@@ -65,3 +65,29 @@ fn backtrace_after_a_resume_continues_into_the_resumer_not_the_starter() {
         .unwrap_or_else(|| panic!("backtrace does not reach the resumer:\n{}", f.join("\n")));
     assert!(root < resumer);
 }
+
+/// The same walk through a pool that shares errno and the FP control state
+/// (the `*_shared` switch variants, whose CFI is their own expansion of the
+/// asm macros), after a resume.
+#[test]
+fn backtrace_in_a_shared_pool_continues_into_the_resumer() {
+    if !stackjob::is_capable() {
+        eprintln!("skipped: no stackjob backend on this target");
+        return;
+    }
+    stackjob::init_thread_with(&stackjob::PoolConfig::new().isolate_thread_state(false)).unwrap();
+    let Step::Paused(job) = start(None, || {
+        pause();
+        job_body_marker()
+    })
+    .unwrap() else {
+        panic!("job should pause")
+    };
+    let Step::Finished(trace) = resumer_marker_after_pause(job) else { panic!("job should finish") };
+    let f = frames(&trace);
+    let body = position(&f, "job_body_marker").expect("job frame missing");
+    let root = position(&f, "stackjob_trampoline").expect("job root missing");
+    let resumer = position(&f, "resumer_marker_after_pause")
+        .unwrap_or_else(|| panic!("backtrace does not reach the resumer:\n{}", f.join("\n")));
+    assert!(body < root && root < resumer, "frames out of order:\n{}", f.join("\n"));
+}
