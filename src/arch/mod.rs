@@ -12,11 +12,11 @@
 //! * [`switch_out`]: job side, return control to whoever resumed it;
 //! * [`exit`]: job side, the job is done: return control for good.
 //!
-//! x86_64's, aarch64's, riscv64's and i686's `enter` are asm entries of
-//! their own that build the job's first frame themselves. The other
-//! backends lay a FRESH record with their `prepare` and switch to it with
-//! `switch_in_fresh` (`switch_in` for a job `prepare` just laid: their FP
-//! control register is thread state), which the `enter` below combines.
+//! x86_64's, aarch64's, riscv64's, i686's and powerpc64's `enter` are asm
+//! entries of their own that build the job's first frame themselves. The
+//! other backends lay a FRESH record with their `prepare` and switch to it
+//! with `switch_in_fresh` (`switch_in` for a job `prepare` just laid: their
+//! FP control register is thread state), which the `enter` below combines.
 //!
 //! On targets without a backend, `none.rs` provides the same items with
 //! [`CAPABLE`] = `false`; nothing there is ever reached because the safe
@@ -113,7 +113,8 @@ impl Regs {
     stackjob_backend = "x86_64",
     stackjob_backend = "aarch64",
     stackjob_backend = "riscv64",
-    stackjob_backend = "x86"
+    stackjob_backend = "x86",
+    stackjob_backend = "powerpc64"
 )))]
 #[inline(always)]
 pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, fp_env: bool) {
