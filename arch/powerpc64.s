@@ -13,17 +13,21 @@
 //   * r2 is the TOC pointer: a function may change it (its global entry
 //     point computes it from r12), and callers rely on getting theirs back
 //     (the linker's `ld r2,24(r1)` after a cross-module call). The record
-//     keeps each side's r2, and the trampoline enters the job's entry
-//     function at its global entry point with r12 = its address, so the
-//     entry sets up its own TOC;
+//     keeps each side's r2, and stackjob_enter enters the job's entry
+//     function at its global entry point with r12 = its address (the ELFv2
+//     linkage rule for a global entry point, which computes r2 from r12),
+//     so the entry sets up its own TOC;
 //   * r13 is the thread pointer: never touched;
 //   * FPSCR and VSCR are "limited-access": their control fields change only
 //     through functions whose purpose is to change them, so they are thread
-//     state, not saved (switch_in_fresh is switch_in, as on aarch64);
+//     state, not saved: a new job inherits them and one stackjob_enter
+//     serves both pool modes (the Rust side ignores fp_env), as on aarch64;
 //   * a function may store into the 32-byte header of its caller's frame
-//     (back chain, CR save +8, LR save +16, TOC save +24): a job's entry
-//     function is therefore given such a header above it (FRESH below),
-//     so it never writes into the job slot.
+//     (back chain, CR save +8, LR save +16, TOC save +24: the minimum
+//     stack frame of section 2.2.2): a job's entry function is therefore
+//     given such a header above it (ENTERED below), so it never writes
+//     into the job slot; its back chain is 0, the end of the chain (the
+//     outermost frame).
 //
 // Who saves what (the x86_64 scheme): the inline asm blocks that enter this
 // file (src/arch/powerpc64.rs) declare r14-r29, f14-f31, v20-v31 and
@@ -32,8 +36,7 @@
 // CTR, XER). The compiler therefore saves those itself, only where they
 // are live. The asm saves what an inline asm block cannot name: r2 (TOC),
 // r30 (LLVM's base pointer), r31 (frame pointer), VRSAVE, and the resume
-// PC. r30 and r31 also carry regs and the entry function of a FRESH record
-// to the trampoline:
+// PC. r30 also carries regs to the trampoline's CFI in a new job:
 //
 //   register              saved by                        where
 //   r2, r30, r31, VRSAVE  this file                       the record below
@@ -56,6 +59,24 @@
 // Operands substituted by `global_asm!` in src/arch/powerpc64.rs: the field
 // offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
 //
+//   stackjob_enter(regs: *mut Regs, top: *mut u8, entry, return address)
+//                                             called by Rust (`bl`).
+//       r3 = regs, r4 = top, r12 = entry, r6 = stackjob_trampoline_return
+//       (Rust takes both addresses through its TOC: no PC-relative
+//       addressing before Power10), LR = return address into the resumer.
+//       The new-job entry: pushes the resumer's record and stores r1 in
+//       regs.parent_sp exactly as switch_in does, then builds the job's
+//       first frame itself (the ENTERED state below; nothing laid in
+//       memory beforehand but the 32-byte frame header's back chain) as
+//       section 2.2.2 has it at a function's global entry point: r1 = top
+//       - 32 with 0(r1) = 0, r3 = regs (the first argument), r12 = CTR =
+//       entry, LR = stackjob_trampoline_return (a return address inside
+//       the trampoline's FDE), r30 = regs (for the trampoline's CFI), and
+//       branches to entry with `bctr` (no link-stack push or pop). r2 is
+//       the resumer's TOC until the entry's global entry point computes its
+//       own; r31 is the resumer's (ELFv2 chains frames through the back
+//       chain, not a frame pointer, and nothing reads it).
+//
 //   stackjob_switch_in(regs: *mut Regs)      called by Rust (`bl`).
 //       r3 = regs, LR = return address into the resumer. Pushes the
 //       resumer's record (a frame: `stdu` writes the back chain), stores r1
@@ -74,17 +95,17 @@
 //       Reached by `b` from the job's body when it is done, with r3 = regs:
 //       pops the resumer's record as switch_out does, saving nothing.
 //
-//   stackjob_trampoline                       first PC of every job.
-//       r30 = regs, r31 = entry: enters entry(regs) with `bctr` (r12 = CTR
-//       = the entry, its global entry point) and LR pointing into the
-//       trampoline, set with `bcl 20,31,$+4` (the form processors treat as
-//       no call: the link stack is left alone).
+//   stackjob_trampoline                       unwind anchor, never executed.
+//       A job's entry function is reached straight from stackjob_enter's
+//       `bctr` with LR = stackjob_trampoline_return, one instruction into
+//       the trampoline; the trampoline's CFI continues the backtrace from
+//       there into the resumer.
 //
 // The saved record (RECORD = 48 bytes, 16-aligned; the same for both
 // directions; a minimal ELFv2 frame header plus three doublewords):
 //
 //   offset  size  content
-//   +0      8     back chain (r1 before the push; 0 in a FRESH record)
+//   +0      8     back chain (r1 before the push)
 //   +8      8     VRSAVE (low 32 bits)
 //   +16     8     resume PC (LR)
 //   +24     8     r2 (TOC)
@@ -92,27 +113,29 @@
 //   +40     8     r31
 //   +48           = the CFA of the switched-out frame
 //
-// Stack states (addresses grow upwards):
+// Stack states (addresses grow upwards; the job stack is one mmap with a
+// PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
 //
-//   FRESH (each new job)           PAUSED                      RUNNING
+//   ENTERED (a new job's first     PAUSED                      RUNNING
+//   instruction, built by enter)
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
-//   +----------------------+       +--------------------+      +--------------------+
-//   | trampoline's frame   |       | job frames         |      | job frames         |
-//   | header (32 bytes,    |       |   ...              |      |   ...   <- r1      |
-//   | back chain 0)        |       | r31, r30  +40, +32 |      |                    |
-//   | r31 = entry fn   +40 |       | r2            +24  |      |                    |
-//   | r30 = &regs      +32 |       | pause site    +16  |      |                    |
-//   | r2 = 0           +24 |       | VRSAVE         +8  |      |                    |
-//   | pc = trampoline  +16 |       | back chain     +0  |      |                    |
-//   | VRSAVE = 0        +8 |       +--------------------+      |                    |
-//   | back chain = 0    +0 |       |  (unused)          |      | regs.parent_sp     |
-//   +----------------------+       |                    |      | points at the      |
-//   |  (unused)            |       |                    |      | resumer's record   |
+//   +----------------------+ top   +--------------------+      +--------------------+
+//   | the entry's caller   |       | job frames         |      | job frames         |
+//   | frame header (32     |       |   ...              |      |   ...   <- r1      |
+//   | bytes: TOC, LR, CR   |       | r31, r30  +40, +32 |      |                    |
+//   | save slots +24..+8,  |       | r2            +24  |      |                    |
+//   | back chain 0 +0)     |<- r1  | pause site    +16  |      |                    |
+//   +----------------------+       | VRSAVE         +8  |      |                    |
+//   |  (unused)            |       | back chain     +0  |      |                    |
+//   | r3 = r30 = &regs     |       +--------------------+      | regs.parent_sp     |
+//   | r12 = CTR = entry fn |       |  (unused)          |      | points at the      |
+//   | LR = trampoline_     |       |                    |      | resumer's record   |
+//   |      return          |       |                    |      |                    |
 //   +----------------------+       +--------------------+      +--------------------+
 //   | guard page PROT_NONE |       | guard page         |      | guard page         |
 //   +----------------------+       +--------------------+      +--------------------+
-//     regs.sp = the record           regs.sp = the record
+//     regs.sp unused                 regs.sp = the record
 //
 // CFI encodings (DWARF 5 section 6.4.2 / 7.7.1): 0x0f DW_CFA_def_cfa_expression,
 // 0x70+n DW_OP_bregN, 0x06 DW_OP_deref, 0x23 DW_OP_plus_uconst (RECORD < 128:
@@ -158,6 +181,18 @@
     std     5, 8(1)
 .endm
 
+// Saves the resumer's record (its resume PC the LR of its `bl`) and
+// publishes it in regs.parent_sp (r3), after which the CFA is found through
+// it, whatever r1 becomes; leaves the resumer's VRSAVE in r5.
+.macro STACKJOB_SAVE_RESUMER
+    mflr    0
+    .cfi_register 65, 0
+    STACKJOB_PUSH_RECORD
+    std     1, {PARENT_SP}(3)
+    // From here on r1 leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
+    .cfi_escape 0x0f, 5, 0x73, {PARENT_SP}, 0x06, 0x23, {RECORD}
+.endm
+
 // ---------------------------------------------------------------------------
 // stackjob_switch_in(regs: *mut Regs /* r3 */)
 // ---------------------------------------------------------------------------
@@ -169,13 +204,7 @@ stackjob_switch_in:
     .cfi_startproc
     // r1: resumer stack; LR = return address into the Rust resumer.
     // r3: regs of the job to resume; regs.sp = the job's saved record.
-    mflr    0
-    .cfi_register 65, 0
-    STACKJOB_PUSH_RECORD
-    // The resumer's record is complete: publish it.
-    std     1, {PARENT_SP}(3)
-    // From here on r1 leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
-    .cfi_escape 0x0f, 5, 0x73, {PARENT_SP}, 0x06, 0x23, {RECORD}
+    STACKJOB_SAVE_RESUMER
     ld      1, {SP}(3)                      // r1 = the job's record
     STACKJOB_LOAD_CALLEE_SAVED switch_in
     ld      0, 16(1)                        // the job's resume PC
@@ -190,6 +219,34 @@ stackjob_switch_in:
     STACKJOB_VRSAVE_RELOAD switch_in
     .cfi_endproc
     .size   stackjob_switch_in, . - stackjob_switch_in
+
+// ---------------------------------------------------------------------------
+// stackjob_enter(regs: *mut Regs /* r3 */, top: *mut u8 /* r4 */,
+//                entry /* r12 */, stackjob_trampoline_return /* r6 */)
+// ---------------------------------------------------------------------------
+    .globl  stackjob_enter
+    .hidden stackjob_enter
+    .type   stackjob_enter, @function
+    .p2align 4
+stackjob_enter:
+    .cfi_startproc
+    // r1: resumer stack; LR = return address into the Rust resumer.
+    // r3: regs of the new job; r4: the top of its first frame (16-byte
+    // aligned, nothing live at or below it); r12: its entry function; r6:
+    // the fake return address. r5 is the VRSAVE scratch of the record.
+    STACKJOB_SAVE_RESUMER
+    li      0, 0
+    stdu    0, -32(4)                       // back chain 0 at top - 32; r4 = top - 32
+    mr      1, 4                            // r1 = the entry's caller frame header
+    mtlr    6                               // a return address inside the trampoline's FDE
+    mr      30, 3                           // the trampoline's CFI reads regs here
+    mtctr   12
+    // entry(regs) at its global entry point (r12 = CTR = its address), on
+    // the job stack; FPSCR is the resumer's. `bctr` neither pushes nor pops
+    // the link stack: the resumer's `bl` stays on it for switch_out's `blr`.
+    bctr
+    .cfi_endproc
+    .size   stackjob_enter, . - stackjob_enter
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_out: r3 = regs, r4 = job resume PC, r1 = job stack
@@ -255,10 +312,12 @@ stackjob_switch_exit:
     .size   stackjob_switch_exit, . - stackjob_switch_exit
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of every job.
-// Entered by switch_in's `bctr` with the FRESH record popped:
-//   r30 = regs, r31 = entry function, r2 = 0 (the entry computes its own),
-//   r1 = the trampoline's 32-byte frame header (back chain 0), 16-aligned.
+// stackjob_trampoline: the unwind anchor of every job, never executed.
+// Its one instruction puts stackjob_trampoline_return, the fake return
+// address stackjob_enter gives every entry function, inside this FDE (an
+// unwinder looks up "return address - 1"). In the entry's caller frame that
+// this FDE describes: r30 = regs (nonvolatile, so the entry's own CFI
+// recovers it), r1 = top - 32 (the frame header, back chain 0).
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
     .hidden stackjob_trampoline
@@ -287,19 +346,11 @@ stackjob_trampoline:
     .irp reg, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 70, 71, 72
     .cfi_undefined \reg
     .endr
-    mr      3, 30                           // arg0 = regs
-    mr      12, 31                          // r12 = the entry's global entry point
-    mtctr   12
-    // A return address inside this FDE, set by hand: the entry's frame then
-    // unwinds through the CFI above into the resumer. `bcl 20,31,$+4` reads
-    // the PC without a link-stack push.
-    bcl     20, 31, .Ltrampoline_pc
-.Ltrampoline_pc:
-    mflr    11
-    addi    11, 11, .Ltrampoline_end - .Ltrampoline_pc  // not r0: `addi rD, 0, x` is `li`
-    mtlr    11
-    bctr                                    // entry(regs) -> !, ends in switch_exit
-.Ltrampoline_end:
+    nop
+    .globl  stackjob_trampoline_return
+    .hidden stackjob_trampoline_return
+stackjob_trampoline_return:
+    // An entry function that returned (a bug) traps here.
     trap
     .cfi_endproc
     .size   stackjob_trampoline, . - stackjob_trampoline

@@ -17,8 +17,10 @@
 //     signal mask are never touched;
 //   * esp + 4 is a multiple of 16 at a function's first instruction (the
 //     Linux i386 rule since GCC 4.5; rustc's i686 targets assume it);
-//   * arguments are passed on the stack: a job's entry function finds regs
-//     at [esp + 4], so the FRESH record carries it there (below).
+//   * arguments are passed on the stack ("The Stack Frame": argument
+//     word 0 at 4(%esp) at a function's first instruction, just above the
+//     return address): a job's entry function finds regs at [esp + 4],
+//     which stackjob_enter stores there (below).
 //
 // Who saves what. Unlike x86_64, the asm saves every callee-saved register
 // itself: of the four, LLVM may reserve esi (base pointer) and ebp (frame
@@ -37,7 +39,14 @@
 //
 // Registers at the entry points: eax = regs (the inline asm pins it there),
 // ecx = the job's resume PC (switch_out); ecx and edx are the scratch
-// registers of the control-word steps.
+// registers of the control-word steps. stackjob_enter_* also takes edx =
+// the top of the new job's first frame, ecx = its entry function and edi =
+// stackjob_trampoline_return: i386 has no PC-relative `lea`, and Rust
+// takes that address through its GOT pointer as it takes the entry's (one
+// `lea` or GOT load, often hoisted out of a loop), where reading the PC
+// here would cost a `call` the return predictor never sees returned. edi
+// is callee-saved, so the resumer's record keeps it and the inline asm
+// gets it back unchanged, as an input must be.
 //
 // Operands substituted by `global_asm!` in src/arch/x86.rs: SP, PARENT_SP,
 // MXCSR_CONTROL and the record size RECORD (28).
@@ -63,27 +72,30 @@
 //                 the job's pause site (pushed from ecx by switch_out)
 //   +28           = the CFA of the switched-out frame
 //
-// Stack states (addresses grow upwards). FRESH: the entry function is
-// entered by `jmp`, with a fake return address and its argument above the
-// record, as if `call`ed with regs as its argument:
+// Stack states (addresses grow upwards). ENTERED: the entry function is
+// entered by `jmp`, on a frame stackjob_enter builds as if it had been
+// `call`ed with regs as its argument from a 16-byte aligned esp = top - 16
+// (psABI "The Stack Frame": esp + 4 aligned at the first instruction);
+// nothing below its fake return address is written:
 //
-//   FRESH (each new job)           PAUSED                      RUNNING
+//   ENTERED (a new job's first     PAUSED                      RUNNING
+//   instruction, built by enter)
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
-//   +----------------------+       +--------------------+      +--------------------+
+//   +----------------------+ top   +--------------------+      +--------------------+
 //   | (pad, 12 bytes)      |       | job frames         |      | job frames         |
-//   | arg0 = &regs         |       |   ...              |      |   ...   <- esp     |
-//   | fake return address  |       | pause site    +24  |      |                    |
-//   | pc = entry fn    +24 |       | ebp..ebx +20..+8   |      |                    |
-//   | ebp = 0          +20 |       | control words  +0  |      |                    |
-//   | edi = 0          +16 |       +--------------------+      |                    |
-//   | esi = 0          +12 |       |  (unused)          |      | regs.parent_sp     |
-//   | ebx = &regs       +8 |       |                    |      | points at the      |
-//   | control words     +0 |       |                    |      | resumer's record   |
+//   | arg0 = &regs    +4   |       |   ...              |      |   ...   <- esp     |
+//   | fake return address  |<- esp | pause site    +24  |      |                    |
+//   | (trampoline_return)  |       | ebp..ebx +20..+8   |      |                    |
+//   +----------------------+       | control words  +0  |      |                    |
+//   |  (unused)            |       +--------------------+      |                    |
+//   | ebx = &regs, ebp = 0 |       |  (unused)          |      | regs.parent_sp     |
+//   | esi, edi: the        |       |                    |      | points at the      |
+//   | resumer's (unused)   |       |                    |      | resumer's record   |
 //   +----------------------+       +--------------------+      +--------------------+
 //   | guard page PROT_NONE |       | guard page         |      | guard page         |
 //   +----------------------+       +--------------------+      +--------------------+
-//     regs.sp = the record           regs.sp = the record
+//     regs.sp unused                 regs.sp = the record
 //
 // CFI: as x86_64.s, with eax holding regs in the switch routines and ebx in
 // the trampoline. Encodings (DWARF 5, section 6.4.2 / 7.7.1): 0x0f
@@ -127,6 +139,14 @@
     .cfi_adjust_cfa_offset 8
 .endm
 
+// The resumer's record (esp) is complete: publishes it in regs.parent_sp
+// (eax), after which the CFA is found through it, whatever esp becomes.
+.macro STACKJOB_PUBLISH_RESUMER
+    mov     dword ptr [eax + {PARENT_SP}], esp
+    // From here on esp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
+    .cfi_escape 0x0f, 5, 0x70, {PARENT_SP}, 0x06, 0x23, {RECORD}
+.endm
+
 // ---------------------------------------------------------------------------
 // stackjob_switch_in_*(regs: *mut Regs /* eax */)
 // ---------------------------------------------------------------------------
@@ -143,10 +163,7 @@
 .if \fpenv
     STACKJOB_FPENV_SAVE esp, ecx, edx, 0    // ecx, dx = the resumer's words
 .endif
-    // The resumer's record is complete: publish it.
-    mov     dword ptr [eax + {PARENT_SP}], esp
-    // From here on esp leaves the resumer's stack: CFA = regs.parent_sp + RECORD.
-    .cfi_escape 0x0f, 5, 0x70, {PARENT_SP}, 0x06, 0x23, {RECORD}
+    STACKJOB_PUBLISH_RESUMER
     mov     esp, dword ptr [eax + {SP}]     // esp = the job's record
 .if \fpenv
     STACKJOB_FPENV_CHECK \name, esp, ecx, dx
@@ -162,6 +179,38 @@
 .if \fpenv
     STACKJOB_FPENV_RELOAD \name, esp, ecx
 .endif
+    .cfi_endproc
+    .size   \name, . - \name
+.endm
+
+// ---------------------------------------------------------------------------
+// stackjob_enter_*(regs: *mut Regs /* eax */, top: *mut u8 /* edx */,
+//                  entry /* ecx */, stackjob_trampoline_return /* edi */)
+// ---------------------------------------------------------------------------
+.macro STACKJOB_ENTER name, fpenv
+    .globl  \name
+    .hidden \name
+    .type   \name, @function
+    .p2align 4
+\name:
+    .cfi_startproc
+    // esp: resumer stack, [esp] = return address into the Rust resumer.
+    // eax: regs of the new job; edx: the top of its first frame (16-byte
+    // aligned, nothing live at or below it); ecx: its entry function; edi:
+    // the fake return address (see the header).
+    STACKJOB_PUSH_CALLEE_SAVED
+.if \fpenv
+    STACKJOB_FPENV_STORE esp, 0             // kept for the job's switch out
+.endif
+    STACKJOB_PUBLISH_RESUMER
+    lea     esp, [edx - 20]                 // as after a call: esp + 4 = top - 16
+    mov     dword ptr [esp + 4], eax        // the entry's argument word 0
+    mov     dword ptr [esp], edi            // the fake return address
+    mov     ebx, eax                        // the trampoline's CFI reads regs here
+    xor     ebp, ebp                        // the end of the frame-pointer chain
+    // The entry function's first instruction, with regs at [esp + 4]; the
+    // job's control words are the resumer's.
+    jmp     ecx
     .cfi_endproc
     .size   \name, . - \name
 .endm
@@ -250,6 +299,8 @@
 
     STACKJOB_SWITCH_IN   stackjob_switch_in_fpenv, 1
     STACKJOB_SWITCH_IN   stackjob_switch_in_shared, 0
+    STACKJOB_ENTER       stackjob_enter_fpenv, 1
+    STACKJOB_ENTER       stackjob_enter_shared, 0
     STACKJOB_SWITCH_OUT  stackjob_switch_out_fpenv, 1
     STACKJOB_SWITCH_OUT  stackjob_switch_out_shared, 0
     STACKJOB_SWITCH_EXIT stackjob_switch_exit_fpenv, 1
@@ -257,10 +308,10 @@
 
 // ---------------------------------------------------------------------------
 // stackjob_trampoline: the unwind anchor of every job; never executed.
-// A job's entry function runs with ebx = regs and, as its return address,
-// stackjob_trampoline_return (one byte into this FDE, so an unwinder's
-// "return address - 1" lands here). It never returns: it ends in
-// switch_exit.
+// A job's entry function is reached from stackjob_enter's `jmp ecx` with
+// ebx = regs and, as its return address, stackjob_trampoline_return (one
+// byte into this FDE, so an unwinder's "return address - 1" lands here).
+// It never returns: it ends in switch_exit.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
     .hidden stackjob_trampoline

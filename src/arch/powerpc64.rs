@@ -1,6 +1,7 @@
 //! powerpc64 ELFv2 backend: `arch/powerpc64.s` plus the four-instruction
 //! inline asm that enters it from the job side. The file's header documents
-//! the saved record, the stack states, the TOC rule and the CFI.
+//! the saved record, the stack states (the new job's first frame
+//! included), the TOC rule and the CFI.
 
 use super::{Entry, Regs};
 use core::arch::asm;
@@ -17,19 +18,6 @@ pub(crate) const BACKEND: &str = "powerpc64-elfv2";
 /// multiple of 16, so r1 stays 16-byte aligned while a record is pushed or
 /// popped.
 const RECORD: usize = 48;
-/// A FRESH record plus the trampoline's 32-byte frame header above it,
-/// which the entry function may write (CR, LR and TOC save slots).
-const FRESH: usize = RECORD + 32;
-
-// Record offsets, named once (the asm spells the same layout in its table;
-// `record_layout_matches_asm` below runs the asm over a record laid here).
-const REC_BACK_CHAIN: usize = 0;
-const REC_VRSAVE: usize = 8;
-const REC_PC: usize = 16;
-const REC_R2: usize = 24;
-const REC_R30: usize = 32;
-const REC_R31: usize = 40;
-
 // The CFI escapes encode the `Regs` offsets as one SLEB128 byte each and the
 // record size as one ULEB128 byte; the asm uses them as `ld`/`std`
 // displacements (multiples of 4).
@@ -70,55 +58,53 @@ macro_rules! asm_clobbering_callee_saved {
 }
 
 unsafe extern "C" {
-    // Called only from the inline asm in `switch_in`.
+    // Called only from the inline asm in `enter` and `switch_in`
+    // (stackjob_enter takes entry in r12 and its fake return address in r6:
+    // see arch/powerpc64.s).
+    fn stackjob_enter(regs: *mut Regs, top: *mut u8, entry: Entry);
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: branch targets with their own register convention.
     fn stackjob_switch_out();
     fn stackjob_switch_exit();
-    // Not callable: the first PC of a fresh stack.
+    // Not callable: the unwind anchor (named here only for the test below),
+    // and the fake return address of every job's entry function (one
+    // instruction into the anchor's FDE), which `enter` hands stackjob_enter.
+    #[cfg(test)]
     fn stackjob_trampoline();
+    fn stackjob_trampoline_return();
 }
 
-/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
-/// seven stores).
+/// Starts a new job on the stack whose first frame ends at `top`: runs
+/// `entry(regs)` there until the job switches out. `_fp_env` is ignored:
+/// FPSCR and VSCR are limited-access registers under ELFv2 (their control
+/// fields change only through functions whose purpose is to change them),
+/// so a job runs with the FPSCR of the thread that resumes it, and a new
+/// job inherits it.
 ///
 /// # Safety
-/// `top` must be 16-byte aligned, the `FRESH` bytes below it must be
-/// writable memory of a stack that no running code uses, and `regs` must stay
-/// valid for as long as the stack is switched to.
+/// `top` must be 16-byte aligned, with writable memory below it that no
+/// running code uses (the stack's usable part); `regs` must stay valid for
+/// as long as the job runs and this thread must own it; `entry` must never
+/// return (it ends in [`exit`]).
 #[inline(always)]
-pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
+pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, _fp_env: bool) {
     debug_assert_eq!(top as usize % 16, 0);
-    // SAFETY: the caller guarantees FRESH writable bytes below `top`.
+    let fake_return = stackjob_trampoline_return as *const () as usize;
+    // SAFETY: as in `switch_in`: the asm saves the resumer's r2, r30, r31,
+    // VRSAVE and return address in its record and returns to it when the
+    // job switches out; every other nonvolatile register is declared
+    // clobbered (see the macro). Per the contract it may write the back
+    // chain at top - 32, the only store below `top`, and the entry function
+    // the rest of that 32-byte header (its caller's frame); it enters
+    // `entry` with `bctr` (r12 = entry, its global entry point), which
+    // leaves the link stack to pair this `bl` with switch_out's `blr`.
     unsafe {
-        let rec = top.sub(FRESH);
-        rec.add(REC_BACK_CHAIN).cast::<usize>().write(0);
-        rec.add(REC_VRSAVE).cast::<usize>().write(0);
-        rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
-        // The entry computes its own TOC from r12 at its global entry point.
-        rec.add(REC_R2).cast::<usize>().write(0);
-        rec.add(REC_R30).cast::<*mut Regs>().write(regs);
-        rec.add(REC_R31).cast::<usize>().write(entry as *const () as usize);
-        // After the record is popped, r1 = top - 32: the trampoline's frame
-        // header, 16-byte aligned, its back chain 0 (ends back-chain walks).
-        rec.add(RECORD).cast::<usize>().write(0);
-        (*regs).sp = rec;
+        asm_clobbering_callee_saved!(
+            "bl {enter}",
+            enter = sym stackjob_enter,
+            in("r3") regs, in("r4") top, in("r6") fake_return, in("r12") entry
+        )
     }
-}
-
-/// [`switch_in`] for a job laid by [`prepare`] and never run. The same
-/// entry: FPSCR and VSCR are limited-access registers under
-/// ELFv2 (their control fields change only through functions whose purpose
-/// is to change them), so a job runs with the FPSCR of the thread that
-/// resumes it, and a new job inherits it with nothing to skip.
-///
-/// # Safety
-/// As for [`switch_in`].
-#[inline(always)]
-pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
-    // SAFETY: per the contract.
-    unsafe { switch_in(regs, fp_env) }
 }
 
 /// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
@@ -170,7 +156,7 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
 ///
 /// # Safety
 /// As for [`switch_out`]; nothing on the job stack may be used again until
-/// [`prepare`] lays a new record on it.
+/// [`enter`] starts a new job on it.
 #[inline(always)]
 pub(crate) unsafe fn exit(regs: *mut Regs, _fp_env: bool) -> ! {
     // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
@@ -185,48 +171,65 @@ mod tests {
 
     static ENTERED_WITH: AtomicUsize = AtomicUsize::new(0);
     static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+    static LOCAL_AT: AtomicUsize = AtomicUsize::new(0);
 
-    /// Parks on every round: counts, then switches out to the test.
+    /// Parks on every round: counts, notes where its frame is, then
+    /// switches out to the test.
     unsafe extern "C" fn probe(regs: *mut Regs) -> ! {
         ENTERED_WITH.store(regs as usize, Ordering::SeqCst);
         loop {
+            let local = 0u8;
+            LOCAL_AT.store(core::hint::black_box(&raw const local) as usize, Ordering::SeqCst);
             ROUNDS.fetch_add(1, Ordering::SeqCst);
-            // SAFETY: we run on the probe stack, entered by switch_in.
+            // SAFETY: we run on the probe stack, entered by `enter`.
             unsafe { switch_out(regs, true) };
         }
     }
 
-    /// The offsets named in Rust agree with the record the asm pops: a
-    /// FRESH record laid by `prepare` is entered through the real asm,
-    /// the trampoline must call our entry with our `regs`, and every later
-    /// round trip (resume label, `bctr`, `blr`) must come back here.
+    /// A new job entered through the real asm must reach our entry (at its
+    /// global entry point, so with its own TOC) with our `regs`, run on the
+    /// stack below its 32-byte caller header at `top` and come back on its
+    /// first switch out; every later round trip (resume label, `bctr`,
+    /// `blr`) must come back here too, with the job's record on its own
+    /// stack. The header's back chain is 0: the end of back-chain walks.
     #[test]
-    fn record_layout_matches_asm() {
-        let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
+    fn enter_and_round_trips_reach_the_probe() {
+        let mut stack = vec![u128::MAX; 4096]; // 64 KiB, 16-byte aligned
         // SAFETY: one past the end of the allocation.
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
         let mut regs = Regs::new();
         let regs_ptr = &raw mut regs;
-        // SAFETY: `stack` provides FRESH writable bytes below the aligned top.
-        unsafe { prepare(top, regs_ptr, probe) };
         // SAFETY: `regs` is live and only the probe (not running) shares it.
-        let saved_sp = || unsafe { (*regs_ptr).sp };
-        assert_eq!(saved_sp() as usize, top as usize - FRESH);
-        // SAFETY: regs.sp points at the record inside `stack`.
-        let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
-        assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
-        assert_eq!(word(REC_R30), regs_ptr as usize);
-        assert_eq!(word(REC_R31), probe as *const () as usize);
-        assert_eq!((word(REC_BACK_CHAIN), word(REC_VRSAVE), word(REC_R2), word(RECORD)), (0, 0, 0, 0));
+        let saved_sp = || unsafe { (*regs_ptr).sp } as usize;
         for round in 1..=3 {
-            // SAFETY: regs.sp holds the probe's record on the live `stack`.
-            unsafe { switch_in(regs_ptr, true) };
+            if round == 1 {
+                // SAFETY: `stack` is writable below the aligned `top` and
+                // unused; `regs` outlives the probe's runs; `probe` never
+                // returns.
+                unsafe { enter(regs_ptr, top, probe, true) };
+            } else {
+                // SAFETY: regs.sp holds the probe's record on the live `stack`.
+                unsafe { switch_in(regs_ptr, true) };
+            }
             assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
             assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
-            let sp = saved_sp() as usize;
-            assert!(sp.is_multiple_of(16) && sp > stack.as_ptr() as usize && sp < top as usize);
+            let sp = saved_sp();
+            assert!(sp.is_multiple_of(16) && sp > stack.as_ptr() as usize && sp <= top as usize - 32 - RECORD);
+            let local = LOCAL_AT.load(Ordering::SeqCst);
+            assert!(local > sp && local < top as usize - 32);
+            // SAFETY: the header's first doubleword lies inside `stack`.
+            let back_chain = unsafe { top.sub(32).cast::<usize>().read() };
+            assert_eq!(back_chain, 0, "the outermost frame's back chain ends the chain");
         }
         // The probe stays parked in switch_out; its stack holds nothing to drop.
         drop(stack);
+    }
+
+    /// The fake return address a job's entry sees is one instruction into
+    /// the trampoline's FDE, so that an unwinder's "return address - 1"
+    /// finds it.
+    #[test]
+    fn trampoline_return_is_inside_the_trampoline() {
+        assert_eq!(stackjob_trampoline_return as *const () as usize, stackjob_trampoline as *const () as usize + 4);
     }
 }

@@ -1,7 +1,8 @@
 //! 32-bit x86 (i686) System V backend: `arch/x86.s` plus the
 //! four-instruction inline asm that enters it from the job side. The file's
-//! header documents the saved record, the stack states and the CFI; the
-//! control words are kept per side exactly as on x86_64.
+//! header documents the saved record, the stack states (the new job's
+//! first frame included) and the CFI; the control words are kept per side
+//! exactly as on x86_64.
 
 use super::{Entry, Regs};
 use core::arch::asm;
@@ -15,23 +16,9 @@ pub(crate) const BACKEND: &str = "x86-sysv-i386";
 
 /// Size of the saved record (see the table in `arch/x86.s`).
 const RECORD: usize = 28;
-/// A FRESH record plus, above it, the entry function's fake return address,
-/// its argument and the padding that puts that argument on a 16-byte
-/// boundary (esp + 4 aligned at the entry's first instruction).
-const FRESH: usize = RECORD + 20;
 /// MXCSR bits 6..=15 are control bits (DAZ, exception masks, rounding, FZ);
 /// bits 0..=5 are the caller-saved exception flags.
 const MXCSR_CONTROL: u32 = 0xffc0;
-
-// Record offsets, named once (the asm spells the same layout in its table;
-// `record_layout_matches_asm` below runs the asm over a record laid here).
-const REC_FCW: usize = 0;
-const REC_MXCSR: usize = 4;
-const REC_EBX: usize = 8;
-const REC_ESI: usize = 12;
-const REC_EDI: usize = 16;
-const REC_EBP: usize = 20;
-const REC_PC: usize = 24;
 
 // The CFI escapes encode these offsets as one SLEB128 byte each, and the
 // record size as one ULEB128 byte.
@@ -47,7 +34,11 @@ backend_asm!(
 );
 
 unsafe extern "C" {
-    // Called only from the inline asm in `switch_in`.
+    // Called only from the inline asm in `enter` and `switch_in`, with
+    // arguments in registers (eax, edx, ecx, edi: see arch/x86.s), not
+    // cdecl's stack slots.
+    fn stackjob_enter_fpenv(regs: *mut Regs, top: *mut u8, entry: Entry);
+    fn stackjob_enter_shared(regs: *mut Regs, top: *mut u8, entry: Entry);
     fn stackjob_switch_in_fpenv(regs: *mut Regs);
     fn stackjob_switch_in_shared(regs: *mut Regs);
     // Not callable: jump targets with their own register convention.
@@ -55,65 +46,53 @@ unsafe extern "C" {
     fn stackjob_switch_out_shared();
     fn stackjob_switch_exit_fpenv();
     fn stackjob_switch_exit_shared();
-    // Not callable: the unwind anchor (named here only for the layout test),
+    // Not callable: the unwind anchor (named here only for the test below),
     // and the fake return address of every job's entry function (one byte
-    // into the anchor's FDE).
+    // into the anchor's FDE), which `enter` hands stackjob_enter.
     #[cfg(test)]
     fn stackjob_trampoline();
     fn stackjob_trampoline_return();
 }
 
-/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// [`switch_in_fresh`] jumps straight into `entry(regs)` on this stack
-/// (once per job: seven stores; the control-word bytes are
-/// [`inherit_fp_env`]'s).
-///
-/// # Safety
-/// `top` must be 16-byte aligned, the `FRESH` bytes below it must be
-/// writable memory of a stack that no running code uses, and `regs` must stay
-/// valid for as long as the stack is switched to.
-#[inline(always)]
-pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
-    debug_assert_eq!(top as usize % 16, 0);
-    // SAFETY: the caller guarantees FRESH writable bytes below `top`.
-    unsafe {
-        let rec = top.sub(FRESH);
-        // switch_in pops the record and `jmp`s to its PC: the entry's first
-        // instruction then sees esp = top - 20 holding the fake return
-        // address (for unwinders; never returned to) and its cdecl argument
-        // at esp + 4 = top - 16, 16-byte aligned as after a call.
-        rec.add(REC_PC).cast::<usize>().write(entry as *const () as usize);
-        rec.add(REC_EBX).cast::<*mut Regs>().write(regs);
-        rec.add(REC_ESI).cast::<usize>().write(0);
-        rec.add(REC_EDI).cast::<usize>().write(0);
-        rec.add(REC_EBP).cast::<usize>().write(0);
-        rec.add(RECORD).cast::<usize>().write(stackjob_trampoline_return as *const () as usize);
-        rec.add(RECORD + 4).cast::<*mut Regs>().write(regs);
-        (*regs).sp = rec;
-    }
+/// `call` to one of the resumer-side entries (`stackjob_enter_*`,
+/// `stackjob_switch_in_*`) with the operands given (regs in eax):
+/// the asm saves every callee-saved register (ebx, esi, edi, ebp), the
+/// return PC and (fpenv) the control words in the resumer's record and
+/// returns to this `call` when the job switches out; everything
+/// caller-saved is clobbered by clobber_abi. The block is a call (no
+/// `nostack`), so esp is 16-byte aligned at it.
+macro_rules! call_resumer_entry {
+    ($target:path, $($operands:tt)*) => {
+        asm!("call {target}", target = sym $target, $($operands)*, clobber_abi("C"))
+    };
 }
 
-/// Copies the caller's MXCSR control bits and x87 control word into the
-/// job's saved record, so a job starts with the floating-point control
-/// state of the code that starts it (like a function call would), never
-/// with a previous job's.
+/// Starts a new job on the stack whose first frame ends at `top`: runs
+/// `entry(regs)` there until the job switches out. The job starts with the
+/// caller's floating-point control state, which the entry leaves in force
+/// (with `fp_env` it stores the caller's words for the job's first switch
+/// out to compare with).
 ///
 /// # Safety
-/// `regs.sp` must point at the saved record of a switched-out job.
+/// `top` must be 16-byte aligned, with writable memory below it that no
+/// running code uses (the stack's usable part); `regs` must stay valid for
+/// as long as the job runs and this thread must own it; `entry` must never
+/// return (it ends in [`exit`], with this `fp_env`).
 #[inline(always)]
-unsafe fn inherit_fp_env(regs: *mut Regs) {
-    // SAFETY: the record's control-word fields are writable bytes at
-    // regs.sp + REC_FCW and regs.sp + REC_MXCSR.
+pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, fp_env: bool) {
+    debug_assert_eq!(top as usize % 16, 0);
+    let fake_return = stackjob_trampoline_return as *const () as usize;
+    // SAFETY: as in `switch_in` (see the macro): the resumer's record is
+    // saved and returned to when the job switches out; edi, an input, is
+    // saved there too and comes back unchanged. Per the contract the asm
+    // may write the 8 bytes at top - 20 (the fake return address and the
+    // entry's argument) before jumping to `entry` on that stack.
     unsafe {
-        let p = (*regs).sp;
-        asm!(
-            "stmxcsr dword ptr [{p} + {mxcsr}]",
-            "fnstcw word ptr [{p} + {fcw}]",
-            p = in(reg) p,
-            mxcsr = const REC_MXCSR,
-            fcw = const REC_FCW,
-            options(nostack, preserves_flags),
-        );
+        if fp_env {
+            call_resumer_entry!(stackjob_enter_fpenv, in("eax") regs, in("edx") top, in("ecx") entry, in("edi") fake_return);
+        } else {
+            call_resumer_entry!(stackjob_enter_shared, in("eax") regs, in("edx") top, in("ecx") entry, in("edi") fake_return);
+        }
     }
 }
 
@@ -127,43 +106,14 @@ unsafe fn inherit_fp_env(regs: *mut Regs) {
 /// be what the job passes to [`switch_out`] (the variants pair up).
 #[inline(always)]
 pub(crate) unsafe fn switch_in(regs: *mut Regs, fp_env: bool) {
-    // SAFETY: the asm saves every callee-saved register (ebx, esi, edi,
-    // ebp), the resume PC and (fpenv) the control words, and returns to the
-    // return address of this `call`; everything caller-saved is clobbered by
-    // clobber_abi. The block is a call (no `nostack`), so esp is 16-byte
-    // aligned at it.
+    // SAFETY: see the macro; regs.sp is a switched-out job's record, which
+    // the asm restores and jumps into.
     unsafe {
-        macro_rules! call {
-            ($target:path) => {
-                asm!("call {switch_in}", switch_in = sym $target, in("eax") regs, clobber_abi("C"))
-            };
-        }
         if fp_env {
-            call!(stackjob_switch_in_fpenv);
+            call_resumer_entry!(stackjob_switch_in_fpenv, in("eax") regs);
         } else {
-            call!(stackjob_switch_in_shared);
+            call_resumer_entry!(stackjob_switch_in_shared, in("eax") regs);
         }
-    }
-}
-
-/// [`switch_in`] for a job laid by [`prepare`] and never run: with
-/// `fp_env`, the FRESH record first gets the caller's control words
-/// ([`inherit_fp_env`]), so the new job starts with the floating-point
-/// control state of the code that starts it. (x86_64 has an entry of its
-/// own that skips the compare; here the compare finds them equal.)
-///
-/// # Safety
-/// As for [`switch_in`], and `regs.sp` must be the FRESH record of
-/// [`prepare`].
-#[inline(always)]
-pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
-    // SAFETY: per the contract regs.sp is a FRESH record (whose control-word
-    // bytes inherit_fp_env writes), then as in `switch_in`.
-    unsafe {
-        if fp_env {
-            inherit_fp_env(regs);
-        }
-        switch_in(regs, fp_env)
     }
 }
 
@@ -213,7 +163,7 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
 ///
 /// # Safety
 /// As for [`switch_out`]; nothing on the job stack may be used again until
-/// [`prepare`] lays a new record on it.
+/// [`enter`] starts a new job on it.
 #[inline(always)]
 pub(crate) unsafe fn exit(regs: *mut Regs, fp_env: bool) -> ! {
     // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
@@ -234,59 +184,67 @@ mod tests {
 
     static ENTERED_WITH: AtomicUsize = AtomicUsize::new(0);
     static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+    static LOCAL_AT: AtomicUsize = AtomicUsize::new(0);
 
-    /// Parks on every round: counts, then switches out to the test.
+    /// A local the compiler places at a 16-byte boundary without realigning
+    /// the stack (i686 Linux code assumes esp + 4 aligned at entry): its
+    /// address is aligned only if the entry's frame was.
+    #[repr(align(16))]
+    struct Aligned(#[allow(dead_code)] u8);
+
+    /// Parks on every round: counts, notes where its aligned local is, then
+    /// switches out to the test.
     unsafe extern "C" fn probe(regs: *mut Regs) -> ! {
         ENTERED_WITH.store(regs as usize, Ordering::SeqCst);
         loop {
+            let local = Aligned(0);
+            LOCAL_AT.store(core::hint::black_box(&raw const local) as usize, Ordering::SeqCst);
             ROUNDS.fetch_add(1, Ordering::SeqCst);
-            // SAFETY: we run on the probe stack, entered by switch_in.
+            // SAFETY: we run on the probe stack, entered by `enter`.
             unsafe { switch_out(regs, true) };
         }
     }
 
-    /// The offsets named in Rust agree with the record the asm pops: a
-    /// FRESH record laid by `prepare` is entered through the real asm, the
-    /// entry must find our `regs` as its stack argument, and every later
-    /// round trip (resume label, `jmp ecx`, `ret`) must come back here.
+    /// A new job entered through the real asm must find our `regs` as its
+    /// stack argument, run below `top` on a 16-byte aligned frame and come
+    /// back on its first switch out; every later round trip (resume label,
+    /// `jmp ecx`, `ret`) must come back here too, with the job's record on
+    /// its own stack.
     #[test]
-    fn record_layout_matches_asm() {
+    fn enter_and_round_trips_reach_the_probe() {
         let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
         // SAFETY: one past the end of the allocation.
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
         let mut regs = Regs::new();
         let regs_ptr = &raw mut regs;
-        // SAFETY: `stack` provides FRESH writable bytes below the aligned top.
-        unsafe { prepare(top, regs_ptr, probe) };
         // SAFETY: `regs` is live and only the probe (not running) shares it.
-        let saved_sp = || unsafe { (*regs_ptr).sp };
-        assert_eq!(saved_sp() as usize, top as usize - FRESH);
-        // SAFETY: regs.sp points at the record inside `stack`.
-        let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
-        assert_eq!(word(REC_PC), probe as *const () as usize);
-        assert_eq!(word(REC_EBX), regs_ptr as usize);
-        assert_eq!((word(REC_ESI), word(REC_EDI), word(REC_EBP)), (0, 0, 0));
-        assert_eq!(word(RECORD), stackjob_trampoline_return as *const () as usize);
-        assert_eq!(word(RECORD + 4), regs_ptr as usize);
-        assert_eq!((top as usize - (FRESH - RECORD - 4)) % 16, 0, "the entry's argument is 16-byte aligned");
-        // One byte into the anchor, so that "return address - 1" finds its FDE.
-        assert_eq!(stackjob_trampoline_return as *const () as usize, stackjob_trampoline as *const () as usize + 1);
-        // SAFETY: regs.sp points at a record.
-        unsafe { inherit_fp_env(regs_ptr) };
-        // SAFETY: both fields lie inside the record.
-        let (fcw, mxcsr) =
-            unsafe { (saved_sp().add(REC_FCW).cast::<u16>().read(), saved_sp().add(REC_MXCSR).cast::<u32>().read()) };
-        assert_ne!(mxcsr & MXCSR_CONTROL, 0, "MXCSR control bits (exception masks) are set by default");
-        assert_eq!(fcw & 0x3f, 0x3f, "x87 exceptions are masked by default");
+        let saved_sp = || unsafe { (*regs_ptr).sp } as usize;
         for round in 1..=3 {
-            // SAFETY: regs.sp holds the probe's record on the live `stack`.
-            unsafe { switch_in(regs_ptr, true) };
+            if round == 1 {
+                // SAFETY: `stack` is writable below the aligned `top` and
+                // unused; `regs` outlives the probe's runs; `probe` never
+                // returns.
+                unsafe { enter(regs_ptr, top, probe, true) };
+            } else {
+                // SAFETY: regs.sp holds the probe's record on the live `stack`.
+                unsafe { switch_in(regs_ptr, true) };
+            }
             assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
             assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
-            let sp = saved_sp() as usize;
-            assert!(sp > stack.as_ptr() as usize && sp < top as usize);
+            let sp = saved_sp();
+            assert!(sp > stack.as_ptr() as usize && sp <= top as usize - RECORD);
+            let local = LOCAL_AT.load(Ordering::SeqCst);
+            assert!(local > sp && local < top as usize);
+            assert_eq!(local % 16, 0, "the entry's frame is 16-byte aligned (esp + 4 at its first instruction)");
         }
         // The probe stays parked in switch_out; its stack holds nothing to drop.
         drop(stack);
+    }
+
+    /// The fake return address a job's entry sees is one byte into the
+    /// trampoline's FDE, so that an unwinder's "return address - 1" finds it.
+    #[test]
+    fn trampoline_return_is_inside_the_trampoline() {
+        assert_eq!(stackjob_trampoline_return as *const () as usize, stackjob_trampoline as *const () as usize + 1);
     }
 }
