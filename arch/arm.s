@@ -137,6 +137,16 @@
     .text
     .syntax unified
 
+// The resumer's record, pushed and published as switch_in needs it (and a
+// new-job entry would: one macro, as STACKJOB_SAVE_RESUMER in aarch64.s and
+// riscv64.s): `push` of the record (r6, r7, r11 and the return address in
+// lr, the table above), then regs.parent_sp = sp. No unwind opcodes: its
+// user is `.cantunwind`.
+.macro STACKJOB_SAVE_RESUMER
+    push    {{r6, r7, r11, lr}}               // the resumer's record
+    str     sp, [r0, #{PARENT_SP}]          // publish it
+.endm
+
 // ---------------------------------------------------------------------------
 // stackjob_switch_in(regs: *mut Regs /* r0 */)
 // ---------------------------------------------------------------------------
@@ -149,8 +159,7 @@ STACKJOB_FUNCTION stackjob_switch_in
     .cantunwind
     // sp: resumer stack (8-aligned); lr = return address into the resumer.
     // r0: regs of the job to resume; regs.sp = the job's saved record.
-    push    {{r6, r7, r11, lr}}               // the resumer's record
-    str     sp, [r0, #{PARENT_SP}]          // publish it
+    STACKJOB_SAVE_RESUMER
     ldr     sp, [r0, #{SP}]                 // sp = the job's record
     pop     {{r6, r7, r11, r12}}              // r12 = the job's resume PC
     // sp: the job's stack exactly as at its pause site; r6, r7 and r11 are
