@@ -12,9 +12,9 @@
 //! * [`switch_out`]: job side, return control to whoever resumed it;
 //! * [`exit`]: job side, the job is done: return control for good.
 //!
-//! x86_64's, aarch64's and riscv64's `enter` are asm entries of their
-//! own that build the job's first frame themselves. The other backends lay
-//! a FRESH record with their `prepare` and switch to it with
+//! x86_64's, aarch64's, riscv64's and 32-bit Arm's `enter` are asm entries
+//! of their own that build the job's first frame themselves. The other
+//! backends lay a FRESH record with their `prepare` and switch to it with
 //! `switch_in_fresh` (`switch_in` for a job `prepare` just laid; i686
 //! copies the control words into the record first; on the others the FP
 //! control register is thread state), which the `enter` below combines.
@@ -110,7 +110,12 @@ impl Regs {
 /// running code uses; `regs` must stay valid for as long as the job runs
 /// and this thread must own it; `entry` must never return (it ends in
 /// [`exit`], with this `fp_env`).
-#[cfg(not(any(stackjob_backend = "x86_64", stackjob_backend = "aarch64", stackjob_backend = "riscv64")))]
+#[cfg(not(any(
+    stackjob_backend = "x86_64",
+    stackjob_backend = "aarch64",
+    stackjob_backend = "riscv64",
+    stackjob_backend = "arm"
+)))]
 #[inline(always)]
 pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, fp_env: bool) {
     // SAFETY: per the contract, which is `prepare`'s and `switch_in_fresh`'s.
