@@ -17,9 +17,10 @@
 //     flush-to-zero, default-NaN and trap-enable bits "may be modified by
 //     calls to specific support functions that affect the global state of
 //     the application", i.e. they are thread state, not callee-saved.
-//     Nothing saves it here (switch_in_fresh is switch_in), and job and
-//     resumer share one FPSCR (as FPCR on aarch64, not as MXCSR on
-//     x86_64); TPIDRURO (TLS) is never touched;
+//     Nothing saves it here, and job and resumer share one FPSCR (as FPCR
+//     on aarch64, not as MXCSR on x86_64): a new job inherits it, and one
+//     stackjob_enter serves both pool modes (the Rust side ignores fp_env);
+//     TPIDRURO (TLS) is never touched;
 //   * sp is 4-byte aligned always and 8-byte aligned at every public
 //     interface (5.2.1.2): the record is 16 bytes and job tops are
 //     16-byte aligned, so every call made from either side sees 8.
@@ -29,14 +30,18 @@
 // and the STACKJOB_FUNCTION macro that opens each entry point adds
 // `.thumb_func` in T32 (build.rs tells T32 from thumbv7neon-* targets and
 // from `+thumb-mode` in the rustflags; a mismatch found at run time makes
-// is_capable() false). So every resume PC is of one state: the trampoline
-// and the resume labels of the inline asm are both in it. switch_in leaves
-// with `mov pc, r12`: in A32 that takes bit 0 as the state (Armv7) or
-// ignores it (Armv6), and the `adr` results have it clear; in T32 it keeps
-// the state whatever bit 0 says. Everything that may change state
-// interworks: the resumer is resumed by `pop {{..., pc}}` (its `bl` set
-// bit 0 of lr in T32 code), and the trampoline enters the entry function
-// with `bx r7` (a T32 function's address has bit 0 set).
+// is_capable() false). So every resume PC is of one state: the resume
+// labels of the inline asm are in it. switch_in leaves with `mov pc, r12`:
+// in A32 that takes bit 0 as the state (Armv7) or ignores it (Armv6), and
+// the `adr` results have it clear; in T32 it keeps the state whatever bit 0
+// says. Everything that may change state interworks: the resumer is resumed
+// by `pop {{..., pc}}` (its `bl` set bit 0 of lr in T32 code), and
+// stackjob_enter enters the entry function with `bx r2` (a T32 function's
+// address has bit 0 set). The fake return address stackjob_enter gives the
+// entry function is a return address of this file's state: arm_state! in
+// src/arch/arm.rs sets STACKJOB_STATE_BIT to 1 in T32 (0 in A32), and
+// `adr lr, .Ltrampoline_return + STACKJOB_STATE_BIT` sets bit 0 of lr
+// exactly as a T32 `bl` would (a local label's address has it clear).
 //
 // Who saves what (the x86_64 scheme): the inline asm blocks that enter this
 // file (src/arch/arm.rs) declare r4, r5, r8, r9, r10 and d8-d15 as outputs
@@ -45,8 +50,8 @@
 // live. The asm saves what an inline asm block cannot name (r6, which LLVM
 // may use as base pointer, r11, the A32 frame pointer, and r7, the T32
 // frame pointer, saved in both modes so the record is one for all), and
-// the resume PC. r6 and r7 also carry regs and the entry function of a
-// FRESH record to the trampoline:
+// the resume PC. In a new job r6 holds regs (the trampoline's unwind entry
+// reads it there), and r7 and r11 are 0:
 //
 //   register            saved by                        where
 //   r6, r7, r11         this file                       the record below
@@ -54,11 +59,26 @@
 //   d8-d15
 //   sp                  this file                       regs.sp / regs.parent_sp
 //   pc                  lr (resumer `bl`, job `adr`)    the record's +12
+//   FPSCR               nobody (thread state)           - (job and resumer share it)
 //
 // Operands substituted by `global_asm!` in src/arch/arm.rs: the field
 // offsets of `Regs` (SP, PARENT_SP). Register lists are written with
 // doubled braces, `{{r6, r7}}`: the file is a `global_asm!` template, where
 // a single brace opens an operand.
+//
+//   stackjob_enter(regs: *mut Regs, top: *mut u8, entry: fn(*mut Regs) -> !)
+//                                             called by Rust (`bl`).
+//       r0 = regs, r1 = top, r2 = entry, lr = return address into the
+//       resumer. The new-job entry: pushes the resumer's record and stores
+//       sp in regs.parent_sp exactly as switch_in does, then builds the
+//       job's first frame itself (the ENTERED state below, nothing laid in
+//       memory beforehand) as AAPCS32 has it at a call (sp 8-byte aligned
+//       at a public interface, 5.2.1.2; the return address in lr, 5.3.1;
+//       the first argument in r0, 5.5): sp = top, r0 = regs, lr =
+//       stackjob_trampoline_return (a return address of this file's state
+//       inside the trampoline's unwind entry), r6 = regs (for that entry),
+//       r7 = r11 = 0 (the end of the T32 and A32 frame-pointer chains), and
+//       enters entry with `bx r2`.
 //
 //   stackjob_switch_in(regs: *mut Regs)      called by Rust (`bl`).
 //       r0 = regs, lr = return address into the resumer. Pushes the
@@ -76,12 +96,15 @@
 //
 //   stackjob_switch_exit                      branch target, not a function.
 //       Reached by `b` from the job's body when it is done, with r0 = regs:
-//       pops the resumer's record as switch_out does, saving nothing.
+//       pops the resumer's record as switch_out does, saving nothing (the
+//       next job on the stack starts at stackjob_enter).
 //
-//   stackjob_trampoline                       first PC of every job.
-//       r6 = regs, r7 = entry, r11 = 0: enters entry(regs) with `bx r7` and
-//       lr pointing into the trampoline (no `blx`: see x86_64.s on why a
-//       job is entered without a call).
+//   stackjob_trampoline                       unwind anchor, never executed.
+//       A job's entry function is reached straight from stackjob_enter's
+//       `bx r2` with lr = stackjob_trampoline_return, one instruction into
+//       the trampoline; the trampoline's unwind entry continues the
+//       backtrace from there into the resumer (no `blx`: see x86_64.s on
+//       why a job is entered without a call).
 //
 // The saved record (16 bytes, 8-aligned; the same for both directions; the
 // memory image of `push {{r6, r7, r11, lr}}`):
@@ -93,21 +116,28 @@
 //   +12     4     resume PC (lr)
 //   +16           = the stack pointer of the switched-out side before the push
 //
-// Stack states (addresses grow upwards):
+// Stack states (addresses grow upwards; the job stack is one mmap with a
+// PROT_NONE guard page at its lowest page, and the Rust job slot at its top):
 //
-//   FRESH (each new job)           PAUSED                      RUNNING
+//   ENTERED (a new job's first     PAUSED                      RUNNING
+//   instruction, built by enter)
 //   +----------------------+       +--------------------+      +--------------------+
 //   | job slot (Rust)      |       | job slot           |      | job slot           |
+//   +----------------------+ top   +--------------------+      +--------------------+
+//   |                      |<- sp  | job frames         |      | job frames         |
+//   |  (unused)            |       |   ...              |      |   ...   <- sp      |
+//   |                      |       | pause site    +12  |      |                    |
+//   | pc = entry fn        |       | r6, r7, r11 +0..+8 |      |                    |
+//   | lr = trampoline_     |       +--------------------+      | regs.parent_sp     |
+//   |      return          |         <- regs.sp                | points at the      |
+//   | r0 = r6 = &regs      |       |  (unused)          |      | resumer's record   |
+//   | r7 = r11 = 0         |       |                    |      |                    |
 //   +----------------------+       +--------------------+      +--------------------+
-//   | pc = trampoline  +12 |       | job frames         |      | job frames         |
-//   | r11 = 0           +8 |       |   ...              |      |   ...   <- sp      |
-//   | r7 = entry fn     +4 |       | pause site    +12  |      |                    |
-//   | r6 = &regs        +0 |       | r6, r7, r11 +0..+8 |      |                    |
-//   +----------------------+ <- regs.sp         <- regs.sp      regs.parent_sp points
-//   |  (unused)            |       |  (unused)          |      at the record on the
-//   +----------------------+       +--------------------+      resumer's stack
 //   | guard page PROT_NONE |       | guard page         |      | guard page         |
 //   +----------------------+       +--------------------+      +--------------------+
+//     regs.sp unused                 regs.sp = the record
+//     (registers, not memory:
+//     nothing is written below top)
 //
 // Unwind information. 32-bit Arm Linux unwinds with the Arm EHABI tables
 // (.ARM.exidx/.ARM.extab, "Exception Handling ABI for the Arm Architecture"
@@ -128,14 +158,28 @@
 //                                              its sp before the push)
 //     after which, r15 not having been popped, the unwinder continues at lr:
 //     the resumer's return address;
-//   * the three switch routines are `.cantunwind`: nothing unwinds through
-//     them (panics are caught at the job root), and a sampled backtrace
-//     stops there instead of reading a half-switched record.
+//   * the trampoline is never executed: its entry covers the fake return
+//     address stackjob_enter gives every entry function (one instruction
+//     in, so that the unwinders' "return address - 2" lookup (libgcc's
+//     get_eit_entry) lands in it in A32 and T32 alike);
+//   * stackjob_enter and the three switch routines are `.cantunwind`:
+//     nothing unwinds through them (panics are caught at the job root),
+//     and a sampled backtrace stops there instead of reading a
+//     half-switched record.
 // GNU `.cfi_*` directives would go to .debug_frame, which these unwinders
 // never read; there are none here.
 
     .text
     .syntax unified
+
+// The resumer's record, pushed and published as switch_in and
+// stackjob_enter both need it: `push` of the record (r6, r7, r11 and the
+// return address in lr, the table above), then regs.parent_sp = sp. No
+// unwind opcodes: both users are `.cantunwind`.
+.macro STACKJOB_SAVE_RESUMER
+    push    {{r6, r7, r11, lr}}               // the resumer's record
+    str     sp, [r0, #{PARENT_SP}]          // publish it
+.endm
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_in(regs: *mut Regs /* r0 */)
@@ -149,8 +193,7 @@ STACKJOB_FUNCTION stackjob_switch_in
     .cantunwind
     // sp: resumer stack (8-aligned); lr = return address into the resumer.
     // r0: regs of the job to resume; regs.sp = the job's saved record.
-    push    {{r6, r7, r11, lr}}               // the resumer's record
-    str     sp, [r0, #{PARENT_SP}]          // publish it
+    STACKJOB_SAVE_RESUMER
     ldr     sp, [r0, #{SP}]                 // sp = the job's record
     pop     {{r6, r7, r11, r12}}              // r12 = the job's resume PC
     // sp: the job's stack exactly as at its pause site; r6, r7 and r11 are
@@ -163,6 +206,41 @@ STACKJOB_FUNCTION stackjob_switch_in
     mov     pc, r12
     .fnend
     .size   stackjob_switch_in, . - stackjob_switch_in
+
+// ---------------------------------------------------------------------------
+// stackjob_enter(regs: *mut Regs /* r0 */, top: *mut u8 /* r1 */,
+//                entry /* r2 */)
+// ---------------------------------------------------------------------------
+    .globl  stackjob_enter
+    .hidden stackjob_enter
+    .type   stackjob_enter, %function
+    .p2align 4
+STACKJOB_FUNCTION stackjob_enter
+    .fnstart
+    .cantunwind
+    // sp: resumer stack (8-aligned); lr = return address into the resumer.
+    // r0: regs of the new job; r1: the top of its first frame (16-byte
+    // aligned, nothing live at or below it); r2: its entry function (bit 0
+    // set if it is T32 code). r4, r5, r8-r10, d8-d15 and all caller-saved
+    // registers: free (clobbered).
+    STACKJOB_SAVE_RESUMER
+    mov     sp, r1                          // as at a public interface: aligned
+    mov     r6, r0                          // the trampoline's unwind entry reads regs here
+    mov     r7, #0                          // the end of the T32 frame-pointer chain
+    mov     r11, #0                         // the end of the A32 frame-pointer chain
+    // A return address inside the trampoline's unwind entry, set by hand and
+    // of this file's state: the entry's frame then unwinds through the
+    // trampoline into the resumer, and no `blx` leaves an entry on the
+    // return stack.
+    adr     lr, .Ltrampoline_return + STACKJOB_STATE_BIT
+    // entry(regs), on the job stack with FPSCR left as the resumer's. `bx`
+    // interworks (bit 0 of r2 is the entry's state) and, not being `bx lr`,
+    // is an indirect branch to the predictor, not a return. Never returns
+    // here: the job's first switch out pops the resumer's record into pc,
+    // the return of its `bl stackjob_enter`.
+    bx      r2                              // entry(regs) -> !, ends in switch_exit
+    .fnend
+    .size   stackjob_enter, . - stackjob_enter
 
 // ---------------------------------------------------------------------------
 // stackjob_switch_out: r0 = regs, lr = job resume PC, sp = job stack
@@ -202,11 +280,12 @@ STACKJOB_FUNCTION stackjob_switch_exit
     .size   stackjob_switch_exit, . - stackjob_switch_exit
 
 // ---------------------------------------------------------------------------
-// stackjob_trampoline: first PC of every job.
-// Entered by switch_in's `mov pc, r12` with the FRESH record popped:
-// r6 = regs, r7 = entry function,
-// r11 = 0 (ends frame-pointer chains), sp = the 16-byte aligned top of the
-// usable stack.
+// stackjob_trampoline: the unwind anchor of every job, never executed.
+// Its first instruction puts stackjob_trampoline_return, the fake return
+// address stackjob_enter gives every entry function, inside this unwind
+// entry (an unwinder looks up "return address - 2"). In the entry's caller
+// frame that this entry describes: r6 = regs (callee-saved, so the entry's
+// own unwind entry recovers it), sp = top.
 // ---------------------------------------------------------------------------
     .globl  stackjob_trampoline
     .hidden stackjob_trampoline
@@ -216,15 +295,14 @@ STACKJOB_FUNCTION stackjob_trampoline
     .fnstart
     // See the header: vsp = *(r6 + PARENT_SP), then the resumer's record.
     .unwind_raw 0, 0x96, ({PARENT_SP} - 4) >> 2, 0x82, 0x00, 0x84, 0x8c
-    mov     r0, r6                          // arg0 = regs
-    // A return address inside this function, set by hand: the entry's frame
-    // then unwinds through the entry above into the resumer, and no `blx`
-    // leaves an entry on the return stack. `bx` interworks: a T32 entry
-    // function's address has bit 0 set.
-    adr     lr, .Ltrampoline_end
-    bx      r7                              // entry(regs) -> !, ends in switch_exit
-.Ltrampoline_end:
-    // The unwinder looks up lr - 2: still inside this function.
+    // One instruction (4 bytes in A32, 2 in T32): lr - 2 is at or after the
+    // start of this function in either state.
+    nop
+    .globl  stackjob_trampoline_return
+    .hidden stackjob_trampoline_return
+stackjob_trampoline_return:
+.Ltrampoline_return:
+    // An entry function that returned (a bug) traps here.
     udf     #1
     .fnend
     .size   stackjob_trampoline, . - stackjob_trampoline

@@ -1,7 +1,8 @@
 //! 32-bit Arm AAPCS32 (VFP hard-float; A32 or T32 code) backend:
 //! `arch/arm.s` plus the two-instruction inline asm that enters it from the
 //! job side. The file's header documents the saved record, the stack
-//! states, the EHABI unwind entry and interworking.
+//! states (the ENTERED one built by `stackjob_enter`), the EHABI unwind
+//! entry and interworking.
 
 use super::{Entry, Regs};
 use core::arch::asm;
@@ -18,13 +19,6 @@ pub(crate) const BACKEND: &str = "arm-aapcs-vfp";
 /// alignment AAPCS32 asks for at calls while a record is pushed or popped.
 const RECORD: usize = 16;
 
-// Record offsets, named once (the asm spells the same layout in its table;
-// `record_layout_matches_asm` below runs the asm over a record laid here).
-const REC_R6: usize = 0;
-const REC_R7: usize = 4;
-const REC_R11: usize = 8;
-const REC_PC: usize = 12;
-
 // The trampoline's EHABI entry reaches regs.parent_sp from r6 with one
 // "vsp += 4k + 4" opcode (k < 64), and the asm uses immediate offsets.
 const _: () = assert!(offset_of!(Regs, parent_sp) >= 4 && offset_of!(Regs, parent_sp) <= 256);
@@ -32,19 +26,21 @@ const _: () = assert!(offset_of!(Regs, parent_sp).is_multiple_of(4) && offset_of
 const _: () = assert!(RECORD.is_multiple_of(8));
 
 /// The instruction set of this build's code (and so of the asm): the
-/// directive that selects it, and the STACKJOB_FUNCTION macro that opens
-/// each entry point of `arch/arm.s` (a T32 function symbol needs
-/// `.thumb_func`, so that its address has bit 0 set).
+/// directive that selects it, the STACKJOB_FUNCTION macro that opens each
+/// entry point of `arch/arm.s` (a T32 function symbol needs `.thumb_func`,
+/// so that its address has bit 0 set), and STACKJOB_STATE_BIT, bit 0 of a
+/// return address into code of this state (what `stackjob_enter` adds to
+/// the fake return address it sets by `adr`).
 #[cfg(stackjob_arm_thumb)]
 macro_rules! arm_state {
     () => {
-        ".thumb\n.macro STACKJOB_FUNCTION name\n.thumb_func\n\\name:\n.endm\n"
+        ".thumb\n.set STACKJOB_STATE_BIT, 1\n.macro STACKJOB_FUNCTION name\n.thumb_func\n\\name:\n.endm\n"
     };
 }
 #[cfg(not(stackjob_arm_thumb))]
 macro_rules! arm_state {
     () => {
-        ".arm\n.macro STACKJOB_FUNCTION name\n\\name:\n.endm\n"
+        ".arm\n.set STACKJOB_STATE_BIT, 0\n.macro STACKJOB_FUNCTION name\n\\name:\n.endm\n"
     };
 }
 
@@ -84,53 +80,51 @@ macro_rules! asm_clobbering_callee_saved {
 }
 
 unsafe extern "C" {
-    // Called only from the inline asm in `switch_in`.
+    // Called only from the inline asm in `enter` and `switch_in`.
+    fn stackjob_enter(regs: *mut Regs, top: *mut u8, entry: Entry);
     fn stackjob_switch_in(regs: *mut Regs);
     // Not callable: branch targets with their own register convention.
     fn stackjob_switch_out();
     fn stackjob_switch_exit();
-    // Not callable: the first PC of a fresh stack.
+    // Not callable: the unwind anchor and the fake return address of every
+    // job's entry function (one instruction into the anchor's unwind
+    // entry), which stackjob_enter sets; named here only for the tests below.
+    #[cfg(test)]
     fn stackjob_trampoline();
+    #[cfg(test)]
+    fn stackjob_trampoline_return();
 }
 
-/// Writes a FRESH record just below `top` and points `regs.sp` at it, so
-/// the next [`switch_in`] enters `entry(regs)` on this stack (once per job:
-/// four stores).
+/// Starts a new job on the stack whose first frame ends at `top`: runs
+/// `entry(regs)` there until the job switches out. `_fp_env` is ignored:
+/// FPSCR is a global register under AAPCS32 (its mode bits change only
+/// through functions whose purpose is to change them, its flags are not
+/// preserved by calls), so a job runs with the FPSCR of the thread that
+/// resumes it, and a new job inherits it.
 ///
 /// # Safety
-/// `top` must be 16-byte aligned, the `RECORD` bytes below it must be
-/// writable memory of a stack that no running code uses, and `regs` must stay
-/// valid for as long as the stack is switched to.
+/// `top` must be 16-byte aligned, with writable memory below it that no
+/// running code uses (the stack's usable part); `regs` must stay valid for
+/// as long as the job runs and this thread must own it; `entry` must never
+/// return (it ends in [`exit`]).
 #[inline(always)]
-pub(crate) unsafe fn prepare(top: *mut u8, regs: *mut Regs, entry: Entry) {
+pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, _fp_env: bool) {
     debug_assert_eq!(top as usize % 16, 0);
-    // SAFETY: the caller guarantees RECORD writable bytes below `top`.
+    // SAFETY: as in `switch_in`: the asm saves the resumer's r6, r7, r11 and
+    // return address in its record and returns to it when the job first
+    // switches out; every other callee-saved register is declared clobbered
+    // (see the macro). It writes nothing below `top`: the job's first frame
+    // is registers only (sp = top, 8-byte aligned as AAPCS32 asks at the
+    // entry; lr, r6, r7, r11, r0), and it enters `entry` with `bx r2`, which
+    // interworks with a T32 entry's address. A direct `bl`, which the return
+    // stack pairs with switch_out's `pop {.., pc}`.
     unsafe {
-        let rec = top.sub(RECORD);
-        // In T32 the address has bit 0 set; switch_in's `mov pc` ignores it
-        // there (the trampoline is always of the crate's state).
-        rec.add(REC_PC).cast::<usize>().write(stackjob_trampoline as *const () as usize);
-        rec.add(REC_R6).cast::<*mut Regs>().write(regs);
-        rec.add(REC_R7).cast::<usize>().write(entry as *const () as usize);
-        rec.add(REC_R11).cast::<usize>().write(0);
-        // After the record is popped, sp == top: 8-byte aligned, as AAPCS32
-        // requires at the entry function.
-        (*regs).sp = rec;
+        asm_clobbering_callee_saved!(
+            "bl {enter}",
+            enter = sym stackjob_enter,
+            in("r0") regs, in("r1") top, in("r2") entry
+        )
     }
-}
-
-/// [`switch_in`] for a job laid by [`prepare`] and never run. The same
-/// entry: FPSCR is a global register under AAPCS32 (its mode bits
-/// change only through functions whose purpose is to change them, its flags
-/// are not preserved by calls), so a job runs with the FPSCR of the thread
-/// that resumes it, and a new job inherits it with nothing to skip.
-///
-/// # Safety
-/// As for [`switch_in`].
-#[inline(always)]
-pub(crate) unsafe fn switch_in_fresh(regs: *mut Regs, fp_env: bool) {
-    // SAFETY: per the contract.
-    unsafe { switch_in(regs, fp_env) }
 }
 
 /// Runs the job whose state is in `regs` until it switches out. `_fp_env` is
@@ -179,7 +173,7 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
 ///
 /// # Safety
 /// As for [`switch_out`]; nothing on the job stack may be used again until
-/// [`prepare`] lays a new record on it.
+/// [`enter`] starts a new job on it.
 #[inline(always)]
 pub(crate) unsafe fn exit(regs: *mut Regs, _fp_env: bool) -> ! {
     // SAFETY: the asm only reads regs.parent_sp and the resumer's record,
@@ -193,50 +187,91 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     static ENTERED_WITH: AtomicUsize = AtomicUsize::new(0);
+    static ENTRY_LR: AtomicUsize = AtomicUsize::new(0);
+    static ENTRY_SP: AtomicUsize = AtomicUsize::new(0);
+    static ENTRY_FP: AtomicUsize = AtomicUsize::new(usize::MAX);
     static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+    static LOCAL_AT: AtomicUsize = AtomicUsize::new(0);
 
-    /// Parks on every round: counts, then switches out to the test.
+    /// Bytes of one instruction of the asm's state: `nop` is 2 in T32, 4 in
+    /// A32.
+    const INSN: usize = if ASM_IS_THUMB { 2 } else { 4 };
+
+    /// The probe's entry as `stackjob_enter` reaches it: before any prologue
+    /// can change them, hands the body the registers of the job's first
+    /// frame (lr, sp, and r7 | r11, both frame pointers) as arguments.
+    #[unsafe(naked)]
     unsafe extern "C" fn probe(regs: *mut Regs) -> ! {
+        core::arch::naked_asm!("mov r1, lr", "mov r2, sp", "orr r3, r7, r11", "b {body}", body = sym probe_body)
+    }
+
+    /// Parks on every round: counts, notes where its frame is, then
+    /// switches out to the test.
+    unsafe extern "C" fn probe_body(regs: *mut Regs, lr: usize, sp: usize, fp: usize) -> ! {
         ENTERED_WITH.store(regs as usize, Ordering::SeqCst);
+        ENTRY_LR.store(lr, Ordering::SeqCst);
+        ENTRY_SP.store(sp, Ordering::SeqCst);
+        ENTRY_FP.store(fp, Ordering::SeqCst);
         loop {
+            let local = 0u8;
+            LOCAL_AT.store(core::hint::black_box(&raw const local) as usize, Ordering::SeqCst);
             ROUNDS.fetch_add(1, Ordering::SeqCst);
-            // SAFETY: we run on the probe stack, entered by switch_in.
+            // SAFETY: we run on the probe stack, entered by `enter`.
             unsafe { switch_out(regs, true) };
         }
     }
 
-    /// The offsets named in Rust agree with the record the asm pops: a
-    /// FRESH record laid by `prepare` is entered through the real asm,
-    /// the trampoline must call our entry with our `regs`, and every later
-    /// round trip (resume label, `mov pc, r12`, `pop {pc}`) must come back here.
+    /// A new job entered through the real asm must reach our entry with our
+    /// `regs` and the first frame the asm header documents (sp = top, lr =
+    /// the fake return address with this state's bit 0, both frame pointers
+    /// 0), run on the stack below `top` and come back on its first switch
+    /// out; every later round trip (resume label, `mov pc, r12`, `pop {pc}`)
+    /// must come back here too, with the job's record on its own stack.
     #[test]
-    fn record_layout_matches_asm() {
+    fn enter_and_round_trips_reach_the_probe() {
         assert!(!state_mismatch(), "the asm and the Rust code are of one instruction set");
         let mut stack = vec![0u128; 4096]; // 64 KiB, 16-byte aligned
         // SAFETY: one past the end of the allocation.
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<u8>();
         let mut regs = Regs::new();
         let regs_ptr = &raw mut regs;
-        // SAFETY: `stack` provides RECORD writable bytes below the aligned top.
-        unsafe { prepare(top, regs_ptr, probe) };
         // SAFETY: `regs` is live and only the probe (not running) shares it.
-        let saved_sp = || unsafe { (*regs_ptr).sp };
-        assert_eq!(saved_sp() as usize, top as usize - RECORD);
-        // SAFETY: regs.sp points at the record inside `stack`.
-        let word = |off: usize| unsafe { saved_sp().add(off).cast::<usize>().read() };
-        assert_eq!(word(REC_PC), stackjob_trampoline as *const () as usize);
-        assert_eq!(word(REC_R6), regs_ptr as usize);
-        assert_eq!(word(REC_R7), probe as *const () as usize);
-        assert_eq!(word(REC_R11), 0);
+        let saved_sp = || unsafe { (*regs_ptr).sp } as usize;
         for round in 1..=3 {
-            // SAFETY: regs.sp holds the probe's record on the live `stack`.
-            unsafe { switch_in(regs_ptr, true) };
+            if round == 1 {
+                // SAFETY: `stack` is writable below the aligned `top` and
+                // unused; `regs` outlives the probe's runs; `probe` never
+                // returns.
+                unsafe { enter(regs_ptr, top, probe, true) };
+                let fake_return = stackjob_trampoline_return as *const () as usize | usize::from(ASM_IS_THUMB);
+                assert_eq!(ENTRY_LR.load(Ordering::SeqCst), fake_return);
+                assert_eq!(ENTRY_SP.load(Ordering::SeqCst), top as usize);
+                assert_eq!(ENTRY_FP.load(Ordering::SeqCst), 0);
+            } else {
+                // SAFETY: regs.sp holds the probe's record on the live `stack`.
+                unsafe { switch_in(regs_ptr, true) };
+            }
             assert_eq!(ROUNDS.load(Ordering::SeqCst), round);
             assert_eq!(ENTERED_WITH.load(Ordering::SeqCst), regs_ptr as usize);
-            let sp = saved_sp() as usize;
-            assert!(sp.is_multiple_of(8) && sp > stack.as_ptr() as usize && sp < top as usize);
+            let sp = saved_sp();
+            assert!(sp.is_multiple_of(8) && sp > stack.as_ptr() as usize && sp <= top as usize - RECORD);
+            let local = LOCAL_AT.load(Ordering::SeqCst);
+            assert!(local > sp && local < top as usize);
         }
         // The probe stays parked in switch_out; its stack holds nothing to drop.
         drop(stack);
+    }
+
+    /// The fake return address a job's entry sees is one instruction into
+    /// the trampoline's unwind entry, so that an unwinder's lookup of
+    /// "return address - 2" finds it in either state (the entry path itself
+    /// is checked by every job test). The trampoline's symbol is a function
+    /// of the asm's state (bit 0 set in T32); the return label is a plain
+    /// label (clear).
+    #[test]
+    fn trampoline_return_is_inside_the_trampoline() {
+        let start = stackjob_trampoline as *const () as usize;
+        assert_eq!(start & 1, usize::from(ASM_IS_THUMB));
+        assert_eq!(stackjob_trampoline_return as *const () as usize, (start & !1) + INSN);
     }
 }

@@ -12,11 +12,8 @@
 //! * [`switch_out`]: job side, return control to whoever resumed it;
 //! * [`exit`]: job side, the job is done: return control for good.
 //!
-//! x86_64's, aarch64's, riscv64's, i686's and powerpc64's `enter` are asm
-//! entries of their own that build the job's first frame themselves. The
-//! other backends lay a FRESH record with their `prepare` and switch to it
-//! with `switch_in_fresh` (`switch_in` for a job `prepare` just laid: their
-//! FP control register is thread state), which the `enter` below combines.
+//! Every backend's `enter` is an asm entry of its own that builds the
+//! job's first frame itself: nothing is laid on the stack beforehand.
 //!
 //! On targets without a backend, `none.rs` provides the same items with
 //! [`CAPABLE`] = `false`; nothing there is ever reached because the safe
@@ -88,39 +85,14 @@ pub(crate) struct Regs {
     pub(crate) parent_sp: *mut u8,
 }
 
-/// The signature of a job's entry function: entered once per job (by the
-/// trampoline, on the job stack) with the stack's `Regs`; it must never
-/// return and never unwind: it ends in [`exit`].
+/// The signature of a job's entry function: entered once per job (jumped
+/// to by [`enter`], on the job stack, with the trampoline as its return
+/// address) with the stack's `Regs`; it must never return and never
+/// unwind: it ends in [`exit`].
 pub(crate) type Entry = unsafe extern "C" fn(*mut Regs) -> !;
 
 impl Regs {
     pub(crate) const fn new() -> Regs {
         Regs { sp: core::ptr::null_mut(), parent_sp: core::ptr::null_mut() }
-    }
-}
-
-/// Starts a new job on the stack whose first frame ends at `top`: runs
-/// `entry(regs)` there until the job switches out (see x86_64's `enter`):
-/// a FRESH record laid by the backend's `prepare`, entered by its
-/// `switch_in_fresh`.
-///
-/// # Safety
-/// `top` must be 16-byte aligned, with writable memory below it that no
-/// running code uses; `regs` must stay valid for as long as the job runs
-/// and this thread must own it; `entry` must never return (it ends in
-/// [`exit`], with this `fp_env`).
-#[cfg(not(any(
-    stackjob_backend = "x86_64",
-    stackjob_backend = "aarch64",
-    stackjob_backend = "riscv64",
-    stackjob_backend = "x86",
-    stackjob_backend = "powerpc64"
-)))]
-#[inline(always)]
-pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, fp_env: bool) {
-    // SAFETY: per the contract, which is `prepare`'s and `switch_in_fresh`'s.
-    unsafe {
-        prepare(top, regs, entry);
-        switch_in_fresh(regs, fp_env);
     }
 }

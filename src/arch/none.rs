@@ -11,15 +11,11 @@ pub(crate) const CAPABLE: bool = false;
 /// Name of the backend, for messages.
 pub(crate) const BACKEND: &str = "none";
 
-pub(crate) unsafe fn prepare(_top: *mut u8, _regs: *mut Regs, _entry: Entry) {
+pub(crate) unsafe fn enter(_regs: *mut Regs, _top: *mut u8, _entry: Entry, _fp_env: bool) {
     unreachable!("stackjob: no context-switch backend on this target")
 }
 
 pub(crate) unsafe fn switch_in(_regs: *mut Regs, _fp_env: bool) {
-    unreachable!("stackjob: no context-switch backend on this target")
-}
-
-pub(crate) unsafe fn switch_in_fresh(_regs: *mut Regs, _fp_env: bool) {
     unreachable!("stackjob: no context-switch backend on this target")
 }
 
