@@ -27,16 +27,16 @@ n=${1:-100000}
 
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
-             rt        default  87      80
+             rt        default  85      80
              life0     default  99      110
-             life1     default  199     200
-             rt        shared   63      55
+             life1     default  197     200
+             rt        shared   61      55
              life0     shared   83      95
-             life1     shared   162     155
-             rt-string default  92      -
-             rt-string shared   68      -
-             rt-big    default  89      -
-             rt-big    shared   65      -
+             life1     shared   160     155
+             rt-string default  90      -
+             rt-string shared   66      -
+             rt-big    default  87      -
+             rt-big    shared   63      -
              raw-rt    default  73      60
              raw-life0 default  88      75
              raw-life1 default  168     145

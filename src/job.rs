@@ -63,11 +63,14 @@ impl Mode {
     }
 }
 
+/// Whether a slot's job has finished. A started job is running or paused;
+/// which one is not stored (that would cost two stores per round trip):
+/// `cleanup_thread`, the only reader, finds the running ones by walking
+/// the chain of resumers from the running job (`running_tops`).
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 #[repr(u8)]
 enum State {
-    Running,
-    Paused,
+    Started,
     Finished,
 }
 
@@ -315,6 +318,7 @@ where
         (*slot).id = 0;
         (*slot).paused_at = 0;
         (*slot).blocked = 0;
+        (*slot).state = State::Started;
         entry
     };
     // A large body stays here until the job moves it out, as its first
@@ -384,12 +388,10 @@ fn drive<R, I: Isolation>(stack: Stack, start: Option<raw::Start>) -> Result<Ste
     // SAFETY: we own the stack, so the job is switched out and its slot is
     // ours; the job only touches the slot while it runs, inside `resume`.
     unsafe {
-        (*slot).state = State::Running;
         let mut landing = Landing::new();
         if raw::switch::<R, I>(&stack, tag_of(&stack), &mut landing, start) {
             return finished_here(stack, &mut landing);
         }
-        (*slot).state = State::Paused;
         if (*slot).paused_at == 0 {
             first_pause(slot, cancel_erased::<R>);
         }
@@ -545,10 +547,9 @@ impl<R> Drop for Job<R> {
 fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
     let slot = slot_of(stack);
     // SAFETY: the job is paused; its slot is ours. While it unwinds it is
-    // running, so that `cleanup_thread` called by its destructors leaves it
-    // alone.
+    // running (on the chain of resumers `cleanup_thread` walks), so that
+    // `cleanup_thread` called by its destructors leaves it alone.
     unsafe {
-        (*slot).state = State::Running;
         // Each cancellation resume is a segment of its own for the job's
         // wait ctx, as every resume is.
         let segment = || {
@@ -561,7 +562,9 @@ fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
         } else {
             raw::cancel::<R, Shared>(stack, tag_of(stack), segment)
         };
-        (*slot).state = if outcome.is_some() { State::Finished } else { State::Paused };
+        if outcome.is_some() {
+            (*slot).state = State::Finished;
+        }
         outcome
     }
 }
@@ -661,21 +664,62 @@ unsafe fn first_pause(slot: *mut Slot, cancel_fn: unsafe fn(&Stack) -> bool) {
     }
 }
 
-/// Whether the stack whose top is `top` holds a paused job that
-/// `cancel_parked` must still cancel, and its stamp.
+/// The tops of the stacks whose fibers or jobs are running: the running
+/// one (the thread's running-stack pointer), the one that resumed it (the
+/// stack its saved resumer stack pointer lies in), and so on, until a
+/// resumer runs on no stack of this thread (its own thread stack). The
+/// only way a job's "running or paused" is known: no switch stores it.
+fn running_tops() -> Vec<*mut u8> {
+    let mut chain = Vec::new();
+    let mut top = (current::get() as usize & !1) as *mut u8;
+    while !top.is_null() {
+        chain.push(top);
+        // SAFETY: `top` is running on this thread: the running-stack
+        // pointer names it, or a running fiber's resumer runs on it (and
+        // is inside the switch that resumed that fiber).
+        let resumer = unsafe { raw::resumer_sp(top) };
+        let mut next = ptr::null_mut();
+        // SAFETY: every listed top is a mapped stack of this thread.
+        stack::live::for_each(|t| {
+            if unsafe { stack::holds(t, resumer) } {
+                next = t;
+            }
+        });
+        top = next;
+    }
+    chain
+}
+
+/// Whether the stack whose top is `top` holds a job that has started, has
+/// not finished and is not dead.
 ///
 /// # Safety
 /// `top` is a mapped stack of this thread (listed in `stack::live`).
-unsafe fn parked_stamp(top: *mut u8) -> Option<u64> {
+unsafe fn started_job(top: *mut u8) -> bool {
     let slot = top.cast::<Slot>();
     // SAFETY: per the contract the slot memory is mapped; a stack no job
     // used yet has a zeroed slot (`Mode::Uninit`), whose other fields are
     // not read.
     unsafe {
         let mode = ptr::addr_of!((*slot).mode).cast::<u8>().read();
-        let live = mode != 0 && (*slot).state == State::Paused && (*slot).dead == Dead::No;
-        (live && (*slot).paused_at != 0).then_some((*slot).paused_at)
+        mode != 0 && (*slot).state == State::Started && (*slot).dead == Dead::No
     }
+}
+
+/// Whether the stack whose top is `top` holds a paused job that
+/// `cancel_parked` must still cancel, and its stamp. `running`: what
+/// [`running_tops`] returned in this call of `cancel_parked`.
+///
+/// # Safety
+/// `top` is a mapped stack of this thread (listed in `stack::live`).
+unsafe fn parked_stamp(top: *mut u8, running: &[*mut u8]) -> Option<u64> {
+    // SAFETY: per the contract.
+    if !unsafe { started_job(top) } || running.contains(&top) {
+        return None;
+    }
+    // SAFETY: as in `started_job`, whose slot this is.
+    let stamp = unsafe { (*top.cast::<Slot>()).paused_at };
+    (stamp != 0).then_some(stamp)
 }
 
 /// A job that is running while `cleanup_thread` runs (it is on this
@@ -686,15 +730,14 @@ unsafe fn parked_stamp(top: *mut u8) -> Option<u64> {
 /// parked after it.)
 ///
 /// # Safety
-/// `top` is a mapped stack of this thread (listed in `stack::live`).
+/// `top` is one of `running` (see [`parked_stamp`]).
 unsafe fn unstamp_running(top: *mut u8) {
-    let slot = top.cast::<Slot>();
-    // SAFETY: as in `parked_stamp`; a running job's slot is written only by
-    // code on this thread, and none of it runs during this call.
+    // SAFETY: per the contract the stack is mapped; a running job's slot is
+    // written only by code on this thread, and none of it runs during this
+    // call.
     unsafe {
-        let mode = ptr::addr_of!((*slot).mode).cast::<u8>().read();
-        if mode != 0 && (*slot).state == State::Running && (*slot).dead == Dead::No {
-            (*slot).paused_at = 0;
+        if started_job(top) {
+            (*top.cast::<Slot>()).paused_at = 0;
         }
     }
 }
@@ -712,14 +755,18 @@ unsafe fn unstamp_running(top: *mut u8) {
 #[cold]
 fn cancel_parked() {
     let _hold = stack::live::hold();
+    // The call chain of this call, so the same for all of it: the jobs on
+    // it are running, every other started one is paused.
+    let running = running_tops();
     let mut parked: Vec<(u64, *mut u8)> = Vec::new();
     'collect: loop {
         parked.clear();
         let (changes, pauses) = (stack::live::changes(), current::hot().first_pauses.get());
+        // SAFETY: the running stacks are mapped stacks of this thread.
+        running.iter().for_each(|&top| unsafe { unstamp_running(top) });
         // SAFETY: every listed top is a mapped stack of this thread.
         stack::live::for_each(|top| unsafe {
-            unstamp_running(top);
-            if let Some(stamp) = parked_stamp(top) {
+            if let Some(stamp) = parked_stamp(top, &running) {
                 parked.push((stamp, top));
             }
         });
@@ -735,7 +782,7 @@ fn cancel_parked() {
             // collected (the hold defers unmapping, and a batch given back
             // moves `changes`), so `top` is still mapped; it is checked
             // again because an earlier cancellation may have finished it.
-            if unsafe { parked_stamp(top) } == Some(stamp) {
+            if unsafe { parked_stamp(top, &running) } == Some(stamp) {
                 // SAFETY: a parked job, paused, of this thread.
                 unsafe { cancel_one(top.cast()) };
             }

@@ -136,6 +136,19 @@ pub(crate) fn core_of(stack: &Stack) -> *mut Core {
     stack.top().cast()
 }
 
+/// Where the fiber running on the stack whose top is `top` switches out
+/// to: the saved stack pointer of its latest resumer, inside the stack
+/// that resumer runs on.
+///
+/// # Safety
+/// `top` must be the top of a stack whose fiber (or job) is running on
+/// this thread: entered or resumed, and not switched out since.
+pub(crate) unsafe fn resumer_sp(top: *mut u8) -> usize {
+    // SAFETY: per the contract the core is intact, and the switch that
+    // entered the fiber wrote `parent_sp`.
+    unsafe { (*top.cast::<Core>()).regs.parent_sp as usize }
+}
+
 /// `size` rounded up to `align` (at least 16, so the frames below the
 /// room stay 16-byte aligned).
 const fn reserve(size: usize, align: usize) -> usize {

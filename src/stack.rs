@@ -671,6 +671,17 @@ impl Drop for Stack {
     }
 }
 
+/// Whether `addr` lies in the stack whose [`Stack::top`] is `top`, below
+/// its top (where its frames live). Plain loads.
+///
+/// # Safety
+/// `top` must be the top of a live [`Stack`].
+pub(crate) unsafe fn holds(top: *mut u8, addr: usize) -> bool {
+    // SAFETY: per the contract the header above `top` is intact.
+    let base = unsafe { (*top.add(SLOT_RESERVE).cast::<Header>()).base } as usize;
+    base <= addr && addr < top as usize
+}
+
 /// Undoes the registrations [`Stack::new`] made and unmaps the stack whose
 /// top is `top`. Out of line, and given the pointer by value: stacks are
 /// unmapped rarely, while the release path that only *may* drop one runs

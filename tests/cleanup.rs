@@ -95,6 +95,60 @@ fn cleanup_thread_inside_a_job_cancels_paused_jobs_and_lets_the_running_one_fini
     assert!(matches!(sibling.resume(), Err(Error::Cancelled)));
 }
 
+/// Every job on the call chain of `cleanup_thread` is running, however deep:
+/// here a job, a fiber it resumes and a job that fiber resumes, both jobs
+/// paused once before (so stamped for cancellation). Only the paused
+/// sibling and a job held paused are cancelled; the chain finishes.
+#[test]
+fn cleanup_thread_deep_in_nested_jobs_and_fibers_leaves_the_whole_chain_running() {
+    require_backend!();
+    use stackjob::raw::{self, Resumed, Suspender};
+    init_thread(0, 0).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let held = CountDrop(drops.clone());
+    let sibling = paused(
+        start(None, move || {
+            let _held = held;
+            pause();
+        })
+        .unwrap(),
+    );
+    let d = drops.clone();
+    let outer = paused(
+        start(None, move || {
+            pause();
+            // A paused job of the outer one's own, held across the cleanup: it
+            // is cancelled too (its handle sees a dead job).
+            let own = paused(start(None, pause).unwrap());
+            let fiber = raw::start(move |s: &Suspender| {
+                let inner = paused(
+                    start(None, move || {
+                        pause();
+                        cleanup_thread();
+                        d.load(Ordering::SeqCst)
+                    })
+                    .unwrap(),
+                );
+                let inner = inner.resume().unwrap();
+                s.suspend();
+                match inner {
+                    Step::Finished(seen) => seen * 10 + 1,
+                    Step::Paused(_) => 0,
+                }
+            })
+            .unwrap();
+            let Resumed::Suspended(fiber) = fiber else { return 0 };
+            let Resumed::Returned(v) = fiber.resume() else { return 0 };
+            let own_cancelled = matches!(own.resume(), Err(Error::Cancelled));
+            v * 10 + own_cancelled as usize
+        })
+        .unwrap(),
+    );
+    let outer = outer.resume().unwrap();
+    assert!(matches!(outer, Step::Finished(111)), "the chain finished, the sibling and the held job were cancelled");
+    assert!(matches!(sibling.resume(), Err(Error::Cancelled)));
+}
+
 #[test]
 fn a_job_that_refuses_cancellation_at_cleanup_is_quarantined_and_its_handle_is_dead() {
     require_backend!();
