@@ -28,15 +28,15 @@ n=${1:-100000}
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
              rt        default  85      80
-             life0     default  99      110
-             life1     default  197     200
-             rt        shared   61      55
-             life0     shared   83      95
-             life1     shared   160     155
-             rt-string default  90      -
-             rt-string shared   66      -
-             rt-big    default  87      -
-             rt-big    shared   63      -
+             life0     default  98      110
+             life1     default  194     200
+             rt        shared   60      55
+             life0     shared   82      95
+             life1     shared   157     155
+             rt-string default  88      -
+             rt-string shared   63      -
+             rt-big    default  85      -
+             rt-big    shared   60      -
              raw-rt    default  73      60
              raw-life0 default  88      75
              raw-life1 default  168     145

@@ -7,8 +7,8 @@
 //! library (the OpenSSL-ABI `cdylib`) every distinct thread-local costs a
 //! `__tls_get_addr` call, so keeping the hot fields together lets a
 //! function find all of them with one. No lazy initialisation and nothing
-//! to destroy: usable from a signal handler (the overflow handler reads the
-//! running job) and while the thread's other thread-locals are destroyed.
+//! to destroy: usable from a signal handler (the overflow handler walks the
+//! thread's stacks) and while the thread's other thread-locals are destroyed.
 
 use std::cell::Cell;
 use std::ptr;
@@ -19,9 +19,8 @@ pub(crate) const NO_POOL: u64 = u64::MAX;
 
 /// See the module docs. Each field belongs to the module named beside it.
 pub(crate) struct Hot {
-    /// The running job's or fiber's stack top, or null; the low bit is set
-    /// for a job of the OpenSSL-style layer (raw.rs sets it, job.rs and
-    /// overflow.rs read it).
+    /// The running job's slot (its stack top), or null: outside any job,
+    /// and while a `raw::Fiber` runs (raw.rs sets it, job.rs reads it).
     pub(crate) current: Cell<*mut u8>,
     /// The most recently released idle stack of the pool (LIFO), or null
     /// (pool.rs).

@@ -213,19 +213,18 @@ fn slot_of(stack: &Stack) -> *mut Slot {
     stack.top().cast()
 }
 
-/// What the running-job pointer holds while this job runs: its stack top
-/// with the low bit set (stack tops are 64-byte aligned).
+/// What the running-job pointer holds while this job runs: its slot, at
+/// its stack top (a `raw::Fiber` sets it to null while it runs).
 #[inline(always)]
 fn tag_of(stack: &Stack) -> *mut u8 {
-    stack.top().wrapping_add(1)
+    stack.top()
 }
 
 /// The running job's slot, or null outside a job (also inside a
-/// `raw::Fiber`, whose pointer has the low bit clear).
+/// `raw::Fiber`, which sets the pointer to null while it runs).
 #[inline(always)]
 fn current_slot() -> *mut Slot {
-    let tagged = current::get();
-    if tagged as usize & 1 == 0 { ptr::null_mut() } else { tagged.wrapping_sub(1).cast() }
+    current::get().cast()
 }
 
 /// Starts `f` as a job on a stack from this thread's pool (OpenSSL's
@@ -664,28 +663,31 @@ unsafe fn first_pause(slot: *mut Slot, cancel_fn: unsafe fn(&Stack) -> bool) {
     }
 }
 
-/// The tops of the stacks whose fibers or jobs are running: the running
-/// one (the thread's running-stack pointer), the one that resumed it (the
-/// stack its saved resumer stack pointer lies in), and so on, until a
-/// resumer runs on no stack of this thread (its own thread stack). The
+/// The tops of the stacks whose fibers or jobs are running: the one this
+/// code runs on (the one holding the stack pointer), the one that resumed
+/// it (the stack its saved resumer stack pointer lies in), and so on, until
+/// a resumer runs on no stack of this thread (its own thread stack). The
 /// only way a job's "running or paused" is known: no switch stores it.
 fn running_tops() -> Vec<*mut u8> {
-    let mut chain = Vec::new();
-    let mut top = (current::get() as usize & !1) as *mut u8;
-    while !top.is_null() {
-        chain.push(top);
-        // SAFETY: `top` is running on this thread: the running-stack
-        // pointer names it, or a running fiber's resumer runs on it (and
-        // is inside the switch that resumed that fiber).
-        let resumer = unsafe { raw::resumer_sp(top) };
-        let mut next = ptr::null_mut();
+    /// The listed stack holding `sp`, or null.
+    fn holding(sp: usize) -> *mut u8 {
+        let mut found = ptr::null_mut();
         // SAFETY: every listed top is a mapped stack of this thread.
         stack::live::for_each(|t| {
-            if unsafe { stack::holds(t, resumer) } {
-                next = t;
+            if unsafe { stack::holds(t, sp) } {
+                found = t;
             }
         });
-        top = next;
+        found
+    }
+    let mut chain = Vec::new();
+    let mut top = holding(raw::stack_pointer());
+    while !top.is_null() {
+        chain.push(top);
+        // SAFETY: `top` is running on this thread: this code runs on it,
+        // or the fiber it resumed last is running (and it is inside the
+        // switch that resumed that fiber).
+        top = holding(unsafe { raw::resumer_sp(top) });
     }
     chain
 }
@@ -863,12 +865,11 @@ pub fn cleanup_thread() {
 /// ```
 #[inline]
 pub fn pause() {
-    // The running-job pointer, tagged: only a job's has the low bit set.
-    let tagged = current::get() as usize;
-    if tagged & 1 == 0 {
+    // The running job's slot; null outside a job and inside a fiber.
+    let slot = current_slot();
+    if slot.is_null() {
         return;
     }
-    let slot = (tagged - 1) as *mut Slot;
     // SAFETY: the running-job pointer names a job only while that job runs
     // on this thread, and this code runs inside it, on its stack. (A job
     // never pauses while its thread unwinds, so a cancellation's unwind,
@@ -894,7 +895,7 @@ pub fn pause() {
 /// ```
 #[inline]
 pub fn in_job() -> bool {
-    current::get() as usize & 1 != 0
+    !current::get().is_null()
 }
 
 /// The wait context of the running job (OpenSSL's

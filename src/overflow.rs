@@ -3,23 +3,23 @@
 //! A job that runs off the bottom of its stack touches the `PROT_NONE`
 //! guard region and gets SIGSEGV (SIGBUS on some kernels). One process-wide
 //! handler for both signals, installed the first time a thread creates a job
-//! pool, checks whether the fault address is in the guard region of the job
-//! running on the faulting thread. If so it writes one line to stderr and
+//! pool, checks whether the fault address is in the guard region of one of
+//! the faulting thread's job stacks. If so it writes one line to stderr and
 //! aborts; otherwise it hands the signal to whatever action was installed
 //! before it, for that signal, so Rust's own "thread has overflowed its
 //! stack" message and any other handler keep working.
 //!
-//! The handler is async-signal-safe: it reads one thread-local pointer
-//! (`current`, const-initialised, no destructor), a few words of the stack
-//! header, and calls only `write`, `abort` and `sigaction`. No locks, no
-//! allocation, no formatting machinery.
+//! The handler is async-signal-safe: it walks the thread's list of stacks
+//! (from a const-initialised thread-local without destructor, through a few
+//! words of each stack's header), and calls only `write`, `abort` and
+//! `sigaction`. No locks, no allocation, no formatting machinery.
 //!
 //! Handlers for SIGSEGV run on the faulting thread's stack unless the thread
 //! has an alternate signal stack, and a job that overflowed has none left;
 //! so every thread that creates a pool also gets a `sigaltstack` if it does
 //! not have one (threads spawned by Rust's std already do).
 
-use crate::{current, stack};
+use crate::stack;
 use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::ptr;
@@ -74,15 +74,22 @@ fn install() {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    // The running job's (or fiber's) stack top; jobs set the low bit.
-    let top = (current::get() as usize & !1) as *mut u8;
-    if !top.is_null() {
-        // SAFETY: a non-null current job means its stack is mapped and its
-        // header intact (the header is above everything the job writes).
+    // A fault in the guard region of one of this thread's stacks (a stack
+    // overflows on the thread running it, and never leaves its thread).
+    // The list is walked with plain loads: a stack comes off it before it
+    // is unmapped, and each link is one word, so even a walk interrupting
+    // an update only meets mapped stacks.
+    let mut overflowed = None;
+    stack::live::for_each(|top| {
+        // SAFETY: a listed stack is mapped, its header intact (the header
+        // is above everything a job writes).
         let guard = unsafe { stack::guard_of(top) };
         if addr >= guard.start && addr - guard.start < guard.len {
-            report_overflow(guard.size);
+            overflowed = Some(guard.size);
         }
+    });
+    if let Some(size) = overflowed {
+        report_overflow(size);
     }
     chain(sig, info, context);
 }

@@ -136,6 +136,13 @@ pub(crate) fn core_of(stack: &Stack) -> *mut Core {
     stack.top().cast()
 }
 
+/// The caller's stack pointer: inside the stack of the running fiber or
+/// job, or in the thread's own stack outside any.
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    arch::stack_pointer()
+}
+
 /// Where the fiber running on the stack whose top is `top` switches out
 /// to: the saved stack pointer of its latest resumer, inside the stack
 /// that resumer runs on.
@@ -362,8 +369,8 @@ where
 
 /// Runs the fiber on `stack` until it suspends (`None`) or its body ends
 /// (`Some(outcome)`). `tag` is what the thread's running-job pointer holds
-/// meanwhile (the stack top, with the low bit set for a job of the
-/// OpenSSL-style layer).
+/// meanwhile: the slot (the stack top) for a job of the OpenSSL-style
+/// layer, null for a fiber, so that `pause()` inside a fiber pauses nothing.
 ///
 /// # Safety
 /// `stack` must hold a suspended (or freshly prepared) fiber of this `R`
@@ -658,7 +665,7 @@ where
 unsafe fn step<R, I: Isolation>(stack: Stack, start: Option<Start>) -> Resumed<R, I> {
     let mut landing = Landing::new();
     // SAFETY: per the contract.
-    if unsafe { switch::<R, I>(&stack, stack.top(), &mut landing, start) } {
+    if unsafe { switch::<R, I>(&stack, ptr::null_mut(), &mut landing, start) } {
         // SAFETY: the body ended.
         return unsafe { returned(stack, &mut landing) };
     }
@@ -710,7 +717,7 @@ impl<R, I: Isolation> Drop for Fiber<R, I> {
         // SAFETY: drop runs once; the stack is not used after this.
         let stack = unsafe { ManuallyDrop::take(&mut self.stack) };
         // SAFETY: a Fiber owns a suspended fiber of this R and I.
-        match unsafe { cancel::<R, I>(&stack, stack.top(), || ()) } {
+        match unsafe { cancel::<R, I>(&stack, ptr::null_mut(), || ()) } {
             Some(outcome) => {
                 release(stack);
                 if let Err(payload) = outcome {

@@ -10,7 +10,8 @@
 //!   the caller's floating-point control state;
 //! * [`switch_in`]: resumer side, run the job until it switches out;
 //! * [`switch_out`]: job side, return control to whoever resumed it;
-//! * [`exit`]: job side, the job is done: return control for good.
+//! * [`exit`]: job side, the job is done: return control for good;
+//! * [`stack_pointer`]: the caller's stack pointer (which stack it runs on).
 //!
 //! Every backend's `enter` is an asm entry of its own that builds the
 //! job's first frame itself: nothing is laid on the stack beforehand.
