@@ -10,9 +10,10 @@
 //! are the core's; this layer adds the semantics of `ASYNC_start_job(3)`.
 //!
 //! The thread's running-job pointer (`current`, which the core sets on
-//! every switch) holds a job's stack top with the low bit set, and a
-//! `raw::Fiber`'s without: `pause`, `in_job` and `current_wait_ctx` see
-//! only jobs, the overflow handler sees both.
+//! every switch) holds the running job's slot (its stack top), and null
+//! while a `raw::Fiber` runs: `pause`, `in_job` and `current_wait_ctx` see
+//! only jobs. Whether a started job runs or is paused is stored nowhere;
+//! `cleanup_thread` walks the chain of running stacks instead.
 
 use crate::Error;
 use crate::current;

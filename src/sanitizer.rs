@@ -143,9 +143,8 @@ const MAKE_MEM_DEFINED: usize = 0x4d43_0002;
 /// of a finished job's stack, being scrubbed. Memcheck may hold memory that
 /// lay below a stack pointer inaccessible, so it is made accessible for
 /// `f`. Afterwards it is left addressable but undefined, as an idle stack's
-/// memory is: the next job's frames grow down from its top (from a FRESH
-/// record the resumer writes there, on the backends whose `enter` lays
-/// one). (Under a Valgrind tool
+/// memory is: the next job's frames grow down from its top. (Under a
+/// Valgrind tool
 /// other than memcheck the two requests go unhandled, and Valgrind may say
 /// so.)
 pub(crate) fn scrubbing_dead_stack<T>(from: *mut u8, len: usize, f: impl FnOnce() -> T) -> T {

@@ -15,6 +15,18 @@ fn position(frames: &[String], needle: &str) -> Option<usize> {
     frames.iter().position(|f| f.contains(needle))
 }
 
+/// Asserts that `trace` (taken by `job_body_marker`) walks the job's frame,
+/// the job root and then `resumer`, in that order; returns its frames.
+fn assert_walks_into(trace: &Backtrace, resumer: &str) -> Vec<String> {
+    let f = frames(trace);
+    let body = position(&f, "job_body_marker").expect("job frame missing");
+    let root = position(&f, "stackjob_trampoline").expect("job root (trampoline) missing");
+    let outer = position(&f, resumer)
+        .unwrap_or_else(|| panic!("backtrace does not reach {resumer} past the job root:\n{}", f.join("\n")));
+    assert!(body < root && root < outer, "frames out of order:\n{}", f.join("\n"));
+    f
+}
+
 #[inline(never)]
 fn job_body_marker() -> Backtrace {
     std::hint::black_box(Backtrace::force_capture())
@@ -37,12 +49,7 @@ fn backtrace_inside_a_job_continues_into_the_starter() {
         return;
     }
     let Step::Finished(trace) = resumer_marker_first_run() else { panic!("job should finish") };
-    let f = frames(&trace);
-    let body = position(&f, "job_body_marker").expect("job frame missing");
-    let root = position(&f, "stackjob_trampoline").expect("job root (trampoline) missing");
-    let starter = position(&f, "resumer_marker_first_run")
-        .unwrap_or_else(|| panic!("backtrace stops at the job root:\n{}", f.join("\n")));
-    assert!(body < root && root < starter, "frames out of order:\n{}", f.join("\n"));
+    let f = assert_walks_into(&trace, "resumer_marker_first_run");
     assert!(position(&f, "backtrace_inside_a_job_continues_into_the_starter").is_some());
 }
 
@@ -59,11 +66,7 @@ fn backtrace_after_a_resume_continues_into_the_resumer_not_the_starter() {
     .unwrap();
     let Step::Paused(job) = step else { panic!("job should pause") };
     let Step::Finished(trace) = resumer_marker_after_pause(job) else { panic!("job should finish") };
-    let f = frames(&trace);
-    let root = position(&f, "stackjob_trampoline").expect("job root missing");
-    let resumer = position(&f, "resumer_marker_after_pause")
-        .unwrap_or_else(|| panic!("backtrace does not reach the resumer:\n{}", f.join("\n")));
-    assert!(root < resumer);
+    assert_walks_into(&trace, "resumer_marker_after_pause");
 }
 
 /// The same walk through a pool that shares errno and the FP control state
@@ -84,10 +87,5 @@ fn backtrace_in_a_shared_pool_continues_into_the_resumer() {
         panic!("job should pause")
     };
     let Step::Finished(trace) = resumer_marker_after_pause(job) else { panic!("job should finish") };
-    let f = frames(&trace);
-    let body = position(&f, "job_body_marker").expect("job frame missing");
-    let root = position(&f, "stackjob_trampoline").expect("job root missing");
-    let resumer = position(&f, "resumer_marker_after_pause")
-        .unwrap_or_else(|| panic!("backtrace does not reach the resumer:\n{}", f.join("\n")));
-    assert!(body < root && root < resumer, "frames out of order:\n{}", f.join("\n"));
+    assert_walks_into(&trace, "resumer_marker_after_pause");
 }

@@ -71,10 +71,9 @@ fn a_paused_job_forgotten_by_its_thread_is_cancelled_at_thread_exit() {
     assert_eq!(drops.load(Ordering::SeqCst), 1, "thread exit unwound the forgotten job");
 }
 
-#[test]
-fn cleanup_thread_inside_a_job_cancels_paused_jobs_and_lets_the_running_one_finish() {
-    require_backend!();
-    init_thread(0, 0).unwrap();
+/// A paused job holding a `CountDrop`, and the counter its cancellation
+/// moves to 1.
+fn paused_sibling() -> (Arc<AtomicUsize>, Job<()>) {
     let drops = Arc::new(AtomicUsize::new(0));
     let held = CountDrop(drops.clone());
     let sibling = paused(
@@ -84,6 +83,14 @@ fn cleanup_thread_inside_a_job_cancels_paused_jobs_and_lets_the_running_one_fini
         })
         .unwrap(),
     );
+    (drops, sibling)
+}
+
+#[test]
+fn cleanup_thread_inside_a_job_cancels_paused_jobs_and_lets_the_running_one_finish() {
+    require_backend!();
+    init_thread(0, 0).unwrap();
+    let (drops, sibling) = paused_sibling();
     let d = drops.clone();
     let step = start(None, move || {
         cleanup_thread();
@@ -104,15 +111,7 @@ fn cleanup_thread_deep_in_nested_jobs_and_fibers_leaves_the_whole_chain_running(
     require_backend!();
     use stackjob::raw::{self, Resumed, Suspender};
     init_thread(0, 0).unwrap();
-    let drops = Arc::new(AtomicUsize::new(0));
-    let held = CountDrop(drops.clone());
-    let sibling = paused(
-        start(None, move || {
-            let _held = held;
-            pause();
-        })
-        .unwrap(),
-    );
+    let (drops, sibling) = paused_sibling();
     let d = drops.clone();
     let outer = paused(
         start(None, move || {
