@@ -209,16 +209,11 @@ impl<R> std::fmt::Debug for Job<R> {
 /// `*mut ()`: the handle is neither `Send` nor `Sync`.
 type JobMarker<R> = (fn() -> R, *mut ());
 
+/// A job's slot, at its stack top; also what the running-job pointer holds
+/// while the job runs (a `raw::Fiber` sets it to null while it runs).
 #[inline(always)]
 fn slot_of(stack: &Stack) -> *mut Slot {
     stack.top().cast()
-}
-
-/// What the running-job pointer holds while this job runs: its slot, at
-/// its stack top (a `raw::Fiber` sets it to null while it runs).
-#[inline(always)]
-fn tag_of(stack: &Stack) -> *mut u8 {
-    stack.top()
 }
 
 /// The running job's slot, or null outside a job (also inside a
@@ -389,7 +384,7 @@ fn drive<R, I: Isolation>(stack: Stack, start: Option<raw::Start>) -> Result<Ste
     // ours; the job only touches the slot while it runs, inside `resume`.
     unsafe {
         let mut landing = Landing::new();
-        if raw::switch::<R, I>(&stack, tag_of(&stack), &mut landing, start) {
+        if raw::switch::<R, I>(&stack, slot_of(&stack).cast(), &mut landing, start) {
             return finished_here(stack, &mut landing);
         }
         if (*slot).paused_at == 0 {
@@ -558,9 +553,9 @@ fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
             }
         };
         let outcome = if (*slot).mode.isolates() {
-            raw::cancel::<R, Isolated>(stack, tag_of(stack), segment)
+            raw::cancel::<R, Isolated>(stack, slot_of(stack).cast(), segment)
         } else {
-            raw::cancel::<R, Shared>(stack, tag_of(stack), segment)
+            raw::cancel::<R, Shared>(stack, slot_of(stack).cast(), segment)
         };
         if outcome.is_some() {
             (*slot).state = State::Finished;
@@ -672,14 +667,8 @@ unsafe fn first_pause(slot: *mut Slot, cancel_fn: unsafe fn(&Stack) -> bool) {
 fn running_tops() -> Vec<*mut u8> {
     /// The listed stack holding `sp`, or null.
     fn holding(sp: usize) -> *mut u8 {
-        let mut found = ptr::null_mut();
         // SAFETY: every listed top is a mapped stack of this thread.
-        stack::live::for_each(|t| {
-            if unsafe { stack::holds(t, sp) } {
-                found = t;
-            }
-        });
-        found
+        stack::live::find(|t| unsafe { stack::holds(t, sp) })
     }
     let mut chain = Vec::new();
     let mut top = holding(raw::stack_pointer());
@@ -761,12 +750,14 @@ fn cancel_parked() {
     // The call chain of this call, so the same for all of it: the jobs on
     // it are running, every other started one is paused.
     let running = running_tops();
+    // SAFETY: the running stacks are mapped stacks of this thread. Once is
+    // enough: a job on the chain cannot pause (and be stamped again) before
+    // this call returns.
+    running.iter().for_each(|&top| unsafe { unstamp_running(top) });
     let mut parked: Vec<(u64, *mut u8)> = Vec::new();
     'collect: loop {
         parked.clear();
         let (changes, pauses) = (stack::live::changes(), current::hot().first_pauses.get());
-        // SAFETY: the running stacks are mapped stacks of this thread.
-        running.iter().for_each(|&top| unsafe { unstamp_running(top) });
         // SAFETY: every listed top is a mapped stack of this thread.
         stack::live::for_each(|top| unsafe {
             if let Some(stamp) = parked_stamp(top, &running) {

@@ -79,17 +79,15 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mu
     // The list is walked with plain loads: a stack comes off it before it
     // is unmapped, and each link is one word, so even a walk interrupting
     // an update only meets mapped stacks.
-    let mut overflowed = None;
-    stack::live::for_each(|top| {
+    let overflowed = stack::live::find(|top| {
         // SAFETY: a listed stack is mapped, its header intact (the header
         // is above everything a job writes).
         let guard = unsafe { stack::guard_of(top) };
-        if addr >= guard.start && addr - guard.start < guard.len {
-            overflowed = Some(guard.size);
-        }
+        addr >= guard.start && addr - guard.start < guard.len
     });
-    if let Some(size) = overflowed {
-        report_overflow(size);
+    if !overflowed.is_null() {
+        // SAFETY: as above, a listed stack.
+        report_overflow(unsafe { stack::guard_of(overflowed) }.size);
     }
     chain(sig, info, context);
 }

@@ -366,9 +366,8 @@ impl Stack {
 
     #[inline(always)]
     fn header(&self) -> *mut Header {
-        // SAFETY: the header lies SLOT_RESERVE bytes above the top, inside
-        // the mapping this Stack owns.
-        unsafe { self.top.as_ptr().add(SLOT_RESERVE).cast() }
+        // SAFETY: the top of a live Stack, whose header is initialised.
+        unsafe { header_of(self.top.as_ptr()) }
     }
 
     /// The pool instance that created this stack (0: none).
@@ -649,6 +648,17 @@ pub(crate) struct GuardOf {
     pub(crate) size: usize,
 }
 
+/// The header of the stack whose [`Stack::top`] is `top`.
+///
+/// # Safety
+/// `top` is a stack's top whose header is initialised.
+#[inline(always)]
+unsafe fn header_of(top: *mut u8) -> *mut Header {
+    // SAFETY: per the contract the header lies SLOT_RESERVE bytes above,
+    // inside the stack's block.
+    unsafe { top.add(SLOT_RESERVE).cast() }
+}
+
 /// The guard region and sizes of the stack whose [`Stack::top`] is `top`.
 /// Async-signal-safe (plain loads).
 ///
@@ -657,7 +667,7 @@ pub(crate) struct GuardOf {
 pub(crate) unsafe fn guard_of(top: *mut u8) -> GuardOf {
     // SAFETY: per the contract the header above `top` is intact.
     unsafe {
-        let header = top.add(SLOT_RESERVE).cast::<Header>();
+        let header = header_of(top);
         let (base, len, guard) = ((*header).base as usize, (*header).len, (*header).guard as usize);
         let above = bottom_of(header) as usize;
         GuardOf { start: above - guard, len: guard, size: base + len - above }
@@ -678,7 +688,7 @@ impl Drop for Stack {
 /// `top` must be the top of a live [`Stack`].
 pub(crate) unsafe fn holds(top: *mut u8, addr: usize) -> bool {
     // SAFETY: per the contract the header above `top` is intact.
-    let base = unsafe { (*top.add(SLOT_RESERVE).cast::<Header>()).base } as usize;
+    let base = unsafe { (*header_of(top)).base } as usize;
     base <= addr && addr < top as usize
 }
 
@@ -720,7 +730,7 @@ unsafe fn unmap_now(top: *mut u8) {
     // `munmap` for our own mapping, or, after the guard page is made
     // accessible again, the allocator's `free`.
     unsafe {
-        let header = top.add(SLOT_RESERVE).cast::<Header>();
+        let header = header_of(top);
         let lowest = bottom_of(header);
         let (base, len, guard, free) = ((*header).base, (*header).len, (*header).guard as usize, (*header).free);
         let end = ((base as usize + len) & !63) as *mut u8;
@@ -928,7 +938,7 @@ mod tests {
 /// end. A `Stack` is neither `Send` nor `Sync`, so it is created and
 /// unmapped on one thread: the list is that thread's alone.
 pub(crate) mod live {
-    use super::{Header, SLOT_RESERVE};
+    use super::header_of as header;
     use crate::current;
 
     /// How many unmapped stacks a [`Hold`] keeps mapped at most; at the
@@ -937,14 +947,6 @@ pub(crate) mod live {
     /// stacks in a loop, and keeps a walk that re-collects after each
     /// batch linear in practice.
     const DEFER_MAX: usize = 1024;
-
-    /// # Safety
-    /// `top` is a stack's top whose header is initialised.
-    #[inline(always)]
-    unsafe fn header(top: *mut u8) -> *mut Header {
-        // SAFETY: per the contract the header lies SLOT_RESERVE bytes above.
-        unsafe { top.add(SLOT_RESERVE).cast() }
-    }
 
     /// Lists a new stack as the newest.
     ///
@@ -1050,6 +1052,18 @@ pub(crate) mod live {
                 flush();
             }
         }
+    }
+
+    /// The newest listed stack whose top satisfies `pred`, or null. Plain
+    /// loads, as [`for_each`].
+    pub(crate) fn find(mut pred: impl FnMut(*mut u8) -> bool) -> *mut u8 {
+        let mut found: *mut u8 = std::ptr::null_mut();
+        for_each(|top| {
+            if found.is_null() && pred(top) {
+                found = top;
+            }
+        });
+        found
     }
 
     /// Calls `f` with the top of every stack the thread has listed (mapped

@@ -147,16 +147,7 @@ pub(crate) unsafe fn exit(regs: *mut Regs, _fp_env: bool) -> ! {
     unsafe { asm!("b {exit}", exit = sym stackjob_switch_exit, in("x0") regs, options(noreturn)) }
 }
 
-/// The stack pointer of the caller's frame (where its frames live: a job
-/// stack inside a job or fiber, the thread's stack outside one).
-#[inline(always)]
-pub(crate) fn stack_pointer() -> usize {
-    let sp: usize;
-    // SAFETY: reads the stack pointer register into a general register;
-    // touches no memory and no flags.
-    unsafe { asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
-    sp
-}
+backend_stack_pointer!("mov {}, sp");
 
 #[cfg(test)]
 mod tests {

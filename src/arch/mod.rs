@@ -48,6 +48,32 @@ macro_rules! backend_asm {
     };
 }
 
+/// The backend's `stack_pointer()`: the stack pointer of the caller's
+/// frame (where its frames live: a job stack inside a job or fiber, the
+/// thread's stack outside one), read by the one instruction `$insn` (`{}`
+/// is the destination register).
+#[cfg(any(
+    stackjob_backend = "x86_64",
+    stackjob_backend = "aarch64",
+    stackjob_backend = "riscv64",
+    stackjob_backend = "arm",
+    stackjob_backend = "x86",
+    stackjob_backend = "powerpc64"
+))]
+macro_rules! backend_stack_pointer {
+    ($insn:literal) => {
+        /// See `backend_stack_pointer!` in `src/arch/mod.rs`.
+        #[inline(always)]
+        pub(crate) fn stack_pointer() -> usize {
+            let sp: usize;
+            // SAFETY: reads the stack pointer register into a general
+            // register; touches no memory and no flags.
+            unsafe { core::arch::asm!($insn, out(reg) sp, options(nomem, nostack, preserves_flags)) };
+            sp
+        }
+    };
+}
+
 cfg_if::cfg_if! {
     if #[cfg(stackjob_backend = "x86_64")] {
         mod x86_64;

@@ -183,16 +183,7 @@ pub(crate) unsafe fn exit(regs: *mut Regs, fp_env: bool) -> ! {
     }
 }
 
-/// The stack pointer of the caller's frame (where its frames live: a job
-/// stack inside a job or fiber, the thread's stack outside one).
-#[inline(always)]
-pub(crate) fn stack_pointer() -> usize {
-    let sp: usize;
-    // SAFETY: reads the stack pointer register into a general register;
-    // touches no memory and no flags.
-    unsafe { asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
-    sp
-}
+backend_stack_pointer!("mov {}, rsp");
 
 #[cfg(test)]
 mod tests {
