@@ -117,9 +117,6 @@ pub(crate) struct Core {
     out: *mut (),
     /// The body has returned (or unwound): the stack holds no live frame.
     done: bool,
-    /// The fiber is being cancelled: its next return from a suspension
-    /// unwinds it.
-    cancel: bool,
     /// This thread's `errno`, located once per stack (a stack serves one
     /// thread's pool for its whole life).
     errno_at: *mut libc::c_int,
@@ -276,7 +273,6 @@ where
             (*core).arg = f_at.cast();
         }
         (*core).done = false;
-        (*core).cancel = false;
         // Nothing of errno or the FP control state is stored: the first
         // switch (`arch::enter`) leaves the starter's in force, so the new
         // fiber inherits them as a called function would.
@@ -314,7 +310,6 @@ pub(crate) unsafe fn init_core(core: *mut Core) {
             arg: ptr::null_mut(),
             out: ptr::null_mut(),
             done: true,
-            cancel: false,
             errno_at: crate::errno::location(),
             errno: 0,
             resumer: ResumerStack::UNKNOWN,
@@ -459,7 +454,9 @@ pub(crate) unsafe fn take_outcome<R>(stack: &Stack, landing: &mut Landing<R>) ->
 
 /// Switches out of the running fiber whose core is `core`, back to its
 /// latest resumer; returns when it is resumed again. Unwinds the fiber if
-/// it was resumed to be cancelled.
+/// it was resumed to be cancelled: [`cancel`] makes that resume continue
+/// at the switch's cancel path (`arch::unwind_on_resume`), so no flag is
+/// tested on the way back from an ordinary one.
 ///
 /// # Safety
 /// Must run on the fiber's own stack, while it runs, with its `I`.
@@ -468,9 +465,9 @@ pub(crate) unsafe fn suspend<I: Isolation>(core: *mut Core) {
     // SAFETY: per the contract; the core's regs hold the resumer's record.
     unsafe {
         let departure = sanitizer::job_pausing(addr_of_mut!((*core).resumer));
-        arch::switch_out(addr_of_mut!((*core).regs), I::ISOLATE);
+        let cancel = arch::switch_out(addr_of_mut!((*core).regs), I::ISOLATE);
         sanitizer::job_resumed(departure, addr_of_mut!((*core).resumer));
-        if (*core).cancel {
+        if cancel {
             cancelled();
         }
     }
@@ -483,10 +480,10 @@ fn cancelled() -> ! {
     panic::resume_unwind(Box::new(ForcedUnwind));
 }
 
-/// Resumes a suspended fiber with the cancel flag set, so that its
-/// suspension point unwinds it; tries a few times (the body may catch the
-/// unwind and suspend again). Returns its outcome once it ended, or `None`
-/// if it would not. `segment` runs before each of those resumes.
+/// Resumes a suspended fiber at the cancel path of its suspension point,
+/// which unwinds it; tries a few times (the body may catch the unwind and
+/// suspend again). Returns its outcome once it ended, or `None` if it would
+/// not. `segment` runs before each of those resumes.
 ///
 /// # Safety
 /// As for [`resume`].
@@ -496,10 +493,12 @@ pub(crate) unsafe fn cancel<R, I: Isolation>(
     tag: *mut u8,
     mut segment: impl FnMut(),
 ) -> Option<thread::Result<R>> {
-    // SAFETY: the fiber is suspended; its core is ours.
-    unsafe { (*core_of(stack)).cancel = true };
     if cfg!(panic = "unwind") {
         for _ in 0..MAX_CANCEL_RESUMES {
+            // SAFETY: the fiber is suspended at a suspension point (a
+            // fiber's first switch in is always its start, never a cancel);
+            // its core is ours.
+            unsafe { arch::unwind_on_resume(addr_of_mut!((*core_of(stack)).regs)) };
             segment();
             // SAFETY: per the contract.
             if let Some(outcome) = unsafe { resume::<R, I>(stack, tag) } {

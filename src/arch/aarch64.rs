@@ -106,33 +106,49 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
-/// returns when the job is resumed again.
+/// returns when the job is resumed again: `false` at its resume label,
+/// `true` at its cancel path (the resumer called
+/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it).
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
+pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
     // SAFETY: stackjob_switch_out saves x19, x20, x29, sp and the resume PC
     // (x1); x21-x28 and everything caller-saved (x0-x17, x30, all of
     // v0-v31) are declared clobbered, so the compiler saves what it needs of
     // them itself. sp is 16-aligned here as everywhere on aarch64. switch_in
     // comes back with `br x17`, so the resume label carries a `bti j`
-    // landing pad (a NOP without BTI).
+    // landing pad (a NOP without BTI). The CANCEL_PATH bytes just before it
+    // (never executed on the way to the label) are the cancel path, reached
+    // the same way: a landing pad and a `b` to the label block, where the
+    // unwind starts as an ordinary Rust call.
     unsafe {
         asm!(
             "adr x1, 2f",
             "b {switch_out}",
+            "bti j",
+            "b {cancel}",
             "2:",
             "bti j",
             switch_out = sym stackjob_switch_out,
+            cancel = label { return true },
             in("x0") regs,
             out("x21") _, out("x22") _, out("x23") _, out("x24") _,
             out("x25") _, out("x26") _, out("x27") _, out("x28") _,
             clobber_abi("C"),
         );
     }
+    false
 }
+
+/// Where a switched-out job's resume PC sits in its record (regs.sp + 8).
+pub(crate) const RESUME_PC: usize = 8;
+
+/// The size of the cancel path that precedes every resume label in
+/// [`switch_out`]: `bti j` and `b`, 4 bytes each.
+pub(crate) const CANCEL_PATH: usize = 8;
 
 /// Leaves a job whose body is done for good: restores whoever last resumed
 /// it, as [`switch_out`] does, without saving anything of the job.

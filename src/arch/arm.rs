@@ -143,30 +143,68 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
-/// returns when the job is resumed again.
+/// returns when the job is resumed again: `false` at its resume label,
+/// `true` at its cancel path (the resumer called
+/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it).
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
+pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
     // SAFETY: stackjob_switch_out saves r6, r7, r11, sp and the resume PC
     // (lr, written here: clobber_abi("C") declares lr clobbered); every other
     // callee-saved register and everything caller-saved is declared
     // clobbered (see the macro). The block is entered and left like a call
     // (no `nostack`), so sp is 8-byte aligned. The `adr` result has no Thumb
     // bit in T32 code either: switch_in returns here with `mov pc`, which
-    // keeps the state (arch/arm.s, "Interworking").
+    // keeps the state (arch/arm.s, "Interworking"). The assembler resolves
+    // `adr` itself, from the offset within the section and assuming the
+    // section starts 4-byte aligned (ADR reads Align(PC, 4)): `.p2align 2`
+    // makes it so (A32 code is aligned anyway; T32 sections otherwise only
+    // promise 2, and the linker then places a site at 2 mod 4 with a resume
+    // PC 2 bytes off); in T32 it costs a 16-bit NOP at half the sites. The
+    // CANCEL_PATH bytes
+    // just before the resume label (never executed on the way to it) are
+    // the cancel path: a 32-bit branch (`b.w` in T32, where `b` could be a
+    // 16-bit one) to the label block, where the unwind starts as an
+    // ordinary Rust call.
     unsafe {
         asm_clobbering_callee_saved!(
+            ".p2align 2",
             "adr lr, 2f",
             "b {switch_out}",
+            cancel_branch!(),
             "2:",
             switch_out = sym stackjob_switch_out,
+            cancel = label { return true },
             in("r0") regs
         );
     }
+    false
 }
+
+/// The cancel path's branch, 4 bytes in either instruction set.
+#[cfg(stackjob_arm_thumb)]
+macro_rules! cancel_branch {
+    () => {
+        "b.w {cancel}"
+    };
+}
+#[cfg(not(stackjob_arm_thumb))]
+macro_rules! cancel_branch {
+    () => {
+        "b {cancel}"
+    };
+}
+use cancel_branch;
+
+/// Where a switched-out job's resume PC sits in its record (regs.sp + 12).
+pub(crate) const RESUME_PC: usize = 12;
+
+/// The size of the cancel path that precedes every resume label in
+/// [`switch_out`]: one 32-bit branch.
+pub(crate) const CANCEL_PATH: usize = 4;
 
 /// Leaves a job whose body is done for good: restores whoever last resumed
 /// it, as [`switch_out`] does, without saving anything of the job.

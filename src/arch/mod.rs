@@ -9,7 +9,8 @@
 //!   caller, whose CFI continues backtraces into the resumer, and inherits
 //!   the caller's floating-point control state;
 //! * [`switch_in`]: resumer side, run the job until it switches out;
-//! * [`switch_out`]: job side, return control to whoever resumed it;
+//! * [`switch_out`]: job side, return control to whoever resumed it (and
+//!   learn whether it was resumed to be cancelled: [`unwind_on_resume`]);
 //! * [`exit`]: job side, the job is done: return control for good;
 //! * [`stack_pointer`]: the caller's stack pointer (which stack it runs on).
 //!
@@ -121,5 +122,29 @@ pub(crate) type Entry = unsafe extern "C" fn(*mut Regs) -> !;
 impl Regs {
     pub(crate) const fn new() -> Regs {
         Regs { sp: core::ptr::null_mut(), parent_sp: core::ptr::null_mut() }
+    }
+}
+
+/// Makes the next [`switch_in`] of the switched-out job owning `regs`
+/// continue at the cancel path of its pause site instead of its resume
+/// label, so that its [`switch_out`] returns `true` there. Every backend's
+/// `switch_out` lays that path (a jump to a Rust label block) in the
+/// [`CANCEL_PATH`] bytes just before its resume label, and the record keeps
+/// the resume PC at [`RESUME_PC`]: the cancel check costs the pause itself
+/// nothing. Redirects one resume: a job that pauses again is at a resume
+/// label again.
+///
+/// # Safety
+/// The job must be switched out at a pause site (`regs.sp` holds the record
+/// [`switch_out`] pushed, not a new job's first frame), and owned by the
+/// caller.
+#[inline]
+pub(crate) unsafe fn unwind_on_resume(regs: *mut Regs) {
+    // SAFETY: per the contract the record is live and nobody else touches
+    // it; its resume PC is a resume label of a switch_out block, so
+    // CANCEL_PATH bytes before it is that block's cancel path.
+    unsafe {
+        let pc = (*regs).sp.add(RESUME_PC).cast::<usize>();
+        pc.write(pc.read() - CANCEL_PATH);
     }
 }

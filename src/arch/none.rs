@@ -19,9 +19,15 @@ pub(crate) unsafe fn switch_in(_regs: *mut Regs, _fp_env: bool) {
     unreachable!("stackjob: no context-switch backend on this target")
 }
 
-pub(crate) unsafe fn switch_out(_regs: *mut Regs, _fp_env: bool) {
+pub(crate) unsafe fn switch_out(_regs: *mut Regs, _fp_env: bool) -> bool {
     unreachable!("stackjob: no context-switch backend on this target")
 }
+
+/// No record exists on this target (never read: nothing switches out).
+pub(crate) const RESUME_PC: usize = 0;
+
+/// No cancel path exists on this target (never read).
+pub(crate) const CANCEL_PATH: usize = 0;
 
 pub(crate) unsafe fn exit(_regs: *mut Regs, _fp_env: bool) -> ! {
     unreachable!("stackjob: no context-switch backend on this target")

@@ -124,19 +124,24 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
-/// returns when the job is resumed again.
+/// returns when the job is resumed again: `false` at its resume label,
+/// `true` at its cancel path (the resumer called
+/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it).
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
+pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
     // SAFETY: stackjob_switch_out saves r2, r30, r31, VRSAVE, r1 and the
     // resume PC (r4); every other nonvolatile register and everything
     // volatile (LR and r4 included) is declared clobbered (see the macro).
     // `bcl 20,31,$+4` reads the PC without a link-stack push; the `addi`
     // makes it the resume label. The block is entered and left like a call
-    // (no `nostack`), so nothing lives below r1.
+    // (no `nostack`), so nothing lives below r1. The CANCEL_PATH bytes just
+    // before the resume label (never executed on the way to it) are the
+    // cancel path: a `b` to the label block, where the unwind starts as an
+    // ordinary Rust call.
     unsafe {
         asm_clobbering_callee_saved!(
             "bcl 20, 31, 3f",
@@ -144,12 +149,22 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
             "mflr 4",
             "addi 4, 4, 2f - 3b",
             "b {switch_out}",
+            "b {cancel}",
             "2:",
             switch_out = sym stackjob_switch_out,
+            cancel = label { return true },
             in("r3") regs
         );
     }
+    false
 }
+
+/// Where a switched-out job's resume PC sits in its record (regs.sp + 16).
+pub(crate) const RESUME_PC: usize = 16;
+
+/// The size of the cancel path that precedes every resume label in
+/// [`switch_out`]: one `b`.
+pub(crate) const CANCEL_PATH: usize = 4;
 
 /// Leaves a job whose body is done for good: restores whoever last resumed
 /// it, as [`switch_out`] does, without saving anything of the job.

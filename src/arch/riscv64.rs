@@ -136,13 +136,15 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
-/// returns when the job is resumed again.
+/// returns when the job is resumed again: `false` at its resume label,
+/// `true` at its cancel path (the resumer called
+/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it).
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
 /// running (its `parent_sp` set by the `switch_in` that entered it).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
+pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
     // SAFETY: stackjob_switch_out saves s0, s1, s2, sp and the resume PC
     // (t1); every other callee-saved register and everything caller-saved
     // (ra, t0-t6, a0-a7, ft*, fa*, vector state) is declared clobbered (see
@@ -151,16 +153,33 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) {
     // comes back with `jr t1`, a plain jump (t1 is not a link register, so
     // the return-address stack is untouched). `jump` uses t2 as its scratch
     // register and reaches the whole address space, unlike a bare `j`.
+    // The CANCEL_PATH bytes just before the resume label (never executed on
+    // the way to it) are the cancel path: a `j` to the label block (in this
+    // function, well within its reach), where the unwind starts as an
+    // ordinary Rust call; uncompressed, so that its size never changes.
     unsafe {
         asm_clobbering_callee_saved!(
             "lla t1, 2f",
             "jump {switch_out}, t2",
+            ".option push",
+            ".option norvc",
+            "j {cancel}",
+            ".option pop",
             "2:",
             switch_out = sym stackjob_switch_out,
+            cancel = label { return true },
             in("a0") regs
         );
     }
+    false
 }
+
+/// Where a switched-out job's resume PC sits in its record (regs.sp + 0).
+pub(crate) const RESUME_PC: usize = 0;
+
+/// The size of the cancel path that precedes every resume label in
+/// [`switch_out`]: one uncompressed `j`.
+pub(crate) const CANCEL_PATH: usize = 4;
 
 /// Leaves a job whose body is done for good: restores whoever last resumed
 /// it, as [`switch_out`] does, without saving anything of the job.

@@ -118,21 +118,27 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, fp_env: bool) {
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
-/// returns when the job is resumed again. `fp_env` as for [`switch_in`].
+/// returns when the job is resumed again: `false` at its resume label,
+/// `true` at its cancel path (the resumer called
+/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it). `fp_env` as for [`switch_in`].
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
 /// running (its `parent_sp` set by the `switch_in` that entered it, with the
 /// same `fp_env`).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
+pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) -> bool {
     // SAFETY: stackjob_switch_out_* saves ebx, esi, edi, ebp, the resume PC
     // (ecx) and (fpenv) the control words; every caller-saved register is
     // declared clobbered. `call 3f; 3: pop ecx` is the i386 PIC way to read
     // the PC (its push is popped at once, so the stack is as it was), and
     // the `add` makes it the resume label: no absolute address, so no text
     // relocation in a PIE. AT&T syntax: LLVM's Intel-syntax parser does not
-    // take a difference of numeric labels as an immediate.
+    // take a difference of numeric labels as an immediate. The CANCEL_PATH
+    // bytes just before the resume label (never executed on the way to it)
+    // are the cancel path: a `jmp rel32` (spelt out, so that its size never
+    // changes) to the label block, where the unwind starts as an ordinary
+    // Rust call.
     unsafe {
         macro_rules! jump {
             ($target:path) => {
@@ -142,8 +148,11 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
                     "popl %ecx",
                     "addl $(2f - 3b), %ecx",
                     "jmp {switch_out}",
+                    ".byte 0xe9",
+                    ".long {cancel} - . - 4",
                     "2:",
                     switch_out = sym $target,
+                    cancel = label { return true },
                     in("eax") regs,
                     clobber_abi("C"),
                     options(att_syntax),
@@ -156,7 +165,15 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
             jump!(stackjob_switch_out_shared);
         }
     }
+    false
 }
+
+/// Where a switched-out job's resume PC sits in its record (regs.sp + 24).
+pub(crate) const RESUME_PC: usize = 24;
+
+/// The size of the cancel path that precedes every resume label in
+/// [`switch_out`]: one `jmp rel32`.
+pub(crate) const CANCEL_PATH: usize = 5;
 
 /// Leaves a job whose body is done for good: restores whoever last resumed
 /// it, as [`switch_out`] does, without saving anything of the job.

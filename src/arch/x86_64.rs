@@ -127,29 +127,40 @@ pub(crate) unsafe fn enter(regs: *mut Regs, top: *mut u8, entry: Entry, fp_env: 
 }
 
 /// Returns control to whoever last resumed the job owning `regs`, and
-/// returns when the job is resumed again. `fp_env` as for [`switch_in`].
+/// returns when the job is resumed again: `false` at its resume label,
+/// `true` at its cancel path (the resumer called
+/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it).
+/// `fp_env` as for [`switch_in`].
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
 /// running (its `parent_sp` set by the `switch_in` that entered it, with the
 /// same `fp_env`).
 #[inline(always)]
-pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
+pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) -> bool {
     // SAFETY: stackjob_switch_out_* saves rbx, rbp, the resume PC (rcx) and
     // (fpenv) the control words; r12-r15 and every caller-saved register
     // are declared clobbered, so the compiler saves what it needs of them
     // itself. The block is entered and left like a call (no `nostack`), so
     // no red-zone data lives below rsp. The resume label has the IBT landing
-    // pad because switch_in reaches it with `jmp rcx`.
+    // pad because switch_in reaches it with `jmp rcx`. The CANCEL_PATH bytes
+    // just before it (never executed on the way to the label) are the
+    // cancel path: a landing pad and a `jmp rel32` (spelt out, so that its
+    // size never changes) to the label block, where the unwind starts as an
+    // ordinary Rust call.
     unsafe {
         macro_rules! jump {
             ($target:path) => {
                 asm!(
                     "lea rcx, [rip + 2f]",
                     "jmp {switch_out}",
+                    "endbr64",
+                    ".byte 0xe9",
+                    ".long {cancel} - . - 4",
                     "2:",
                     "endbr64",
                     switch_out = sym $target,
+                    cancel = label { return true },
                     in("rdi") regs,
                     out("r12") _, out("r13") _, out("r14") _, out("r15") _,
                     clobber_abi("sysv64"),
@@ -162,7 +173,15 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) {
             jump!(stackjob_switch_out_shared);
         }
     }
+    false
 }
+
+/// Where a switched-out job's resume PC sits in its record (regs.sp + 16).
+pub(crate) const RESUME_PC: usize = 16;
+
+/// The size of the cancel path that precedes every resume label in
+/// [`switch_out`]: `endbr64` (4 bytes) and `jmp rel32` (5).
+pub(crate) const CANCEL_PATH: usize = 9;
 
 /// Leaves a job whose body is done for good: restores whoever last resumed
 /// it, as [`switch_out`] does, without saving anything of the job.
