@@ -27,22 +27,22 @@ n=${1:-100000}
 
 #            path      pool     ceiling target
 budgets=$(cat <<'TABLE'
-             rt        default  85      80
+             rt        default  83      80
              life0     default  98      110
-             life1     default  194     200
-             rt        shared   60      55
+             life1     default  190     200
+             rt        shared   58      55
              life0     shared   82      95
-             life1     shared   157     155
-             rt-string default  88      -
-             rt-string shared   63      -
-             rt-big    default  85      -
-             rt-big    shared   60      -
-             raw-rt    default  73      60
+             life1     shared   153     155
+             rt-string default  86      -
+             rt-string shared   61      -
+             rt-big    default  83      -
+             rt-big    shared   58      -
+             raw-rt    default  71      60
              raw-life0 default  88      75
-             raw-life1 default  168     145
-             raw-rt    shared   46      30
+             raw-life1 default  163     145
+             raw-rt    shared   44      30
              raw-life0 shared   67      55
-             raw-life1 shared   120     100
+             raw-life1 shared   115     100
 TABLE
 )
 
