@@ -28,14 +28,8 @@
 /// say, AddressSanitizer's module constructor) it writes `.debug_frame`
 /// alone, which unwinders at run time never read, and backtraces taken
 /// inside a job would stop at the trampoline.
-#[cfg(any(
-    stackjob_backend = "x86_64",
-    stackjob_backend = "aarch64",
-    stackjob_backend = "riscv64",
-    stackjob_backend = "arm",
-    stackjob_backend = "x86",
-    stackjob_backend = "powerpc64"
-))]
+// Unused only by the "none" backend.
+#[allow(unused_macros)]
 macro_rules! backend_asm {
     ($($args:tt)*) => {
         core::arch::global_asm!($($args)*);
@@ -53,14 +47,8 @@ macro_rules! backend_asm {
 /// frame (where its frames live: a job stack inside a job or fiber, the
 /// thread's stack outside one), read by the one instruction `$insn` (`{}`
 /// is the destination register).
-#[cfg(any(
-    stackjob_backend = "x86_64",
-    stackjob_backend = "aarch64",
-    stackjob_backend = "riscv64",
-    stackjob_backend = "arm",
-    stackjob_backend = "x86",
-    stackjob_backend = "powerpc64"
-))]
+// Unused only by the "none" backend.
+#[allow(unused_macros)]
 macro_rules! backend_stack_pointer {
     ($insn:literal) => {
         /// See `backend_stack_pointer!` in `src/arch/mod.rs`.
