@@ -495,11 +495,12 @@ pub(crate) unsafe fn cancel<R, I: Isolation>(
 ) -> Option<thread::Result<R>> {
     if cfg!(panic = "unwind") {
         for _ in 0..MAX_CANCEL_RESUMES {
-            // SAFETY: the fiber is suspended at a suspension point (a
-            // fiber's first switch in is always its start, never a cancel);
-            // its core is ours.
-            unsafe { arch::unwind_on_resume(addr_of_mut!((*core_of(stack)).regs)) };
             segment();
+            // Right before the resume, so that the record is redirected
+            // exactly once per resume. SAFETY: the fiber is suspended at a
+            // suspension point (a fiber's first switch in is always its
+            // start, never a cancel); its core is ours.
+            unsafe { arch::unwind_on_resume(addr_of_mut!((*core_of(stack)).regs)) };
             // SAFETY: per the contract.
             if let Some(outcome) = unsafe { resume::<R, I>(stack, tag) } {
                 return Some(outcome);

@@ -88,6 +88,42 @@ fn dropping_a_suspended_fiber_unwinds_it_and_runs_its_destructors() {
     assert_eq!(pool_stats().idle, idle + 1, "the stack went back to the pool");
 }
 
+/// Cancellation resumes a fiber at the cancel path of the suspension point
+/// it sits at: after catching it at one point, the body is cancelled again
+/// at the next one (another place in its code), and its ordinary resumes
+/// before that still continue where it stopped. Both variants: the shared
+/// and the isolated switch lay the path the same way.
+fn cancelled_at_each_suspension_point<I: raw::Isolation>() {
+    let trail = Rc::new(Cell::new(0u32));
+    let t = trail.clone();
+    let f = suspended(
+        raw::start(move |s: &Suspender<I>| {
+            let _guard = Rc::clone(&t);
+            s.suspend(); // an ordinary resume continues here
+            t.set(t.get() * 10 + 1);
+            let first = catch_unwind(AssertUnwindSafe(|| s.suspend()));
+            t.set(t.get() * 10 + if first.is_err() { 2 } else { 9 });
+            s.suspend(); // cancelled here too: nothing below runs
+            t.set(t.get() * 10 + 9);
+        })
+        .unwrap(),
+    );
+    let f = suspended(f.resume());
+    assert_eq!(trail.get(), 1, "the ordinary resume continued after the first suspension");
+    let idle = pool_stats().idle;
+    drop(f);
+    assert_eq!(trail.get(), 12, "cancelled at the second suspension point, then again at the third");
+    assert_eq!(Rc::strong_count(&trail), 1, "the body's frames were unwound");
+    assert_eq!(pool_stats().idle, idle + 1, "the stack went back to the pool, not into quarantine");
+}
+
+#[test]
+fn a_fiber_that_catches_its_cancellation_is_cancelled_again_at_its_next_suspension() {
+    require_backend!();
+    cancelled_at_each_suspension_point::<Shared>();
+    cancelled_at_each_suspension_point::<Isolated>();
+}
+
 #[test]
 fn a_panic_in_a_fiber_is_raised_again_by_resume_and_its_stack_is_reused() {
     require_backend!();
