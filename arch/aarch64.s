@@ -67,6 +67,10 @@
 //       return-address stack stays balanced. No `blr`/`ret` ever leads into
 //       the job: only switch_in's `br x17` (into a paused job) and
 //       stackjob_enter's `br x16` (into a new one).
+//       The resume PC is a label in that inline asm; the CANCEL_PATH bytes
+//       just before it (src/arch/aarch64.rs) are the pause site's cancel
+//       path, which a resume reaches only when the resumer moved the
+//       saved PC (record +8) back onto it (arch::unwind_on_resume).
 //
 //   stackjob_switch_exit                      branch target, not a function.
 //       Reached by `b` from the job's body when it is done, with x0 = regs:

@@ -93,6 +93,10 @@
 //       record, stores sp in regs.sp, pops the resumer's record from
 //       regs.parent_sp, its resume PC straight into pc: that `pop {{pc}}` is
 //       the only return of the round trip and pairs with the resumer's `bl`.
+//       The resume PC is a label in that inline asm; the CANCEL_PATH bytes
+//       just before it (src/arch/arm.rs) are the pause site's cancel
+//       path, which a resume reaches only when the resumer moved the
+//       saved PC (record +12) back onto it (arch::unwind_on_resume).
 //
 //   stackjob_switch_exit                      branch target, not a function.
 //       Reached by `b` from the job's body when it is done, with r0 = regs:

@@ -90,6 +90,10 @@
 //       and `blr`s from the resumer's `bl stackjob_switch_in`: that `blr` is
 //       the only return of the round trip and pairs with that `bl` on the
 //       link stack. No `blr` ever leads into the job.
+//       The resume PC is a label in that inline asm; the CANCEL_PATH bytes
+//       just before it (src/arch/powerpc64.rs) are the pause site's cancel
+//       path, which a resume reaches only when the resumer moved the
+//       saved PC (record +16) back onto it (arch::unwind_on_resume).
 //
 //   stackjob_switch_exit                      branch target, not a function.
 //       Reached by `b` from the job's body when it is done, with r3 = regs:

@@ -46,6 +46,10 @@
 //       regs.sp, restores the resumer's record from regs.parent_sp and
 //       `ret`s from the resumer's call of stackjob_switch_in: that `ret`
 //       pairs with that call, so the return-address stack stays balanced.
+//       The resume PC is a label in that inline asm; the CANCEL_PATH bytes
+//       just before it (src/arch/riscv64.rs) are the pause site's cancel
+//       path, which a resume reaches only when the resumer moved the
+//       saved PC (record +0) back onto it (arch::unwind_on_resume).
 //
 //   stackjob_switch_exit                      jump target, not a function.
 //       Reached by `jump stackjob_switch_exit, t2` from the job's body when

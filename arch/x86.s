@@ -56,7 +56,10 @@
 // the i386 PIC idiom (no absolute address, so no text relocation in a PIE;
 // LLVM's own i386 PIC code reads the PC this way; cores that special-case
 // a zero-displacement call leave the return-stack predictor alone, others
-// lose one prediction per pause).
+// lose one prediction per pause). The resume PC is a label in that inline
+// asm; the CANCEL_PATH bytes just before it (src/arch/x86.rs) are the pause
+// site's cancel path, which a resume reaches only when the resumer moved
+// the saved PC (record +24) back onto it (arch::unwind_on_resume).
 //
 // The saved record (28 bytes; the same for both directions):
 //

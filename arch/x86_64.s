@@ -71,6 +71,10 @@
 //       Saves the job's record on the job stack, stores it in regs.sp,
 //       restores the resumer's record from regs.parent_sp and `ret`s from the
 //       resumer's `call stackjob_switch_in`.
+//       The resume PC is a label in that inline asm; the CANCEL_PATH bytes
+//       just before it (src/arch/x86_64.rs) are the pause site's cancel
+//       path, which a resume reaches only when the resumer moved the
+//       saved PC (record +16) back onto it (arch::unwind_on_resume).
 //
 //   stackjob_switch_exit_fpenv, _shared      jump target, not a function.
 //       The job's side when its body is done: restores the resumer exactly

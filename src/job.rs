@@ -536,7 +536,7 @@ impl<R> Drop for Job<R> {
     }
 }
 
-/// Resumes a paused job with the cancel flag set, so its `pause()` unwinds
+/// Resumes a paused job at the cancel path of its `pause()`, which unwinds
 /// it (the core tries a few times: the job may catch the unwind and pause
 /// again). Returns its outcome once it finished, or `None` if it would not.
 fn cancel_job<R>(stack: &Stack) -> Option<thread::Result<R>> {
