@@ -35,7 +35,9 @@
 //   pc                x30 (resumer) / x1 (job)        the record's +8
 //
 // Operands substituted by `global_asm!` in src/arch/aarch64.rs: the field
-// offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
+// offsets of `Regs` (SP, PARENT_SP), the record size (RECORD) and RESUME_PC,
+// the resume PC's offset in the record as the cancel path reads it (only
+// checked here: the record's layout is this file's).
 //
 //   stackjob_enter(regs: *mut Regs, top: *mut u8, entry: fn(*mut Regs) -> !)
 //                                            called by Rust (`bl`).
@@ -156,6 +158,12 @@
 // is written as a two-byte ULEB128 ((RECORD & 0x7f) | 0x80, RECORD >> 7;
 // RECORD < 16384 is asserted in Rust). DWARF register numbers: x0-x30 0-30,
 // sp 31, d8-d15 72-79; x0 is 0x70 as a base register, x19 is 0x83.
+
+// The record's resume PC is at +8 (the table above); the cancel path in
+// src/arch/aarch64.rs finds it there through RESUME_PC, checked here.
+.if {RESUME_PC} - 8
+    .error "RESUME_PC (src/arch/aarch64.rs) is not the record's resume-PC offset"
+.endif
 
     .text
 

@@ -62,7 +62,9 @@
 //   FPSCR               nobody (thread state)           - (job and resumer share it)
 //
 // Operands substituted by `global_asm!` in src/arch/arm.rs: the field
-// offsets of `Regs` (SP, PARENT_SP). Register lists are written with
+// offsets of `Regs` (SP, PARENT_SP) and RESUME_PC, the resume PC's offset in
+// the record as the cancel path reads it (only checked here: the record's
+// layout is this file's). Register lists are written with
 // doubled braces, `{{r6, r7}}`: the file is a `global_asm!` template, where
 // a single brace opens an operand.
 //
@@ -172,6 +174,12 @@
 //     half-switched record.
 // GNU `.cfi_*` directives would go to .debug_frame, which these unwinders
 // never read; there are none here.
+
+// The record's resume PC is at +12 (the table above); the cancel path in
+// src/arch/arm.rs finds it there through RESUME_PC, checked here.
+.if {RESUME_PC} - 12
+    .error "RESUME_PC (src/arch/arm.rs) is not the record's resume-PC offset"
+.endif
 
     .text
     .syntax unified

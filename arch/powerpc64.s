@@ -57,7 +57,9 @@
 // leaves it 0, so in practice never: a compare instead of an mtspr).
 //
 // Operands substituted by `global_asm!` in src/arch/powerpc64.rs: the field
-// offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
+// offsets of `Regs` (SP, PARENT_SP), the record size (RECORD) and RESUME_PC,
+// the resume PC's offset in the record as the cancel path reads it (only
+// checked here: the record's layout is this file's).
 //
 //   stackjob_enter(regs: *mut Regs, top: *mut u8, entry, return address)
 //                                             called by Rust (`bl`).
@@ -146,6 +148,12 @@
 // one ULEB128 byte). DWARF register numbers (ELFv2 table "Mappings of Common
 // Registers"): r0-r31 0-31, f0-f31 32-63, LR 65, cr2-cr4 70-72, v0-v31
 // 77-108, VRSAVE 356; r3 is 0x73 as a base register, r30 0x8e.
+
+// The record's resume PC is at +16 (the table above); the cancel path in
+// src/arch/powerpc64.rs finds it there through RESUME_PC, checked here.
+.if {RESUME_PC} - 16
+    .error "RESUME_PC (src/arch/powerpc64.rs) is not the record's resume-PC offset"
+.endif
 
     .text
 

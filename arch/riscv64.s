@@ -19,7 +19,9 @@
 //     16, so it stays aligned.
 //
 // Operands substituted by `global_asm!` in src/arch/riscv64.rs: the field
-// offsets of `Regs` (SP, PARENT_SP) and the record size (RECORD).
+// offsets of `Regs` (SP, PARENT_SP), the record size (RECORD) and RESUME_PC,
+// the resume PC's offset in the record as the cancel path reads it (only
+// checked here: the record's layout is this file's).
 //
 //   stackjob_enter(regs: *mut Regs, top: *mut u8, entry: fn(*mut Regs) -> !)
 //                                             extern "C", called by Rust
@@ -134,6 +136,12 @@
 // x0-x31 0-31, f0-f31 32-63; a0 (x10) is 0x7a as a base register, s1 (x9) 0x79.
 
 // s0-s2 from the record at sp; the same for every direction.
+// The record's resume PC is at +0 (the table above); the cancel path in
+// src/arch/riscv64.rs finds it there through RESUME_PC, checked here.
+.if {RESUME_PC} - 0
+    .error "RESUME_PC (src/arch/riscv64.rs) is not the record's resume-PC offset"
+.endif
+
 .macro STACKJOB_LOAD_CALLEE_SAVED
     ld      s0, 8(sp)
     ld      s1, 16(sp)

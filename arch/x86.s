@@ -49,7 +49,9 @@
 // gets it back unchanged, as an input must be.
 //
 // Operands substituted by `global_asm!` in src/arch/x86.rs: SP, PARENT_SP,
-// MXCSR_CONTROL and the record size RECORD (28).
+// MXCSR_CONTROL, the record size RECORD (28) and RESUME_PC, the resume PC's
+// offset in the record as the cancel path reads it (only checked here: the
+// record's layout is this file's).
 //
 // No `endbr32`: Linux has no indirect-branch tracking for 32-bit user
 // space. The job-side inline asm takes its resume PC with `call 3f; 3: pop`,
@@ -107,6 +109,12 @@
 // (i386 psABI table 2.14): eax 0, ecx 1, edx 2, ebx 3, esp 4, ebp 5, esi 6,
 // edi 7, eip 8. SP and PARENT_SP are asserted < 64 in Rust (one SLEB128
 // byte each) and RECORD < 128 (one ULEB128 byte).
+
+// The record's resume PC is at +24 (the table above); the cancel path in
+// src/arch/x86.rs finds it there through RESUME_PC, checked here.
+.if {RESUME_PC} - 24
+    .error "RESUME_PC (src/arch/x86.rs) is not the record's resume-PC offset"
+.endif
 
     .text
 

@@ -31,8 +31,10 @@
 //
 // This file is assembled by `global_asm!` in src/arch/x86_64.rs, which
 // substitutes the operands written in braces: the field offsets of
-// `Regs` (SP, PARENT_SP) and the MXCSR control-bit mask. No number that
-// Rust also knows is written twice.
+// `Regs` (SP, PARENT_SP), the MXCSR control-bit mask and RESUME_PC, the
+// resume PC's offset in the record as the cancel path reads it (the
+// record's layout is this file's, so that one is checked against it). No
+// other number that Rust also knows is written twice.
 //
 // Five entry points, four of them in two variants, all `.hidden`: linked
 // into the same module as their Rust callers, reached without PLT stubs,
@@ -166,6 +168,12 @@
 //   0x06  DW_OP_deref                          0x23 DW_OP_plus_uconst ULEB128
 // DWARF register numbers: rbx 3, rbp 6, rdi 5, r12-r15 12-15, rip 16.
 // SP and PARENT_SP are asserted < 64 in Rust so each fits one SLEB128 byte.
+
+// The record's resume PC is at +16 (the table above); the cancel path in
+// src/arch/x86_64.rs finds it there through RESUME_PC, checked here.
+.if {RESUME_PC} - 16
+    .error "RESUME_PC (src/arch/x86_64.rs) is not the record's resume-PC offset"
+.endif
 
     .text
 

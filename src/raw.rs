@@ -465,9 +465,9 @@ pub(crate) unsafe fn suspend<I: Isolation>(core: *mut Core) {
     // SAFETY: per the contract; the core's regs hold the resumer's record.
     unsafe {
         let departure = sanitizer::job_pausing(addr_of_mut!((*core).resumer));
-        let cancel = arch::switch_out(addr_of_mut!((*core).regs), I::ISOLATE);
+        let to_unwind = arch::switch_out(addr_of_mut!((*core).regs), I::ISOLATE);
         sanitizer::job_resumed(departure, addr_of_mut!((*core).resumer));
-        if cancel {
+        if to_unwind {
             cancelled();
         }
     }

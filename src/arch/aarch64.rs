@@ -27,6 +27,7 @@ backend_asm!(
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
     RECORD = const RECORD,
+    RESUME_PC = const RESUME_PC,
 );
 
 unsafe extern "C" {
@@ -128,12 +129,17 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
         asm!(
             "adr x1, 2f",
             "b {switch_out}",
+            "5:",
             "bti j",
             "b {cancel}",
             "2:",
+            ".if 2b - 5b - {cancel_path}",
+            ".error \"CANCEL_PATH is not the size of the cancel path before the resume label\"",
+            ".endif",
             "bti j",
             switch_out = sym stackjob_switch_out,
             cancel = label { return true },
+            cancel_path = const CANCEL_PATH,
             in("x0") regs,
             out("x21") _, out("x22") _, out("x23") _, out("x24") _,
             out("x25") _, out("x26") _, out("x27") _, out("x28") _,

@@ -60,6 +60,7 @@ backend_asm!(
     concat!(arm_state!(), include_str!("../../arch/arm.s")),
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
+    RESUME_PC = const RESUME_PC,
 );
 
 /// `asm!` with every callee-saved register the asm does not save itself
@@ -142,6 +143,19 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, _fp_env: bool) {
     unsafe { asm_clobbering_callee_saved!("bl {switch_in}", switch_in = sym stackjob_switch_in, in("r0") regs) }
 }
 
+/// The cancel path's branch, 4 bytes in either instruction set.
+#[cfg(stackjob_arm_thumb)]
+macro_rules! cancel_branch {
+    () => {
+        "b.w {cancel}"
+    };
+}
+#[cfg(not(stackjob_arm_thumb))]
+macro_rules! cancel_branch {
+    () => {
+        "b {cancel}"
+    };
+}
 /// Returns control to whoever last resumed the job owning `regs`, and
 /// returns when the job is resumed again: `false` at its resume label,
 /// `true` at its cancel path (the resumer called
@@ -164,40 +178,29 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
     // makes it so (A32 code is aligned anyway; T32 sections otherwise only
     // promise 2, and the linker then places a site at 2 mod 4 with a resume
     // PC 2 bytes off); in T32 it costs a 16-bit NOP at half the sites. The
-    // CANCEL_PATH bytes
-    // just before the resume label (never executed on the way to it) are
-    // the cancel path: a 32-bit branch (`b.w` in T32, where `b` could be a
-    // 16-bit one) to the label block, where the unwind starts as an
-    // ordinary Rust call.
+    // CANCEL_PATH bytes just before the resume label (never executed on the
+    // way to it) are the cancel path: a 32-bit branch (`b.w` in T32, where
+    // `b` could be a 16-bit one) to the label block, where the unwind starts
+    // as an ordinary Rust call.
     unsafe {
         asm_clobbering_callee_saved!(
             ".p2align 2",
             "adr lr, 2f",
             "b {switch_out}",
+            "5:",
             cancel_branch!(),
             "2:",
+            ".if 2b - 5b - {cancel_path}",
+            ".error \"CANCEL_PATH is not the size of the cancel path before the resume label\"",
+            ".endif",
             switch_out = sym stackjob_switch_out,
             cancel = label { return true },
+            cancel_path = const CANCEL_PATH,
             in("r0") regs
         );
     }
     false
 }
-
-/// The cancel path's branch, 4 bytes in either instruction set.
-#[cfg(stackjob_arm_thumb)]
-macro_rules! cancel_branch {
-    () => {
-        "b.w {cancel}"
-    };
-}
-#[cfg(not(stackjob_arm_thumb))]
-macro_rules! cancel_branch {
-    () => {
-        "b {cancel}"
-    };
-}
-use cancel_branch;
 
 /// Where a switched-out job's resume PC sits in its record (regs.sp + 12).
 pub(crate) const RESUME_PC: usize = 12;

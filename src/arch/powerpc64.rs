@@ -29,6 +29,7 @@ backend_asm!(
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
     RECORD = const RECORD,
+    RESUME_PC = const RESUME_PC,
 );
 
 /// `asm!` with every nonvolatile register the asm does not save itself
@@ -149,10 +150,15 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
             "mflr 4",
             "addi 4, 4, 2f - 3b",
             "b {switch_out}",
+            "5:",
             "b {cancel}",
             "2:",
+            ".if 2b - 5b - {cancel_path}",
+            ".error \"CANCEL_PATH is not the size of the cancel path before the resume label\"",
+            ".endif",
             switch_out = sym stackjob_switch_out,
             cancel = label { return true },
+            cancel_path = const CANCEL_PATH,
             in("r3") regs
         );
     }

@@ -43,6 +43,7 @@ backend_asm!(
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
     RECORD = const RECORD,
+    RESUME_PC = const RESUME_PC,
 );
 
 /// `asm!` with every callee-saved register the asm does not save itself
@@ -163,11 +164,16 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, _fp_env: bool) -> bool {
             "jump {switch_out}, t2",
             ".option push",
             ".option norvc",
+            "5:",
             "j {cancel}",
             ".option pop",
             "2:",
+            ".if 2b - 5b - {cancel_path}",
+            ".error \"CANCEL_PATH is not the size of the cancel path before the resume label\"",
+            ".endif",
             switch_out = sym stackjob_switch_out,
             cancel = label { return true },
+            cancel_path = const CANCEL_PATH,
             in("a0") regs
         );
     }

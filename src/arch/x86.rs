@@ -31,6 +31,7 @@ backend_asm!(
     PARENT_SP = const offset_of!(Regs, parent_sp),
     MXCSR_CONTROL = const MXCSR_CONTROL,
     RECORD = const RECORD,
+    RESUME_PC = const RESUME_PC,
 );
 
 unsafe extern "C" {
@@ -120,7 +121,8 @@ pub(crate) unsafe fn switch_in(regs: *mut Regs, fp_env: bool) {
 /// Returns control to whoever last resumed the job owning `regs`, and
 /// returns when the job is resumed again: `false` at its resume label,
 /// `true` at its cancel path (the resumer called
-/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it). `fp_env` as for [`switch_in`].
+/// [`unwind_on_resume`](super::unwind_on_resume) before resuming it).
+/// `fp_env` as for [`switch_in`].
 ///
 /// # Safety
 /// Must run on the job stack described by `regs`, while that job is the one
@@ -148,11 +150,16 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) -> bool {
                     "popl %ecx",
                     "addl $(2f - 3b), %ecx",
                     "jmp {switch_out}",
+                    "5:",
                     ".byte 0xe9",
                     ".long {cancel} - . - 4",
                     "2:",
+                    ".if 2b - 5b - {cancel_path}",
+                    ".error \"CANCEL_PATH is not the size of the cancel path before the resume label\"",
+                    ".endif",
                     switch_out = sym $target,
                     cancel = label { return true },
+                    cancel_path = const CANCEL_PATH,
                     in("eax") regs,
                     clobber_abi("C"),
                     options(att_syntax),

@@ -25,6 +25,7 @@ backend_asm!(
     SP = const offset_of!(Regs, sp),
     PARENT_SP = const offset_of!(Regs, parent_sp),
     MXCSR_CONTROL = const MXCSR_CONTROL,
+    RESUME_PC = const RESUME_PC,
 );
 
 unsafe extern "sysv64" {
@@ -154,13 +155,18 @@ pub(crate) unsafe fn switch_out(regs: *mut Regs, fp_env: bool) -> bool {
                 asm!(
                     "lea rcx, [rip + 2f]",
                     "jmp {switch_out}",
+                    "5:",
                     "endbr64",
                     ".byte 0xe9",
                     ".long {cancel} - . - 4",
                     "2:",
+                    ".if 2b - 5b - {cancel_path}",
+                    ".error \"CANCEL_PATH is not the size of the cancel path before the resume label\"",
+                    ".endif",
                     "endbr64",
                     switch_out = sym $target,
                     cancel = label { return true },
+                    cancel_path = const CANCEL_PATH,
                     in("rdi") regs,
                     out("r12") _, out("r13") _, out("r14") _, out("r15") _,
                     clobber_abi("sysv64"),
