@@ -98,13 +98,11 @@ ensure_component() { # component subcommand
     fi
 }
 
+. scripts/apt.sh # apt_install (retries a Debian mirror in mid-sync)
+
 ensure_apt() { # command package: install the package if the command is missing
     if ! command -v "$1" >/dev/null 2>&1; then
-        if [ -z "${APT_UPDATED:-}" ]; then
-            apt-get update -qq
-            APT_UPDATED=1
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+        apt_install "$2" >/dev/null
     fi
 }
 

@@ -145,8 +145,8 @@ if [[ -n "$missing" ]]; then
         dpkg --print-foreign-architectures | grep -qx armhf || as_root dpkg --add-architecture armhf
         packages+=(musl-dev:armhf)
     fi
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
+    . scripts/apt.sh # apt_install (retries a Debian mirror in mid-sync)
+    apt_install --no-install-recommends "${packages[@]}"
 fi
 if wants_musl; then
     if ! rustup run nightly rustc --version >/dev/null 2>&1; then

@@ -28,14 +28,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 TARGETS=${STACKJOB_MUSL_TARGETS:-x86_64-unknown-linux-musl aarch64-unknown-linux-musl}
 ARM_SPECS=/usr/lib/aarch64-linux-musl/musl-gcc.specs
 
-apt_updated=
-apt_install() {
-    if [ -z "$apt_updated" ]; then
-        apt-get update -qq
-        apt_updated=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
+# apt_install (retries a Debian mirror in mid-sync).
+. scripts/apt.sh
 command -v musl-gcc >/dev/null 2>&1 || apt_install musl-tools
 if [[ $TARGETS == *aarch64* ]]; then
     command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || apt_install gcc-aarch64-linux-gnu

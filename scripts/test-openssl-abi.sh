@@ -42,7 +42,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkgconf)
 [ -f /usr/include/openssl/async.h ] || need+=(libssl-dev)
 if [ ${#need[@]} -gt 0 ]; then
     echo "==== installing ${need[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    . scripts/apt.sh # apt_install (retries a Debian mirror in mid-sync)
+    apt_install "${need[@]}"
 fi
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
